@@ -1,0 +1,63 @@
+"""Atomic checkpoints: written to a temp file, fsynced, then renamed over the target, so a
+crash mid-write never leaves a corrupt ``last.pt``. A checkpoint carries its config, so export
+and evaluation need nothing but the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_mtl.config import Config, config_from_dict
+from runtime.errors import InputError
+
+CHECKPOINT_VERSION = 1
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint (tensors and plain data only: ``weights_only=True``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{p}: not a readable checkpoint ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "edge-mtl" or "model" not in ckpt:
+        raise InputError(f"{p}: not an edge-mtl checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise InputError(f"{p}: checkpoint version {ckpt.get('version')} is not supported")
+    return ckpt
+
+
+def config_of(ckpt: dict[str, Any], source: str) -> Config:
+    return config_from_dict(ckpt["config"], f"{source} (embedded config)")
+
+
+def load_model(path: str | Path):
+    """Rebuild the model of a checkpoint with its weights (EMA weights when present), in eval
+    mode. Returns (model, config, checkpoint)."""
+    from edge_mtl.model import MultiTaskModel
+
+    ckpt = load_checkpoint(path)
+    cfg = config_of(ckpt, str(path))
+    model = MultiTaskModel(cfg.model)
+    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    return model.eval(), cfg, ckpt

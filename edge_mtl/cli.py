@@ -1,0 +1,50 @@
+"""The ``edge-mtl`` command line. Subcommands import their heavy modules lazily, so
+``edge-mtl run`` and ``edge-mtl bench`` never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from runtime.errors import EdgeMTLError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_mtl import commands
+    from runtime import cli as runtime_cli
+
+    parser = argparse.ArgumentParser(
+        prog="edge-mtl",
+        description="Train, export, quantize, run and benchmark multi-task driving models.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.register(sub)
+    runtime_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EdgeMTLError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edge-mtl {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edge-mtl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"edge-mtl {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

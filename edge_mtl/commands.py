@@ -1,0 +1,174 @@
+"""Subcommands that need the training stack: synth, train, eval. Each handler imports torch
+lazily, so ``edge-mtl --help`` and the runtime commands stay torch-free."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runtime.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="render synthetic driving scenes (BDD100K-style JSON) or a clip",
+        description="Render procedural driving scenes with boxes, weather/scene/"
+        "time-of-day labels and road curvature, deterministic by seed.",
+    )
+    p.add_argument("--out", help="output directory for images/ + labels.json")
+    p.add_argument("--n", type=int, default=200, help="number of scenes (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (scene i uses seed+i)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(360, 640),
+        metavar=("H", "W"),
+        help="frame size in pixels (default 360 640)",
+    )
+    p.add_argument("--video", help="also (or only) write a driving clip to this .mp4")
+    p.add_argument("--frames", type=int, default=300, help="frames in --video (default 300)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of --video")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "train",
+        help="train a multi-task model from a YAML config",
+        description="Train the model described by --config; writes last.pt, "
+        "best.pt and metrics.jsonl into --out.",
+    )
+    p.add_argument("--config", required=True, help="YAML config (e.g. configs/synthetic.yaml)")
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/demo")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MIN",
+        help="override train.time_limit_min (schedule anneals to fit)",
+    )
+    p.add_argument("--pretrained", help="local torchvision ResNet state dict for the trunk")
+    p.add_argument("--data-root", default="data", help="where synthetic data is cached")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: mAP, accuracy/F1, MAE",
+        description="Evaluate --weights on the config's validation data "
+        "(or the config stored in the checkpoint).",
+    )
+    p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/demo/best.pt")
+    p.add_argument("--config", help="YAML config whose data.val to use (default: checkpoint's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from edge_mtl.data.generate import write_synthetic, write_video
+
+    if not args.out and not args.video:
+        raise InputError("synth: give --out DIR, --video FILE.mp4, or both")
+    hw = tuple(args.size)
+    if min(hw) < 64:
+        raise InputError(f"--size {hw[0]} {hw[1]}: frames must be at least 64 pixels each way")
+    if args.out:
+        out = write_synthetic(args.out, args.n, args.seed, hw)
+        print(f"wrote {args.n} scenes to {out}/images and {out}/labels.json")
+    if args.video:
+        if args.frames < 1:
+            raise InputError(f"--frames must be at least 1, got {args.frames}")
+        path = write_video(args.video, args.frames, args.seed, hw, args.fps)
+        print(f"wrote {args.frames} frames to {path}")
+    return 0
+
+
+def _load_cfg(args: argparse.Namespace):
+    import dataclasses
+
+    from edge_mtl.config import load_config, validate
+
+    cfg = load_config(args.config)
+    train_over = {}
+    if getattr(args, "epochs", None) is not None:
+        train_over["epochs"] = args.epochs
+    if getattr(args, "time_limit", None) is not None:
+        train_over["time_limit_min"] = args.time_limit
+    if train_over:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_over))
+    if getattr(args, "pretrained", None):
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, pretrained=args.pretrained)
+        )
+    return validate(cfg)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge_mtl.train import train
+
+    cfg = _load_cfg(args)
+    metrics = train(
+        cfg, args.out, args.device, args.resume, progress=not args.quiet, data_root=args.data_root
+    )
+    print(f"done: {args.out}/best.pt, {args.out}/last.pt, {args.out}/metrics.jsonl")
+    print(format_metrics(metrics))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from edge_mtl.checkpoint import load_model
+    from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
+    from edge_mtl.evaluate import evaluate
+    from edge_mtl.train import pick_autocast, pick_device
+
+    model, cfg, _ = load_model(args.weights)
+    if args.config:
+        val_cfg = _load_cfg(args)
+        if val_cfg.model != cfg.model:
+            print(
+                f"note: {args.config} describes a different model; using its data.val only",
+                file=sys.stderr,
+            )
+        cfg = type(cfg)(model=cfg.model, data=val_cfg.data, train=cfg.train, source=cfg.source)
+    dev = pick_device(args.device)
+    recs = records_for(cfg.data.val, cfg, Path(args.data_root))
+    if not recs:
+        raise InputError(f"{args.config or args.weights}: data.val has no images")
+    loader = torch.utils.data.DataLoader(
+        MultiTaskDataset(recs, cfg, train=False),
+        batch_size=cfg.train.batch_size,
+        collate_fn=collate,
+    )
+    amp_dtype, _ = pick_autocast(cfg.train.amp, dev)
+    metrics = evaluate(model.to(dev), loader, cfg, dev, amp_dtype, progress=not args.json)
+    if args.json:
+        print(json.dumps({"weights": str(args.weights), "images": len(recs), **metrics}))
+    else:
+        print(f"{args.weights} on {len(recs)} images")
+        print(format_metrics(metrics))
+    return 0
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    rows = []
+    if "det/map50" in metrics:
+        rows.append(
+            f"  detection  mAP@0.5 {metrics['det/map50']:.3f}  "
+            f"mAP@0.5:0.95 {metrics['det/map']:.3f}"
+        )
+    for k in metrics:
+        if k.endswith("/acc"):
+            t = k[:-4]
+            rows.append(f"  {t:<10} accuracy {metrics[k]:.3f}  macro-F1 {metrics[t + '/f1']:.3f}")
+        if k.endswith("/mae"):
+            t = k[:-4]
+            rows.append(f"  {t:<10} MAE {metrics[k]:.4f}  (label std {metrics[t + '/std']:.4f})")
+    return "\n".join(rows)

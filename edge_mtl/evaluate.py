@@ -1,0 +1,168 @@
+"""Metrics: detection mAP via pycocotools (COCO protocol), accuracy and macro-F1 per
+classification task, MAE per regression task. Detections go through the runtime's own numpy
+postprocessing, so the numbers measure what is deployed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_mtl.config import Config
+from runtime.postprocess import detections_to_frame, postprocess_detections
+from runtime.preprocess import Letterbox
+
+EVAL_CONF = 0.001  # COCO evaluation keeps low-score detections; thresholds are for deployment
+EVAL_IOU = 0.6
+EVAL_MAX_DET = 100
+
+
+def coco_map(
+    gts: list[tuple[np.ndarray, np.ndarray]],
+    dets: list[tuple[np.ndarray, ...]],
+    num_classes: int,
+    image_hw: list[tuple[int, int]],
+) -> dict[str, float]:
+    """mAP@0.5 and mAP@0.5:0.95 with pycocotools. ``gts``: per image (boxes (K,4) xyxy,
+    classes (K,)); ``dets``: per image (boxes (M,4), scores (M,), classes (M,))."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns, results = [], [], []
+    for i, ((gb, gc), (db, ds, dc), (h, w)) in enumerate(zip(gts, dets, image_hw)):
+        images.append({"id": i, "height": int(h), "width": int(w)})
+        for b, c in zip(gb, gc):
+            bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": [float(b[0]), float(b[1]), bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
+        for b, s, c in zip(db, ds, dc):
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": int(c),
+                    "score": float(s),
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                }
+            )
+    if not anns:
+        return {"map50": math.nan, "map": math.nan}
+    if not results:
+        return {"map50": 0.0, "map": 0.0}
+    gt = COCO()
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c} for c in range(num_classes)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, EVAL_MAX_DET]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"map": float(ev.stats[0]), "map50": float(ev.stats[1])}
+
+
+def accuracy_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 over labelled samples (true >= 0); classes absent from both
+    predictions and labels are left out of the macro average."""
+    m = true >= 0
+    pred, true = pred[m], true[m]
+    if true.size == 0:
+        return math.nan, math.nan
+    acc = float((pred == true).mean())
+    f1s = []
+    for c in range(num_classes):
+        tp = np.sum((pred == c) & (true == c))
+        fp = np.sum((pred == c) & (true != c))
+        fn = np.sum((pred != c) & (true == c))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return acc, float(np.mean(f1s))
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader,
+    cfg: Config,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run ``model`` over ``loader`` (a non-augmented MultiTaskDataset) and compute all metrics.
+
+    Keys: ``det/map50``, ``det/map``, ``<task>/acc``, ``<task>/f1``, ``<task>/mae``,
+    ``<task>/std`` (label standard deviation, to read MAE against).
+    """
+    model.eval()
+    m = cfg.model
+    gts, dets, sizes = [], [], []
+    cls_pred: dict[str, list] = {t: [] for t in m.classify}
+    cls_true: dict[str, list] = {t: [] for t in m.classify}
+    reg_pred: dict[str, list] = {t: [] for t in m.regress}
+    reg_true: dict[str, list] = {t: [] for t in m.regress}
+    records = loader.dataset.records
+    for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        images = images.to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(images)
+        out = {k: v.float().cpu().numpy() for k, v in out.items()}
+        for j, t in enumerate(targets):
+            if m.detect:
+                scale, px, py, fh, fw = t["letterbox"]
+                lb = Letterbox(scale, px, py, (int(fh), int(fw)))
+                d = postprocess_detections(
+                    out["det_boxes"][j], out["det_scores"][j], EVAL_CONF, EVAL_IOU, EVAL_MAX_DET
+                )
+                d = detections_to_frame(d, lb)
+                rec = records[t["index"]]
+                gts.append((rec.boxes, rec.classes))
+                dets.append((d.boxes, d.scores, d.classes))
+                sizes.append((int(fh), int(fw)))
+            for task in m.classify:
+                cls_pred[task].append(int(out[f"cls_{task}"][j].argmax()))
+                cls_true[task].append(int(t[f"cls_{task}"]))
+            for task in m.regress:
+                reg_pred[task].append(float(out[f"reg_{task}"][j, 0]))
+                reg_true[task].append(float(t[f"reg_{task}"]))
+    metrics: dict[str, float] = {}
+    if m.detect:
+        r = coco_map(gts, dets, len(m.detect), sizes)
+        metrics["det/map50"], metrics["det/map"] = r["map50"], r["map"]
+    for task, names in m.classify.items():
+        acc, f1 = accuracy_f1(np.array(cls_pred[task]), np.array(cls_true[task]), len(names))
+        metrics[f"{task}/acc"], metrics[f"{task}/f1"] = acc, f1
+    for task in m.regress:
+        p, y = np.array(reg_pred[task]), np.array(reg_true[task])
+        ok = np.isfinite(y)
+        metrics[f"{task}/mae"] = float(np.abs(p[ok] - y[ok]).mean()) if ok.any() else math.nan
+        metrics[f"{task}/std"] = float(y[ok].std()) if ok.any() else math.nan
+    return metrics
+
+
+def score(metrics: dict[str, float]) -> float:
+    """One number to pick the best checkpoint: mean of mAP@0.5:0.95, accuracies and
+    (1 - MAE/std) per regression task."""
+    parts = [v for k, v in metrics.items() if k in ("det/map",) or k.endswith("/acc")]
+    for k, v in metrics.items():
+        if k.endswith("/mae"):
+            std = metrics.get(k[:-4] + "/std", 1.0) or 1.0
+            parts.append(1.0 - v / std)
+    parts = [p for p in parts if not math.isnan(p)]
+    return float(np.mean(parts)) if parts else 0.0

@@ -1,0 +1,178 @@
+"""Per-task losses and their weighted sum.
+
+Detection (FCOS-style): points inside a box's centre region on the pyramid level whose range
+fits the box are positives; sigmoid focal loss on classes, GIoU on decoded boxes (weighted by
+centerness), BCE on centerness. A box that gets no point (tiny objects) takes its nearest P3
+point, so every labelled object is learned. Classification: cross-entropy over labelled samples.
+Regression: smooth-L1 over labelled samples. A task without labels in the batch contributes an
+exact zero (and so zero gradient), never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from edge_mtl.config import ModelConfig
+
+CENTER_RADIUS = 2.5  # in strides
+LEVEL_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # max(l,t,r,b), pixels
+
+
+def level_info(
+    cfg: ModelConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every dense location: centre (A, 2) in pixels, stride (A,), level range (A, 2)."""
+    from edge_mtl.model import DetectHead
+
+    h, w = cfg.input_hw
+    pts, strides, ranges = [], [], []
+    for i, s in enumerate(cfg.strides):
+        p = DetectHead.points((h // s, w // s), s, device)
+        pts.append(p)
+        strides.append(torch.full((len(p),), float(s), device=device))
+        lo, hi = LEVEL_RANGES[min(i, len(LEVEL_RANGES) - 1)]
+        if i == len(cfg.strides) - 1:
+            hi = float("inf")
+        ranges.append(torch.tensor([lo, hi], device=device).expand(len(p), 2))
+    return torch.cat(pts), torch.cat(strides), torch.cat(ranges)
+
+
+@torch.no_grad()
+def assign(points, strides, ranges, gt_boxes: torch.Tensor) -> torch.Tensor:
+    """Index of the assigned box per location (A,), -1 for background."""
+    a = points.shape[0]
+    if gt_boxes.numel() == 0:
+        return torch.full((a,), -1, dtype=torch.long, device=points.device)
+    x, y = points[:, 0:1], points[:, 1:2]  # (A, 1)
+    l = x - gt_boxes[:, 0]
+    t = y - gt_boxes[:, 1]
+    r = gt_boxes[:, 2] - x
+    b = gt_boxes[:, 3] - y
+    ltrb = torch.stack([l, t, r, b], -1)  # (A, G, 4)
+    inside = ltrb.min(-1).values > 0
+    cx = (gt_boxes[:, 0] + gt_boxes[:, 2]) / 2
+    cy = (gt_boxes[:, 1] + gt_boxes[:, 3]) / 2
+    rad = strides[:, None] * CENTER_RADIUS
+    central = ((x - cx).abs() < rad) & ((y - cy).abs() < rad)
+    reach = ltrb.max(-1).values
+    in_range = (reach >= ranges[:, 0:1]) & (reach <= ranges[:, 1:2])
+    ok = inside & central & in_range  # (A, G)
+    area = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])).expand(a, -1)
+    area = torch.where(ok, area, torch.full_like(area, float("inf")))
+    best_area, best = area.min(1)
+    best[torch.isinf(best_area)] = -1
+    # objects no location picked: give each its nearest finest-level location that is free
+    covered = torch.zeros(gt_boxes.shape[0], dtype=torch.bool, device=points.device)
+    covered[best[best >= 0]] = True
+    finest = strides == strides.min()
+    for g in torch.nonzero(~covered).flatten().tolist():
+        d = (points[:, 0] - cx[g]) ** 2 + (points[:, 1] - cy[g]) ** 2
+        d[~finest | (best >= 0)] = float("inf")
+        best[int(d.argmin())] = g
+    return best
+
+
+def centerness_target(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    l = (points[:, 0] - boxes[:, 0]).clamp(min=0)
+    t = (points[:, 1] - boxes[:, 1]).clamp(min=0)
+    r = (boxes[:, 2] - points[:, 0]).clamp(min=0)
+    b = (boxes[:, 3] - points[:, 1]).clamp(min=0)
+    lr = torch.stack([l, r], 1)
+    tb = torch.stack([t, b], 1)
+    c = (lr.min(1).values / lr.max(1).values.clamp(min=1e-6)) * (
+        tb.min(1).values / tb.max(1).values.clamp(min=1e-6)
+    )
+    return c.clamp(min=0).sqrt()
+
+
+def detection_loss(
+    out: dict[str, torch.Tensor],
+    targets: list[dict],
+    cfg: ModelConfig,
+    level: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    points, strides, ranges = level
+    logits = out["det_logits"].float()  # (B, A, C)
+    boxes = out["det_boxes"].float()  # (B, A, 4)
+    ctr = out["det_ctr"].float()  # (B, A)
+    cls_t = torch.zeros_like(logits)
+    pos_mask = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
+    gt_per_loc = torch.zeros_like(boxes)
+    mask_img = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    for i, t in enumerate(targets):
+        if not t.get("has_boxes", True):
+            continue
+        mask_img[i] = True
+        gb = t["boxes"].to(logits.device)
+        idx = assign(points, strides, ranges, gb)
+        pos = idx >= 0
+        pos_mask[i] = pos
+        cls_t[i, pos, t["classes"].to(logits.device)[idx[pos]]] = 1.0
+        gt_per_loc[i, pos] = gb[idx[pos]]
+    zero = logits.sum() * 0.0
+    if not mask_img.any():
+        return {"det_cls": zero, "det_box": zero, "det_ctr": zero}
+    num_pos = max(float(pos_mask.sum()), 1.0)
+    focal = torchvision.ops.sigmoid_focal_loss(logits[mask_img], cls_t[mask_img], reduction="sum")
+    if not pos_mask.any():
+        return {"det_cls": focal / num_pos, "det_box": zero, "det_ctr": zero}
+    pb, gb = boxes[pos_mask], gt_per_loc[pos_mask]
+    ctr_t = centerness_target(points.expand_as(boxes[..., :2])[pos_mask], gb)
+    giou = torchvision.ops.generalized_box_iou_loss(pb, gb, reduction="none")
+    box = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
+    ctr_loss = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="sum") / num_pos
+    return {"det_cls": focal / num_pos, "det_box": box * 2.0, "det_ctr": ctr_loss}
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over samples with a label (>= 0); exactly 0 when none has one."""
+    mask = labels >= 0
+    if not mask.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float()[mask], labels[mask], label_smoothing=0.05)
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 over finite targets; exactly 0 when none is labelled."""
+    mask = torch.isfinite(target)
+    if not mask.any():
+        return pred.sum() * 0.0
+    return F.smooth_l1_loss(pred.float()[:, 0][mask], target[mask], beta=0.1)
+
+
+class MultiTaskLoss:
+    """Total = sum over tasks of weight x task loss. ``weights`` task -> float (default 1).
+
+    This is the seam for dynamic weighting: a strategy only has to produce ``weights``.
+    """
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, float], device: torch.device):
+        self.cfg = cfg
+        self.weights = {t: float(weights.get(t, 1.0)) for t in self.tasks()}
+        self.level = level_info(cfg, device) if cfg.detect else None
+
+    def tasks(self) -> list[str]:
+        return (
+            (["det"] if self.cfg.detect else []) + list(self.cfg.classify) + list(self.cfg.regress)
+        )
+
+    def __call__(
+        self, out: dict[str, torch.Tensor], targets: list[dict]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, torch.Tensor] = {}
+        device = next(iter(out.values())).device
+        if self.cfg.detect:
+            det = detection_loss(out, targets, self.cfg, self.level)
+            parts["det"] = sum(det.values())
+        for t in self.cfg.classify:
+            labels = torch.tensor([x[f"cls_{t}"] for x in targets], device=device)
+            parts[t] = classification_loss(out[f"cls_{t}"], labels)
+        for t in self.cfg.regress:
+            target = torch.tensor(
+                [x[f"reg_{t}"] for x in targets], device=device, dtype=torch.float32
+            )
+            parts[t] = regression_loss(out[f"reg_{t}"], target)
+        total = sum(self.weights[k] * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}

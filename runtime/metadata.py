@@ -1,0 +1,134 @@
+"""The ``edge_mtl`` metadata carried in every exported ONNX file, and its validating reader.
+
+The runtime needs nothing but the ONNX file: input size, normalisation, letterbox settings,
+tasks with class names, strides, default thresholds, precision and calibration live here as
+JSON under ``metadata_props["edge_mtl"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from runtime.errors import MetadataError
+
+METADATA_KEY = "edge_mtl"
+FORMAT_VERSION = 1
+
+
+class TaskKind(str, Enum):
+    DETECT = "detect"
+    CLASSIFY = "classify"
+    REGRESS = "regress"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class TaskMeta:
+    """One task of the model. ``outputs`` are the ONNX output names that belong to it."""
+
+    name: str
+    kind: TaskKind
+    outputs: tuple[str, ...]
+    classes: tuple[str, ...] = ()
+    strides: tuple[int, ...] = ()
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.5
+    nms_in_graph: bool = False
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything the runtime needs to feed a model and read its answers."""
+
+    input_name: str
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    pad_value: int
+    tasks: tuple[TaskMeta, ...]
+    precision: Precision = Precision.FP32
+    input_dtype: str = "float32"
+    batch: int | None = None  # None = dynamic batch
+    config_hash: str = ""
+    calibration: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    @property
+    def detect(self) -> TaskMeta | None:
+        return next((t for t in self.tasks if t.kind is TaskKind.DETECT), None)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["precision"] = self.precision.value
+        for t in d["tasks"]:
+            t["kind"] = t["kind"].value
+        return json.dumps(d, sort_keys=True)
+
+    def replace(self, **changes: Any) -> ModelMeta:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+    @staticmethod
+    def from_json(text: str, source: str = "model") -> ModelMeta:
+        """Parse and validate; raises :class:`MetadataError` naming ``source`` and the problem."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MetadataError(f"{source}: edge_mtl metadata is not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise MetadataError(f"{source}: edge_mtl metadata must be a JSON object")
+        version = d.get("version")
+        if version != FORMAT_VERSION:
+            raise MetadataError(
+                f"{source}: edge_mtl metadata version {version!r} is not supported "
+                f"(this runtime reads version {FORMAT_VERSION})"
+            )
+        try:
+            tasks = tuple(
+                TaskMeta(
+                    name=str(t["name"]),
+                    kind=TaskKind(t["kind"]),
+                    outputs=tuple(t["outputs"]),
+                    classes=tuple(t.get("classes", ())),
+                    strides=tuple(int(s) for s in t.get("strides", ())),
+                    score_threshold=float(t.get("score_threshold", 0.25)),
+                    iou_threshold=float(t.get("iou_threshold", 0.5)),
+                    nms_in_graph=bool(t.get("nms_in_graph", False)),
+                )
+                for t in d["tasks"]
+            )
+            h, w = (int(v) for v in d["input_hw"])
+            meta = ModelMeta(
+                input_name=str(d["input_name"]),
+                input_hw=(h, w),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                pad_value=int(d["pad_value"]),
+                tasks=tasks,
+                precision=Precision(d.get("precision", "fp32")),
+                input_dtype=str(d.get("input_dtype", "float32")),
+                batch=None if d.get("batch") is None else int(d["batch"]),
+                config_hash=str(d.get("config_hash", "")),
+                calibration=d.get("calibration"),
+                extra=dict(d.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MetadataError(f"{source}: edge_mtl metadata is malformed ({e!r})") from None
+        if len(meta.mean) != 3 or len(meta.std) != 3 or min(meta.std) <= 0:
+            raise MetadataError(f"{source}: edge_mtl metadata mean/std must be 3 values, std > 0")
+        if h <= 0 or w <= 0:
+            raise MetadataError(f"{source}: edge_mtl metadata input_hw must be positive")
+        for t in tasks:
+            if t.kind in (TaskKind.DETECT, TaskKind.CLASSIFY) and not t.classes:
+                raise MetadataError(f"{source}: task {t.name!r} has no class names")
+        return meta

@@ -1,0 +1,109 @@
+"""Turn raw model outputs into detections and task answers (numpy only).
+
+Evaluation in ``edge_mtl`` calls these very functions, so reported metrics measure what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.preprocess import Letterbox, boxes_to_frame
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image. ``boxes`` float32 (K, 4) xyxy pixels, ``scores`` float32 (K,)
+    in [0, 1], ``classes`` int64 (K,) indices into the model's detection class list."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
+
+
+def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box (4,) with many (K, 4) -> (K,). Degenerate boxes give IoU 0."""
+    ix1 = np.maximum(box[0], boxes[:, 0])
+    iy1 = np.maximum(box[1], boxes[:, 1])
+    ix2 = np.minimum(box[2], boxes[:, 2])
+    iy2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    area_b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS. boxes (K, 4) xyxy, scores (K,). Returns kept indices, highest score first.
+
+    Suppresses a box when its IoU with a kept box is strictly greater than ``iou_threshold``
+    (the ONNX NonMaxSuppression rule), so in-graph and numpy NMS agree.
+    """
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        if order.size == 1:
+            break
+        ious = box_iou_one_to_many(boxes[i], boxes[order[1:]])
+        order = order[1:][ious <= iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def postprocess_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+    max_det: int = 300,
+    pre_nms_topk: int = 1000,
+) -> Detections:
+    """Dense outputs of one image -> detections in model-input pixels.
+
+    boxes: float32 (A, 4) xyxy input pixels; scores: float32 (A, C) per-class probabilities.
+    Every (anchor, class) pair above ``conf_threshold`` is a candidate (multi-label); NMS runs
+    per class. Non-finite scores or boxes are dropped, never propagated.
+    """
+    scores = np.asarray(scores, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    finite_box = np.isfinite(boxes).all(axis=1)
+    anchor_idx, cls_idx = np.nonzero((scores > conf_threshold) & finite_box[:, None])
+    if anchor_idx.size == 0:
+        return Detections.empty()
+    cand_scores = scores[anchor_idx, cls_idx]
+    if cand_scores.size > pre_nms_topk:
+        top = np.argpartition(-cand_scores, pre_nms_topk)[:pre_nms_topk]
+        anchor_idx, cls_idx, cand_scores = anchor_idx[top], cls_idx[top], cand_scores[top]
+    cand_boxes = boxes[anchor_idx]
+    # Offset boxes per class so one NMS pass never suppresses across classes.
+    span = float(np.abs(cand_boxes).max()) + 1.0
+    keep = nms(cand_boxes + (cls_idx * span)[:, None], cand_scores, iou_threshold)[:max_det]
+    return Detections(cand_boxes[keep], cand_scores[keep], cls_idx[keep].astype(np.int64))
+
+
+def detections_to_frame(dets: Detections, lb: Letterbox) -> Detections:
+    """Map detections from model-input pixels back to the original frame (undo the letterbox)."""
+    if len(dets) == 0:
+        return dets
+    return Detections(boxes_to_frame(dets.boxes, lb), dets.scores, dets.classes)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, stable for large values."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,162 @@
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edge_mtl.cli import main
+from edge_mtl.config import ConfigError, load_config
+from edge_mtl.data.generate import write_synthetic
+from tests.edge_mtl.conftest import tiny_cfg_dict
+
+
+def _write(tmp_path, data, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_shipped_configs_load():
+    for name in ("configs/synthetic.yaml", "configs/tiny.yaml"):
+        cfg = load_config(name)
+        assert cfg.model.detect and cfg.model.classify and cfg.model.regress
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    d = tiny_cfg_dict()
+    d["train"]["learning_rate"] = 0.1
+    p = _write(tmp_path, d)
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.learning_rate: unknown key"):
+        load_config(p)
+
+
+def test_wrong_type_names_file_key_and_value(tmp_path):
+    d = tiny_cfg_dict()
+    d["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.lr: expected a number, got 'fast'"):
+        load_config(_write(tmp_path, d))
+    d = tiny_cfg_dict()
+    d["model"]["input_hw"] = [100, 96]
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        load_config(_write(tmp_path, d))
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_cli_wrong_config_key_is_one_line_exit_2(tmp_path, capsys):
+    d = tiny_cfg_dict()
+    d["modle"] = {}
+    code, err = _cli(
+        capsys, "train", "--config", str(_write(tmp_path, d)), "--out", str(tmp_path / "r")
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and "modle: unknown key" in err
+    assert "Traceback" not in err
+
+
+def test_cli_missing_data_directory(tmp_path, capsys):
+    d = tiny_cfg_dict()
+    d["data"]["train"] = [{"kind": "bdd100k", "path": str(tmp_path / "nope")}]
+    code, err = _cli(
+        capsys,
+        "train",
+        "--config",
+        str(_write(tmp_path, d)),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
+    assert code == 2 and err.endswith("nope: data directory not found")
+
+
+def test_cli_corrupt_image_names_the_file(tmp_path, capsys):
+    data = tmp_path / "set"
+    write_synthetic(data, 8, hw=(90, 160), progress=False)
+    (data / "images" / "00000003.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    d = tiny_cfg_dict()
+    d["data"]["train"] = [{"kind": "bdd100k", "path": str(data)}]
+    d["data"]["val"] = []
+    code, err = _cli(
+        capsys,
+        "train",
+        "--config",
+        str(_write(tmp_path, d)),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.endswith("00000003.jpg: corrupt or unreadable image")
+
+
+def test_cli_missing_config_and_missing_weights(tmp_path, capsys):
+    code, err = _cli(capsys, "train", "--config", str(tmp_path / "x.yaml"), "--out", "r")
+    assert code == 2 and "x.yaml: config file not found" in err
+    code, err = _cli(capsys, "eval", "--weights", str(tmp_path / "w.pt"))
+    assert code == 2 and "w.pt: checkpoint not found" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    code, err = _cli(capsys, "eval", "--weights", str(bad))
+    assert code == 2 and "bad.pt: not a readable checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_cli_synth_writes_images_labels_and_video(tmp_path, capsys):
+    code, _ = _cli(
+        capsys,
+        "synth",
+        "--out",
+        str(tmp_path / "s"),
+        "--n",
+        "3",
+        "--size",
+        "90",
+        "160",
+        "--video",
+        str(tmp_path / "clip.mp4"),
+        "--frames",
+        "5",
+    )
+    assert code == 0
+    assert len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 3
+    cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 5
+
+
+def test_cli_train_then_eval_json(tmp_path, capsys):
+    d = tiny_cfg_dict()
+    d["train"]["epochs"] = 1
+    cfg = _write(tmp_path, d)
+    code, _ = _cli(
+        capsys,
+        "train",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--data-root",
+        str(tmp_path / "data"),
+    )
+    assert code == 0
+    code = main(
+        [
+            "eval",
+            "--weights",
+            str(tmp_path / "r" / "best.pt"),
+            "--json",
+            "--data-root",
+            str(tmp_path / "data"),
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    import json
+
+    m = json.loads(out)
+    assert code == 0 and m["images"] == 8
+    assert {"det/map50", "det/map", "weather/acc", "scene/f1", "curvature/mae"} <= set(m)
+    assert 0.0 <= m["det/map50"] <= 1.0 and np.isfinite(m["curvature/mae"])

@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import pytest
+
+from edge_mtl.evaluate import accuracy_f1, coco_map
+
+
+def _one(boxes, classes):
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64)
+
+
+def test_perfect_detections_score_one():
+    gts = [_one([[10, 10, 50, 60], [70, 20, 90, 40]], [0, 1])]
+    dets = [(gts[0][0], np.array([0.9, 0.8], np.float32), gts[0][1])]
+    r = coco_map(gts, dets, 2, [(100, 120)])
+    assert r["map50"] == pytest.approx(1.0) and r["map"] == pytest.approx(1.0)
+
+
+def test_partial_overlap_counts_only_at_thresholds_it_passes():
+    # prediction shifted so IoU = 31*40 / (2*40*40 - 31*40) = 0.6327: passes 0.50, 0.55, 0.60
+    gts = [_one([[0, 0, 40, 40]], [0])]
+    dets = [(np.array([[9, 0, 49, 40]], np.float32), np.array([0.9], np.float32), np.array([0]))]
+    r = coco_map(gts, dets, 1, [(100, 100)])
+    assert r["map50"] == pytest.approx(1.0)
+    assert r["map"] == pytest.approx(0.3)
+
+
+def test_ranking_of_a_false_positive_matters():
+    # 2 objects; detections ranked TP, FP, TP -> COCO 101-point interpolated AP@0.5
+    gts = [_one([[0, 0, 20, 20], [50, 50, 70, 70]], [0, 0])]
+    boxes = np.array([[0, 0, 20, 20], [80, 0, 99, 20], [50, 50, 70, 70]], np.float32)
+    dets = [(boxes, np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 0, 0]))]
+    r = coco_map(gts, dets, 1, [(100, 100)])
+    # precision envelope: 1.0 for recall <= 0.5, 2/3 for recall in (0.5, 1]
+    expected = (51 * 1.0 + 50 * (2 / 3)) / 101
+    assert r["map50"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_no_detections_is_zero_and_no_labels_is_nan():
+    gts = [_one([[0, 0, 20, 20]], [0])]
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert coco_map(gts, [empty], 1, [(50, 50)])["map50"] == 0.0
+    assert math.isnan(coco_map([_one([], [])], [empty], 1, [(50, 50)])["map50"])
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    true = np.array([0, 0, 1, 1, 2, -1])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    acc, f1 = accuracy_f1(pred, true, 3)
+    assert acc == pytest.approx(3 / 5)
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp0 fp0 fn1 -> 0
+    assert f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)

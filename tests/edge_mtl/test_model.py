@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from edge_mtl.config import config_from_dict
+from edge_mtl.model import HEADS, MultiTaskModel
+from tests.edge_mtl.conftest import tiny_cfg_dict
+
+
+@pytest.mark.parametrize("hw", [(64, 96), (96, 160)])
+def test_output_shapes_per_task(hw):
+    cfg = config_from_dict(tiny_cfg_dict(hw=hw))
+    model = MultiTaskModel(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, *hw))
+    anchors = sum((hw[0] // s) * (hw[1] // s) for s in cfg.model.strides)
+    assert out["det_boxes"].shape == (2, anchors, 4)
+    assert out["det_scores"].shape == (2, anchors, len(cfg.model.detect))
+    for task, names in cfg.model.classify.items():
+        assert out[f"cls_{task}"].shape == (2, len(names))
+    assert out["reg_curvature"].shape == (2, 1)
+    assert set(model.output_names()) <= set(out)
+    assert float(out["det_scores"].min()) >= 0 and float(out["det_scores"].max()) <= 1
+
+
+def test_boxes_are_decoded_around_their_points():
+    cfg = config_from_dict(tiny_cfg_dict())
+    model = MultiTaskModel(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    b = out["det_boxes"][0]
+    assert bool((b[:, 2] >= b[:, 0]).all()) and bool((b[:, 3] >= b[:, 1]).all())
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_every_registered_head_builds_alone(kind):
+    d = tiny_cfg_dict()
+    m = d["model"]
+    m["detect"] = m["detect"] if kind == "detect" else []
+    m["classify"] = m["classify"] if kind == "classify" else {}
+    m["regress"] = m["regress"] if kind == "regress" else []
+    cfg = config_from_dict(d)
+    model = MultiTaskModel(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 96))
+    assert list(model.heads) == [kind]
+    assert all(name in out for name in model.output_names())

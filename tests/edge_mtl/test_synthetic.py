@@ -1,0 +1,85 @@
+import numpy as np
+
+from edge_mtl.data.bdd import read_bdd
+from edge_mtl.data.generate import write_synthetic
+from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
+from edge_mtl.data.synthetic import render_clip, render_scene
+
+
+def test_same_seed_same_scene_and_different_seed_differs():
+    a, b, c = render_scene(3), render_scene(3), render_scene(4)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_boxes_are_tight_around_visible_object_pixels():
+    n_boxes = 0
+    for seed in range(12):
+        s = render_scene(seed)
+        h, w = s.image.shape[:2]
+        for k, (x1, y1, x2, y2) in enumerate(s.boxes.astype(int)):
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+            ys, xs = np.nonzero(s.ids == k + 1)
+            # the object's visible pixels fill the box edge to edge
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2)
+            n_boxes += 1
+        assert set(np.unique(s.ids)) <= set(range(len(s.boxes) + 1))
+    assert n_boxes > 30
+
+
+def test_objects_differ_from_what_is_around_them():
+    """Drawn objects are visible: box pixels differ from a ring of pixels around the box."""
+    contrasts = []
+    for seed in range(8):
+        s = render_scene(seed)
+        img = s.image.astype(np.float32)
+        for k, (x1, y1, x2, y2) in enumerate(s.boxes.astype(int)):
+            inside = img[s.ids == k + 1].mean(0)
+            ring = img[max(y1 - 4, 0) : y2 + 4, max(x1 - 4, 0) : x2 + 4].mean((0, 1))
+            contrasts.append(np.abs(inside - ring).max())
+    assert np.median(contrasts) > 4
+
+
+def test_labels_cover_every_class_and_attribute():
+    seen_cls, seen_attr = set(), {k: set() for k in ATTRIBUTES}
+    sizes = []
+    for seed in range(80):
+        s = render_scene(seed, (180, 320))
+        seen_cls |= set(s.classes.tolist())
+        for k, v in s.attributes.items():
+            seen_attr[k].add(v)
+        sizes += (s.boxes[:, 3] - s.boxes[:, 1]).tolist()
+        assert -1 <= s.curvature <= 1
+    assert seen_cls == set(range(len(DET_CLASSES)))
+    assert all(seen_attr[k] == set(v) for k, v in ATTRIBUTES.items())
+    assert min(sizes) < 10 and max(sizes) > 180 / 4  # a few pixels up to a large part of frame
+
+
+def test_time_of_day_is_not_brightness_alone():
+    """Mean brightness ranges of day / dusk / night overlap."""
+    by = {}
+    for seed in range(90):
+        s = render_scene(seed, (90, 160))
+        by.setdefault(s.attributes["timeofday"], []).append(s.image.mean())
+    assert min(by["daytime"]) < max(by["dawn/dusk"])
+    assert min(by["dawn/dusk"]) < max(by["night"])
+
+
+def test_written_dataset_reads_back_exactly(tmp_path):
+    write_synthetic(tmp_path / "d", 5, seed=7, hw=(90, 160), progress=False)
+    recs, unknown = read_bdd(tmp_path / "d", DET_CLASSES, ATTRIBUTES, ("curvature",))
+    assert not unknown and len(recs) == 5
+    for i, r in enumerate(recs):
+        s = render_scene(7 + i, (90, 160))
+        assert r.image.is_file()
+        np.testing.assert_allclose(r.boxes, s.boxes, atol=0.01)
+        assert r.classes.tolist() == s.classes.tolist()
+        for task, names in ATTRIBUTES.items():
+            assert names[r.labels[task]] == s.attributes[task]
+        assert abs(r.targets["curvature"] - s.curvature) < 1e-4
+
+
+def test_clip_frames_move_forward():
+    frames = list(render_clip(1, 3, (90, 160)))
+    assert len(frames) == 3
+    assert not np.array_equal(frames[0].image, frames[2].image)
