@@ -1,0 +1,404 @@
+"""The inference engine: one exported ONNX model on the best execution provider that works.
+
+``Engine(path)`` loads the model, reads its ``edge_mtl`` metadata, picks TensorRT > CUDA > CPU
+from what the installed onnxruntime offers *and* what actually initialises, warms up, and turns
+uint8 BGR frames into typed :class:`FrameResult` objects. The three stages (``preprocess``,
+``run``, ``postprocess``) are public so the pipeline can overlap them on separate threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
+from runtime.postprocess import Detections, detections_to_frame, postprocess_detections, softmax
+from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE, Letterbox, letterbox
+from runtime.preprocess import normalize as normalize_images
+from runtime.providers import (
+    GraphOptLevel,
+    Provider,
+    create_session,
+    default_trt_cache_dir,
+    first_line,
+    parse_providers,
+    session_options,
+    stored_precision,
+    tensorrt_options,
+)
+
+__all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "Provider"]
+
+log = logging.getLogger("edge_mtl.runtime")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run a model. ``None`` thresholds mean "the defaults stored in the model".
+
+    ``imgsz`` (H, W) pixels overrides the metadata input size (and is required for a model
+    without ``edge_mtl`` metadata). ``intra_op_threads=0`` lets onnxruntime choose.
+    ``trt_fp16``/``trt_int8`` ``None`` follow the model's precision (fp16 for fp16 models,
+    fp16 + int8 for int8 models). ``trt_workspace_bytes`` caps TensorRT's scratch memory.
+    """
+
+    conf_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_det: int = 300
+    imgsz: tuple[int, int] | None = None
+    intra_op_threads: int = 0
+    graph_opt: GraphOptLevel = GraphOptLevel.ALL
+    device_id: int = 0
+    io_binding: bool = True
+    trt_fp16: bool | None = None
+    trt_int8: bool | None = None
+    trt_cache_dir: str | None = None
+    trt_workspace_bytes: int = 2 << 30
+    warmup_runs: int = 1
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One classification task's answer: best ``label`` (index ``index``) with probability
+    ``prob`` in [0, 1], and ``probs`` float32 (K,) over all classes (softmax of the logits)."""
+
+    label: str
+    index: int
+    prob: float
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the model says about one frame.
+
+    ``detections``: boxes float32 (K, 4) xyxy in *frame* pixels, scores (K,), class ids (K,);
+    ``det_labels``: the K class names; ``classifications``: task name -> answer;
+    ``regressions``: task name -> value (in the unit the task was trained on).
+    """
+
+    detections: Detections = field(default_factory=Detections.empty)
+    det_labels: tuple[str, ...] = ()
+    classifications: dict[str, Classification] = field(default_factory=dict)
+    regressions: dict[str, float] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready dict: detections as a list, tasks by name (rounded for compact logs)."""
+        d = self.detections
+        dets = [
+            {
+                "box": [round(float(v), 2) for v in d.boxes[k]],
+                "score": round(float(d.scores[k]), 4),
+                "class_id": int(d.classes[k]),
+                "label": self.det_labels[k],
+            }
+            for k in range(len(d))
+        ]
+        tasks: dict[str, Any] = {
+            name: {"label": c.label, "prob": round(c.prob, 4)}
+            for name, c in self.classifications.items()
+        }
+        tasks.update({name: round(v, 6) for name, v in self.regressions.items()})
+        return {"detections": dets, "tasks": tasks}
+
+
+class Engine:
+    """An ONNX model ready to run on frames.
+
+    ``providers``: ``"auto"`` tries TensorRT, then CUDA, then CPU, and uses the first that both
+    appears in ``onnxruntime.get_available_providers()`` and actually initialises (a provider
+    whose libraries or GPU are missing is skipped; the reason is in ``fallback_reasons`` and the
+    log). A list is tried in its order the same way. A single explicit name (``"tensorrt"``,
+    ``"cuda"``, ``"cpu"``) is *strict*: if that provider cannot run the model the engine raises
+    :class:`RuntimeFailure` with the reason instead of silently running somewhere slower, because
+    whoever asks for TensorRT by name is usually measuring or deploying TensorRT.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        providers: str | Sequence[str | Provider] = "auto",
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.path = Path(model_path)
+        self.config = config or EngineConfig()
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: model file not found")
+        candidates, strict = parse_providers(providers)
+        so = session_options(self.config.intra_op_threads, self.config.graph_opt)
+        self.session, self.provider, self.fallback_reasons = create_session(
+            self.path, candidates, strict, so, self._provider_options
+        )
+        self.meta = self._read_meta()
+        self._check_io()
+        inp = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
+        self._input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(
+            inp.type, np.float32
+        )
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._use_binding = self.config.io_binding and self.provider is not Provider.CPU
+        for _ in range(self.config.warmup_runs):
+            self.run(np.zeros((self.meta.batch or 1, 3, *self.meta.input_hw), self._input_dtype))
+        log.info("%s", self.describe())
+
+    # ---- loading -------------------------------------------------------------------------
+
+    def _provider_options(self, p: Provider) -> dict[str, Any]:
+        c = self.config
+        if p is Provider.CPU:
+            return {}
+        if p is Provider.CUDA:
+            return {"device_id": c.device_id}
+        fp16, int8 = c.trt_fp16, c.trt_int8
+        if fp16 is None or int8 is None:  # follow the precision the model was exported at
+            stored = stored_precision(self.path)
+            fp16 = stored in (Precision.FP16, Precision.INT8) if fp16 is None else fp16
+            int8 = stored is Precision.INT8 if int8 is None else int8
+        cache = Path(c.trt_cache_dir) if c.trt_cache_dir else default_trt_cache_dir()
+        return tensorrt_options(c.device_id, fp16, int8, cache, c.trt_workspace_bytes)
+
+    def _read_meta(self) -> ModelMeta:
+        text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        imgsz = self.config.imgsz
+        if text is None:
+            if imgsz is None:
+                raise MetadataError(
+                    f"{self.path}: has no '{METADATA_KEY}' metadata (not exported by edge-mtl?); "
+                    "pass --imgsz H W to run it with generic labels"
+                )
+            return generic_meta(self.session, imgsz)
+        meta = ModelMeta.from_json(text, str(self.path))
+        return meta.replace(input_hw=tuple(imgsz)) if imgsz else meta
+
+    def _check_io(self) -> None:
+        m = self.meta
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if m.input_name not in inputs:
+            raise MetadataError(
+                f"{self.path}: metadata names input {m.input_name!r}, the graph has {list(inputs)}"
+            )
+        shape = inputs[m.input_name].shape
+        if len(shape) != 4:
+            raise MetadataError(f"{self.path}: input {m.input_name!r} is not NCHW ({shape})")
+        want = [shape[1], shape[2], shape[3]]
+        got = [3, *m.input_hw]
+        if any(isinstance(w, int) and w != g for w, g in zip(want, got)):
+            raise InputError(
+                f"{self.path}: input {m.input_name!r} expects "
+                f"{'x'.join(str(v) for v in want)}, got {'x'.join(str(v) for v in got)}"
+            )
+        if isinstance(shape[0], int) and m.batch != shape[0]:
+            self.meta = m.replace(batch=shape[0])  # the graph's fixed batch wins over metadata
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = [o for t in m.tasks for o in t.outputs if o not in outputs]
+        if missing:
+            raise MetadataError(
+                f"{self.path}: metadata lists outputs {missing} the graph does not have "
+                f"(it has {sorted(outputs)})"
+            )
+        for t in m.tasks:
+            if t.kind is TaskKind.DETECT:
+                need = (
+                    {"num", "boxes", "scores", "classes"} if t.nms_in_graph else {"boxes", "scores"}
+                )
+                if not need <= {_role(o) for o in t.outputs}:
+                    raise MetadataError(
+                        f"{self.path}: detection task {t.name!r} needs outputs for "
+                        f"{sorted(need)}, metadata lists {list(t.outputs)}"
+                    )
+
+    def describe(self) -> str:
+        """One line: model, provider and why others were skipped, input size, tasks."""
+        tasks = ", ".join(
+            f"{t.name}({t.kind.value}{f', {len(t.classes)} classes' if t.classes else ''})"
+            for t in self.meta.tasks
+        )
+        h, w = self.meta.input_hw
+        skipped = f" [skipped: {'; '.join(self.fallback_reasons)}]" if self.fallback_reasons else ""
+        return (
+            f"{self.path.name}: provider {self.provider.value}{skipped}; input 3x{h}x{w} "
+            f"{self.meta.precision.value}; tasks: {tasks}"
+        )
+
+    # ---- the three stages ------------------------------------------------------------------
+
+    def preprocess(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """uint8 BGR HWC frames (any sizes) -> model input (N, 3, H, W) and their letterboxes.
+
+        Float inputs are RGB normalised with the metadata mean/std; a uint8 input (preprocessing
+        folded into the graph) gets the letterboxed RGB pixels as they are.
+        """
+        m = self.meta
+        boxed = []
+        for f in frames:
+            check_frame(f)
+            boxed.append(letterbox(f, m.input_hw, m.pad_value))
+        batch = np.stack([b[0] for b in boxed])  # (N, H, W, 3) uint8 BGR
+        if self._input_dtype is np.uint8:
+            x = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2))
+        else:
+            x = normalize_images(batch, m.mean, m.std)
+            if self._input_dtype is not np.float32:
+                x = x.astype(self._input_dtype)
+        return x, [b[1] for b in boxed]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Model input (N, 3, H, W) -> raw outputs by name. Splits into the model's fixed batch."""
+        b = self.meta.batch
+        if b is not None and len(x) != b:
+            parts = [self._run(_pad_batch(x[i : i + b], b)) for i in range(0, len(x), b)]
+            n = len(x)
+            return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            if self._use_binding:
+                binding = self.session.io_binding()
+                binding.bind_cpu_input(self.meta.input_name, x)
+                for name in self._output_names:
+                    binding.bind_output(name, "cuda", self.config.device_id)
+                self.session.run_with_iobinding(binding)
+                outs = binding.copy_outputs_to_cpu()
+            else:
+                outs = self.session.run(self._output_names, {self.meta.input_name: x})
+        except Exception as e:  # onnxruntime's own error types
+            raise RuntimeFailure(f"{self.path}: inference failed ({first_line(e)})") from None
+        return dict(zip(self._output_names, outs))
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], letterboxes: Sequence[Letterbox]
+    ) -> list[FrameResult]:
+        """Raw outputs of a batch + the frames' letterboxes -> one :class:`FrameResult` each."""
+        return [self._one(outputs, i, lb) for i, lb in enumerate(letterboxes)]
+
+    def _one(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox) -> FrameResult:
+        cls: dict[str, Classification] = {}
+        reg: dict[str, float] = {}
+        dets, labels = Detections.empty(), ()
+        for t in self.meta.tasks:
+            if t.kind is TaskKind.DETECT:
+                dets = detections_to_frame(self._detect(t, outputs, i), lb)
+                labels = tuple(_label(t, int(c)) for c in dets.classes)
+            elif t.kind is TaskKind.CLASSIFY:
+                probs = softmax(outputs[t.outputs[0]][i : i + 1].astype(np.float32))[0]
+                k = int(np.argmax(probs))
+                cls[t.name] = Classification(_label(t, k), k, float(probs[k]), probs)
+            else:
+                reg[t.name] = float(np.asarray(outputs[t.outputs[0]][i]).reshape(-1)[0])
+        return FrameResult(dets, labels, cls, reg)
+
+    def _detect(self, t: TaskMeta, outputs: dict[str, np.ndarray], i: int) -> Detections:
+        c = self.config
+        conf = t.score_threshold if c.conf_threshold is None else c.conf_threshold
+        named = {_role(o): outputs[o] for o in t.outputs}
+        if not t.nms_in_graph:
+            iou = t.iou_threshold if c.iou_threshold is None else c.iou_threshold
+            return postprocess_detections(
+                named["boxes"][i], named["scores"][i], conf, iou, max_det=c.max_det
+            )
+        n = int(named["num"][i])
+        scores = named["scores"][i, :n].astype(np.float32)
+        keep = np.flatnonzero(scores > conf)[: c.max_det]
+        return Detections(
+            named["boxes"][i, keep].astype(np.float32),
+            scores[keep],
+            named["classes"][i, keep].astype(np.int64),
+        )
+
+    # ---- convenience -----------------------------------------------------------------------
+
+    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
+        """uint8 BGR HWC frames -> results, in order (one session run per model batch)."""
+        if len(frames) == 0:
+            return []
+        x, lbs = self.preprocess(frames)
+        return self.postprocess(self.run(x), lbs)
+
+    def __call__(self, frame_bgr: np.ndarray) -> FrameResult:
+        """One uint8 BGR HWC frame -> its :class:`FrameResult`."""
+        return self.infer_batch([frame_bgr])[0]
+
+
+def check_frame(frame: Any) -> None:
+    """Raise :class:`InputError` unless ``frame`` is a non-empty uint8 (H, W, 3) array."""
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.dtype != np.uint8
+        or frame.ndim != 3
+        or frame.shape[2] != 3
+        or frame.size == 0
+    ):
+        desc = (
+            f"{frame.dtype} array of shape {tuple(frame.shape)}"
+            if isinstance(frame, np.ndarray)
+            else type(frame).__name__
+        )
+        raise InputError(f"frame: expected a uint8 HxWx3 BGR image, got {desc}")
+
+
+def generic_meta(session: ort.InferenceSession, imgsz: tuple[int, int]) -> ModelMeta:
+    """Metadata for a model exported elsewhere: tasks guessed from output names that follow our
+    contract (``det_boxes``/``det_scores``, ``cls_<task>``, ``reg_<task>``), labels "0".."K-1",
+    ImageNet normalisation, grey padding."""
+    outs = {o.name: o.shape for o in session.get_outputs()}
+    tasks: list[TaskMeta] = []
+    if "det_boxes" in outs and "det_scores" in outs:
+        names_dense = ("det_boxes", "det_scores")
+        nms = "det_num" in outs and "det_classes" in outs
+        c = outs["det_scores"][-1]
+        if not nms and not isinstance(c, int):
+            raise MetadataError("det_scores has a dynamic class dimension; cannot label classes")
+        # In-graph NMS outputs carry class ids only; labels fall back to the id (see _label).
+        names = ("det_num", "det_boxes", "det_scores", "det_classes") if nms else names_dense
+        labels = tuple(str(k) for k in range(1 if nms else c))
+        tasks.append(TaskMeta("det", TaskKind.DETECT, names, labels, nms_in_graph=nms))
+    for name, shape in outs.items():
+        if name.startswith("cls_") and isinstance(shape[-1], int):
+            labels = tuple(str(k) for k in range(shape[-1]))
+            tasks.append(TaskMeta(name[4:], TaskKind.CLASSIFY, (name,), labels))
+        elif name.startswith("reg_"):
+            tasks.append(TaskMeta(name[4:], TaskKind.REGRESS, (name,)))
+    if not tasks:
+        raise MetadataError(
+            f"no outputs follow the edge-mtl contract (det_boxes/det_scores, cls_*, reg_*): "
+            f"{sorted(outs)}"
+        )
+    inp = session.get_inputs()[0]
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    return ModelMeta(
+        input_name=inp.name,
+        input_hw=(int(imgsz[0]), int(imgsz[1])),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        pad_value=PAD_VALUE,
+        tasks=tuple(tasks),
+        batch=batch,
+    )
+
+
+def _label(t: TaskMeta, k: int) -> str:
+    return t.classes[k] if 0 <= k < len(t.classes) else str(k)
+
+
+def _role(output_name: str) -> str:
+    """``det_boxes`` -> ``boxes``: which part of a detection task an output is."""
+    for role in ("boxes", "scores", "classes", "num"):
+        if output_name.endswith(role):
+            return role
+    raise MetadataError(f"detection output {output_name!r} is not *_boxes/_scores/_classes/_num")
+
+
+def _pad_batch(x: np.ndarray, b: int) -> np.ndarray:
+    if len(x) == b:
+        return x
+    pad = np.zeros((b - len(x), *x.shape[1:]), x.dtype)
+    return np.concatenate([x, pad])
