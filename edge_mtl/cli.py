@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
+    __import__("export.cli").cli.register(sub)
     runtime_cli.register(sub)
+    __import__("runtime.bench_cli").bench_cli.register(sub)
     return parser
 
 

@@ -119,8 +119,8 @@ def train(
         f", precision: {amp_why}, threads {torch.get_num_threads()}"
     )
 
-    train_recs = records_for(cfg.data.train, cfg, Path(data_root))
-    val_recs = records_for(cfg.data.val, cfg, Path(data_root))
+    train_recs = records_for(cfg.data.train, cfg, Path(data_root), progress)
+    val_recs = records_for(cfg.data.val, cfg, Path(data_root), progress)
     if not train_recs:
         raise InputError(f"{cfg.source}: data.train has no images")
     train_ds = MultiTaskDataset(train_recs, cfg, train=True)
@@ -230,6 +230,7 @@ def train(
                 leave=False,
             )
             sums: dict[str, float] = {}
+            count = 0
             t_last = time.perf_counter()
             for images, targets in bar:
                 images = images.to(dev, non_blocking=True)
@@ -257,9 +258,13 @@ def train(
                 now = time.perf_counter()
                 st.elapsed += now - t_last
                 t_last = now
+                count += 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
+                if not progress and st.step % 50 == 0:
+                    log(f"step {st.step} ({st.elapsed / 60:.1f} min) "
+                        + " ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
                 if stop["requested"]:
                     bar.close()
                     checkpoint(out / "last.pt", metrics)
@@ -272,7 +277,7 @@ def train(
                     break
             bar.close()
             done_epoch = st.batch >= len(batches)
-            n = max(st.batch, 1)
+            n = max(count, 1)
             if done_epoch:
                 st.epoch += 1
                 st.batch = 0

@@ -44,3 +44,24 @@ def test_every_registered_head_builds_alone(kind):
         out = model(torch.zeros(1, 3, 64, 96))
     assert list(model.heads) == [kind]
     assert all(name in out for name in model.output_names())
+
+
+def test_pretrained_trunk_loads_from_a_local_torchvision_state_dict(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    d = tiny_cfg_dict()
+    d["model"]["pretrained"] = str(tmp_path / "r18.pth")
+    model = MultiTaskModel(config_from_dict(d).model)
+    torch.testing.assert_close(model.backbone.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+
+
+def test_pretrained_path_that_is_not_a_resnet_is_refused(tmp_path):
+    from runtime.errors import InputError
+
+    torch.save({"something": torch.zeros(3)}, tmp_path / "x.pth")
+    d = tiny_cfg_dict()
+    d["model"]["pretrained"] = str(tmp_path / "x.pth")
+    with pytest.raises(InputError, match="x.pth: not a torchvision resnet18 state dict"):
+        MultiTaskModel(config_from_dict(d).model)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole chain on a fresh clone: synth -> train -> eval -> export (fp32, fp16) -> quantize
+# (int8) -> run on a generated driving video -> bench. Everything lands in demo/.
+# DEMO_MINUTES shortens or lengthens training (default: the config's 15-minute budget).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=demo
+RUN=runs/demo
+mkdir -p "$OUT"
+step() { printf '\n=== %s\n' "$*"; }
+TRAIN_ARGS=()
+if [[ -n "${DEMO_MINUTES:-}" ]]; then TRAIN_ARGS+=(--time-limit "$DEMO_MINUTES"); fi
+
+step "machine"
+lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed -E 's/(Flags:\s+).*/\1'"$(python -c 'from runtime.hardware import isa_summary; print(isa_summary())')"'/'
+
+step "synthetic driving video"
+edge-mtl synth --video "$OUT/drive.mp4" --frames 300 --seed 424242
+
+step "train (configs/synthetic.yaml)"
+edge-mtl train --config configs/synthetic.yaml --out "$RUN" --resume --quiet "${TRAIN_ARGS[@]}"
+
+step "evaluate"
+edge-mtl eval --weights "$RUN/best.pt"
+
+step "export fp32 + fp16"
+edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.onnx" --dynamic-batch
+edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.fp16.onnx" --dynamic-batch --half
+
+MODELS=("$OUT/model.onnx" "$OUT/model.fp16.onnx")
+if edge-mtl quantize --help >/dev/null 2>&1; then
+  step "quantize int8"
+  edge-mtl quantize --onnx "$OUT/model.onnx" --calib data/synthetic-s0-n4000-360x640 \
+    --out "$OUT/model.int8.onnx" --eval data/synthetic-s1000000-n300-360x640
+  MODELS+=("$OUT/model.int8.onnx")
+fi
+
+step "run on the driving video"
+edge-mtl run --model "$OUT/model.onnx" --source "$OUT/drive.mp4" --save "$OUT/drive.annotated.mp4" \
+  --jsonl "$OUT/drive.jsonl"
+
+step "benchmark"
+edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 10 \
+  --e2e "$OUT/drive.mp4" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
+
+step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl"
