@@ -12,6 +12,8 @@ from runtime.errors import EdgeMTLError
 
 def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands
+    from export import cli as export_cli
+    from runtime import bench_cli
     from runtime import cli as runtime_cli
 
     parser = argparse.ArgumentParser(
@@ -21,10 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
-    __import__("export.cli").cli.register(sub)
+    export_cli.register(sub)
     runtime_cli.register(sub)
-    __import__("runtime.bench_cli").bench_cli.register(sub)
+    bench_cli.register(sub, torch_baseline=_torch_baseline)
     return parser
+
+
+def _torch_baseline(*args, **kwargs):
+    """``bench --torch``: imported only when asked for, since it needs torch."""
+    from edge_mtl.bench_torch import bench_torch
+
+    return bench_torch(*args, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,510 @@
+"""``edge-mtl bench``: latency, throughput and memory of exported models, comparable across
+models, providers, batch sizes and machines.
+
+Every combination model x provider x batch becomes one :class:`Row`: after ``warmup`` untimed
+calls, ``Engine.run`` (the bare ``session.run``, I/O binding included on GPUs) is timed ``runs``
+times or for ``seconds``. With an e2e source, batch-1 rows also go through the real
+:class:`~runtime.pipeline.Pipeline` (decode, preprocess, inference, postprocess overlapped on
+threads), so end-to-end FPS can be set against bare inference FPS. Results form one JSON
+document (schema in docs/bench.md, version :data:`SCHEMA_VERSION`); several documents taken on
+different machines merge into one. Rendering (table, markdown, plot) lives in
+:mod:`runtime.bench_report`. Nothing here imports torch; the torch baseline row is built by
+``edge_mtl.bench_torch`` with the same :func:`time_calls` and :func:`latency_stats`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.errors import EdgeMTLError, InputError
+from runtime.hardware import cpu_model, has_vnni, isa_summary
+from runtime.metadata import METADATA_KEY, Precision
+
+SCHEMA_VERSION = 1
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure. ``runs`` timed calls per row, or (``seconds`` set) as many as fit in
+    ``seconds`` wall-clock seconds (at least one). ``threads=0`` lets onnxruntime choose.
+    ``imgsz`` (H, W) pixels applies only to models without edge-mtl metadata. ``e2e_source`` is
+    a video file, stream URL, camera index or image folder; ``e2e_frames`` caps its frames."""
+
+    providers: tuple[str, ...] = ("auto",)
+    batches: tuple[int, ...] = (1,)
+    imgsz: tuple[int, int] | None = None
+    runs: int = 100
+    seconds: float | None = None
+    warmup: int = 10
+    threads: int = 0
+    e2e_source: str | None = None
+    e2e_frames: int = 300
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency over the timed calls of one row, milliseconds per call (one call = one batch)."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+@dataclass
+class E2E:
+    """The real pipeline on a source at batch 1. ``stage_ms``: mean milliseconds per frame for
+    decode, preprocess, inference, postprocess; ``fps`` frames/s from first frame taken to last
+    result; ``bare_fps`` the same row's bare inference images/s; ``ratio`` = fps / bare_fps."""
+
+    source: str
+    frames: int
+    seconds: float
+    fps: float
+    bare_fps: float
+    ratio: float
+    stage_ms: dict[str, float]
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+@dataclass
+class Row:
+    """One benchmarked variant (a line of the table). Units: ms, MB (10^6 bytes), images/s.
+    ``status`` is ``"ok"`` or ``"skipped"`` (then ``reason`` says why and the measurements are
+    ``None``). ``session`` indexes the document's ``sessions`` (the machine it ran on)."""
+
+    session: int
+    device: str
+    runtime: str
+    model: str
+    model_path: str
+    model_size_mb: float | None
+    precision: str | None
+    provider_requested: str
+    provider: str | None
+    fallback_reasons: list[str]
+    batch: int
+    input_hw: list[int] | None
+    status: str
+    reason: str | None
+    runs: int
+    warmup: int
+    threads: int
+    latency_ms: dict[str, float] | None
+    throughput_ips: float | None
+    peak_rss_mb: float | None
+    gpu_memory_mb: float | None
+    e2e: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- statistics and timing ---------------------------------------------------------------
+
+
+def latency_stats(ms: Sequence[float]) -> LatencyStats:
+    """Percentiles (linear interpolation, numpy's default), mean, population std, min and max
+    of latencies in milliseconds. Raises ValueError on an empty sequence."""
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("latency_stats: no timings")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return LatencyStats(
+        float(p50), float(p90), float(p99), float(a.mean()), float(a.std()), float(a.min()),
+        float(a.max()),
+    )  # fmt: skip
+
+
+def time_calls(
+    fn: Callable[[], object], runs: int, seconds: float | None, warmup: int
+) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then time each call: ``runs`` calls, or when
+    ``seconds`` is set as many as start within ``seconds`` (at least one). Milliseconds."""
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    deadline = None if seconds is None else time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+        if (len(out) >= runs) if deadline is None else (time.perf_counter() >= deadline):
+            return out
+
+
+def throughput(ms: Sequence[float], batch: int) -> float:
+    """Images per second over the timed calls: ``batch`` images per call."""
+    total_s = float(np.sum(ms)) / 1e3
+    return batch * len(ms) / total_s if total_s > 0 else 0.0
+
+
+# ---- memory ------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size (Linux ``clear_refs`` 5). False if unable."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB: ``VmHWM`` (since the last
+    :func:`reset_peak_rss`) where /proc exists, else ``ru_maxrss`` (since start)."""
+    try:
+        m = re.search(r"VmHWM:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
+        if m:
+            return int(m.group(1)) * 1024 / 1e6
+    except OSError:
+        pass
+    import resource  # POSIX only; reached where /proc is missing (macOS)
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1e6 if sys.platform == "darwin" else rss * 1024 / 1e6  # bytes vs KiB
+
+
+def _nvidia_smi(*query: str) -> list[list[str]] | None:
+    """Rows of an ``nvidia-smi --query-*`` CSV, or None when nvidia-smi is absent or fails."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, *query, "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def gpu_memory_mb(pid: int | None = None) -> tuple[float | None, str | None]:
+    """GPU memory this process holds, MB, as nvidia-smi reports it; (None, why) if unknown."""
+    rows = _nvidia_smi("--query-compute-apps=pid,used_memory")
+    if rows is None:
+        return None, "GPU memory not measured: nvidia-smi not found or failed"
+    pid = os.getpid() if pid is None else pid
+    used = [_num(r[1]) for r in rows if len(r) == 2 and r[0] == str(pid)]
+    if not used or None in used:
+        return None, "GPU memory not measured: nvidia-smi lists no process with this pid"
+    return sum(used) * 1.048576, None  # MiB -> MB
+
+
+def _num(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:  # nvidia-smi prints "[N/A]" for what it cannot read
+        return None
+
+
+# ---- the machine -------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were taken: CPU, ISA, OS, onnxruntime and its providers, GPUs."""
+    notes: list[str] = []
+    gpus: list[dict[str, Any]] = []
+    rows = _nvidia_smi("--query-gpu=name,memory.total,driver_version")
+    if rows is None:
+        notes.append("nvidia-smi not found: no GPU description")
+    for r in rows or []:
+        if len(r) == 3:
+            mib = _num(r[1])
+            mem = None if mib is None else mib * 1.048576
+            gpus.append({"name": r[0], "memory_total_mb": mem, "driver": r[2]})
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        affinity = os.cpu_count() or 0
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count() or 0,
+        "cpu_affinity": affinity,
+        "isa": isa_summary(),
+        "onnxruntime": ort.__version__,
+        "providers_available": list(ort.get_available_providers()),
+        "gpus": gpus,
+        "notes": notes,
+    }
+
+
+def device_label(machine: dict[str, Any], provider: str | None) -> str:
+    """Short name of the hardware a row ran on: the GPU for CUDA/TensorRT, else the CPU."""
+    if provider in GPU_PROVIDERS and machine["gpus"]:
+        return str(machine["gpus"][0]["name"])
+    return f"{machine['cpu_model']} ({machine['cpu_affinity']} cores)"
+
+
+def new_session(settings: BenchSettings, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``sessions[]`` entry for this invocation: when, how, on what."""
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["edge-mtl", "bench", *(argv or [])]),
+        "machine": machine_info(),
+        "settings": asdict(settings),
+    }
+
+
+def document(sessions: list[dict[str, Any]], rows: Sequence[Row]) -> dict[str, Any]:
+    """The JSON document: ``schema_version``, ``sessions`` (machines), ``results`` (rows)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "sessions": sessions,
+        "results": [r.to_dict() for r in rows],
+    }
+
+
+# ---- ONNX models ---------------------------------------------------------------------------
+
+
+def _model_info(path: Path, imgsz: tuple[int, int] | None) -> tuple[bool, list[str]]:
+    """Validate ``path`` once on CPU (raises InputError/MetadataError for the user) and say
+    whether it carries edge-mtl metadata. Notes say when ``--imgsz`` does not apply."""
+    from runtime.engine import Engine, EngineConfig
+
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's InvalidProtobuf/Fail/... types
+        from runtime.providers import first_line
+
+        raise InputError(f"{path}: cannot load the model ({first_line(e)})") from None
+    has_meta = METADATA_KEY in sess.get_modelmeta().custom_metadata_map
+    del sess
+    config = EngineConfig(imgsz=None if has_meta else imgsz, warmup_runs=0)
+    engine = Engine(path, "cpu", config)  # checks metadata against the graph
+    notes = []
+    if has_meta and imgsz is not None and tuple(imgsz) != engine.meta.input_hw:
+        h, w = engine.meta.input_hw
+        notes.append(f"--imgsz ignored: the export fixes the input at {h}x{w}")
+    return has_meta, notes
+
+
+def _precision(engine: Any, has_meta: bool, notes: list[str]) -> str:
+    """The precision the row executes in, with a note where the provider changes the story."""
+    if has_meta:
+        p = engine.meta.precision
+    else:
+        inp = next(i for i in engine.session.get_inputs() if i.name == engine.meta.input_name)
+        p = Precision.FP16 if inp.type == "tensor(float16)" else Precision.FP32
+        notes.append("no edge-mtl metadata: precision inferred from the input type")
+    if engine.provider.value == "cpu" and p is Precision.FP16:
+        notes.append("CPU provider: ops without fp16 kernels run in fp32 behind inserted casts")
+    if engine.provider.value == "cpu" and p is Precision.INT8 and not has_vnni():
+        notes.append("CPU has no VNNI/AMX int8 instructions: int8 kernels take a slower path")
+    return p.value
+
+
+def _skipped(base: dict[str, Any], batch: int, reason: str, **extra: Any) -> Row:
+    return Row(
+        **{**base, **extra}, batch=batch, status="skipped", reason=reason, latency_ms=None,
+        throughput_ips=None, peak_rss_mb=None, gpu_memory_mb=None, e2e=None,
+    )  # fmt: skip
+
+
+def bench_model(
+    path: str | os.PathLike[str],
+    settings: BenchSettings,
+    machine: dict[str, Any],
+    session_index: int = 0,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[Row]:
+    """All rows of one ONNX model: each provider x batch, measured or skipped with a reason.
+    A missing or invalid model raises :class:`InputError`/:class:`MetadataError`."""
+    from runtime.engine import Engine, EngineConfig
+
+    p = Path(path)
+    has_meta, model_notes = _model_info(p, settings.imgsz)
+    config = EngineConfig(
+        imgsz=None if has_meta else settings.imgsz,
+        intra_op_threads=settings.threads,
+        warmup_runs=0,
+    )
+    rows: list[Row] = []
+    for requested in settings.providers:
+        base: dict[str, Any] = dict(
+            session=session_index, device=device_label(machine, None), runtime="onnxruntime",
+            model=p.name, model_path=str(p), model_size_mb=p.stat().st_size / 1e6,
+            precision=None, provider_requested=requested, provider=None, fallback_reasons=[],
+            input_hw=None, runs=0, warmup=settings.warmup, threads=settings.threads,
+        )  # fmt: skip
+        can_reset = reset_peak_rss()
+        try:
+            engine = Engine(p, requested, config)
+        except EdgeMTLError as e:  # the model loaded on CPU above, so this is the provider
+            why = str(e).removeprefix(f"{p}: ")
+            rows += [_skipped(base, b, why, notes=list(model_notes)) for b in settings.batches]
+            log(f"{p.name} [{requested}]: skipped ({why})")
+            continue
+        base.update(
+            provider=engine.provider.value,
+            fallback_reasons=list(engine.fallback_reasons),
+            device=device_label(machine, engine.provider.value),
+            input_hw=list(engine.meta.input_hw),
+        )
+        for batch in settings.batches:
+            notes = list(model_notes)
+            base["precision"] = _precision(engine, has_meta, notes)
+            fixed = engine.meta.batch
+            if fixed is not None and batch != fixed:
+                reason = f"the model has a fixed batch of {fixed}; export with a dynamic batch"
+                rows.append(_skipped(base, batch, reason, notes=notes))
+                continue
+            if not can_reset:
+                notes.append("peak RSS is the process peak since start (cannot reset it here)")
+            log(f"{p.name} [{engine.provider.value}] batch {batch}: measuring")
+            rows.append(_measure(engine, base, batch, settings, notes))
+            can_reset = reset_peak_rss()
+        del engine
+        gc.collect()
+    return rows
+
+
+def _measure(
+    engine: Any, base: dict[str, Any], batch: int, s: BenchSettings, notes: list[str]
+) -> Row:
+    h, w = engine.meta.input_hw
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
+    x, _ = engine.preprocess(frames)  # (batch, 3, H, W) in the model's input dtype
+    ms = time_calls(lambda: engine.run(x), s.runs, s.seconds, s.warmup)
+    rss = peak_rss_mb()
+    gpu_mb = None
+    if engine.provider.value in GPU_PROVIDERS:
+        gpu_mb, why = gpu_memory_mb()
+        if why:
+            notes.append(why)
+    stats = latency_stats(ms)
+    row = Row(
+        **base, batch=batch, status="ok", reason=None, latency_ms=asdict(stats),
+        throughput_ips=throughput(ms, batch), peak_rss_mb=rss, gpu_memory_mb=gpu_mb, e2e=None,
+        notes=notes,
+    )  # fmt: skip
+    row.runs = len(ms)
+    if s.e2e_source is not None and batch == 1:
+        row.e2e = asdict(run_e2e(engine, s.e2e_source, s.e2e_frames, row.throughput_ips or 0.0))
+    return row
+
+
+# ---- end to end ----------------------------------------------------------------------------
+
+
+class TimedSource:
+    """Wraps a frame source and records how long each ``read()`` took (milliseconds): the
+    decode time for files; for live sources, the wait for the next frame."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.live, self.fps = inner.name, inner.live, inner.fps
+        self.read_ms: list[float] = []
+
+    @property
+    def drops(self) -> int:
+        return int(self.inner.drops)
+
+    @property
+    def reconnects(self) -> int:
+        return int(self.inner.reconnects)
+
+    def read(self) -> Any:
+        t0 = time.perf_counter_ns()
+        frame = self.inner.read()
+        if frame is not None:
+            self.read_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def run_e2e(engine: Any, source_spec: str, max_frames: int, bare_fps: float) -> E2E:
+    """Run the real pipeline (no sinks) over ``source_spec``, up to ``max_frames`` frames."""
+    from runtime.pipeline import Pipeline
+    from runtime.sources import open_source
+
+    source = TimedSource(open_source(source_spec))
+    summary = Pipeline(engine, source, max_frames=max_frames).run()
+    if summary.frames == 0:
+        raise InputError(f"--e2e {source_spec}: the source gave no frames")
+    stages = {"decode": float(np.mean(source.read_ms)) if source.read_ms else 0.0}
+    stages.update({k: float(v) for k, v in summary.stage_mean_ms.items()})
+    return E2E(
+        source=source_spec, frames=summary.frames, seconds=summary.seconds, fps=summary.fps,
+        bare_fps=bare_fps, ratio=summary.fps / bare_fps if bare_fps > 0 else 0.0,
+        stage_ms=stages, latency_p50_ms=summary.latency_p50_ms,
+        latency_p99_ms=summary.latency_p99_ms,
+    )  # fmt: skip
+
+
+# ---- documents -----------------------------------------------------------------------------
+
+
+def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a bench JSON file, checking its schema version."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: bench result file not found")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: not a JSON file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
+        found = doc.get("schema_version") if isinstance(doc, dict) else None
+        raise InputError(
+            f"{p}: expected an edge-mtl bench result with schema_version {SCHEMA_VERSION}, "
+            f"found {found!r}"
+        )
+    if not isinstance(doc.get("sessions"), list) or not isinstance(doc.get("results"), list):
+        raise InputError(f"{p}: bench result lacks 'sessions' or 'results' lists")
+    return doc
+
+
+def merge_documents(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One document holding every session and row of ``docs``, rows re-pointed at their
+    session in the merged list."""
+    sessions: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for doc in docs:
+        offset = len(sessions)
+        sessions += doc["sessions"]
+        results += [{**r, "session": int(r["session"]) + offset} for r in doc["results"]]
+    return {"schema_version": SCHEMA_VERSION, "sessions": sessions, "results": results}
+
+
+def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``doc`` as indented JSON (parent folders created)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,168 @@
+"""The ``edge-mtl bench`` subcommand: measure models (and merge results from other machines),
+print the table, write JSON / markdown / plot.
+
+Only argparse is imported at module level; onnxruntime loads inside :func:`cmd_bench`, and
+torch only through ``edge_mtl.bench_torch`` when ``--torch`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.bench import BenchSettings, Row
+
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+
+
+def register(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    torch_baseline: Callable[..., list[Row]] | None = None,
+) -> None:
+    """Add the ``bench`` subcommand to the ``edge-mtl`` parser.
+
+    ``torch_baseline`` measures the ``--torch CKPT`` rows; the caller (``edge_mtl.cli``) passes
+    it in, so runtime never imports torch or edge_mtl itself.
+    """
+    p = sub.add_parser(
+        "bench",
+        help="benchmark ONNX models: latency, throughput, memory; table, JSON, plot",
+        description=(
+            "Time every combination of --model x --provider x --batch after a warm-up: latency "
+            "p50/p90/p99/mean/std, images/s, peak RSS (and GPU memory on CUDA), model size. "
+            "A provider that cannot run here is reported as skipped. --e2e adds the real "
+            "pipeline on a video or stream; --merge combines result files from several machines."
+        ),
+    )
+    p.add_argument("--model", nargs="+", default=[], metavar="ONNX", help="exported models")
+    p.add_argument(
+        "--provider", nargs="+", default=["auto"], choices=PROVIDER_CHOICES,
+        help="providers to compare (auto = best that works here; a named one must work)",
+    )  # fmt: skip
+    p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N", help="batch sizes")
+    p.add_argument(
+        "--imgsz", type=int, nargs=2, metavar=("H", "W"),
+        help="input size for models without edge-mtl metadata (others keep their export size)",
+    )  # fmt: skip
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--runs", type=int, metavar="N", help="timed calls per row (default 100)")
+    amount.add_argument("--seconds", type=float, metavar="S", help="time each row for S seconds")
+    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed calls first")
+    p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
+    p.add_argument("--e2e", metavar="SRC", help="also run the real pipeline on this source")
+    p.add_argument("--e2e-frames", type=int, default=300, metavar="N", help="e2e frame cap")
+    p.add_argument("--torch", metavar="CKPT", help="add a torch eager baseline (needs [train])")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON", help="bench results to add")
+    p.add_argument("--json", metavar="OUT.json", help="write the results here")
+    p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
+    p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench, torch_baseline=torch_baseline)
+
+
+def _settings(args: argparse.Namespace) -> BenchSettings:
+    """Checked settings from the arguments (one-line InputError on a bad value)."""
+    from runtime.bench import BenchSettings
+    from runtime.errors import InputError
+
+    if not (args.model or args.merge or args.torch):
+        raise InputError("nothing to do: give --model, --torch and/or --merge")
+    if args.e2e and not args.model:
+        raise InputError("--e2e needs --model")
+    checks = [
+        ("--runs", args.runs, args.runs is None or args.runs >= 1, ">= 1"),
+        ("--seconds", args.seconds, args.seconds is None or args.seconds > 0, "> 0"),
+        ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
+        ("--threads", args.threads, args.threads >= 0, ">= 0"),
+        ("--batch", args.batch, min(args.batch) >= 1, ">= 1"),
+        ("--imgsz", args.imgsz, args.imgsz is None or min(args.imgsz) >= 1, "positive"),
+        ("--e2e-frames", args.e2e_frames, args.e2e_frames >= 1, ">= 1"),
+    ]
+    for name, value, ok, want in checks:
+        if not ok:
+            raise InputError(f"{name} must be {want}, got {value}")
+    return BenchSettings(
+        providers=tuple(dict.fromkeys(args.provider)),
+        batches=tuple(dict.fromkeys(args.batch)),
+        imgsz=tuple(args.imgsz) if args.imgsz else None,
+        runs=args.runs if args.runs is not None else 100,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        threads=args.threads,
+        e2e_source=args.e2e,
+        e2e_frames=args.e2e_frames,
+    )
+
+
+def _torch_rows(
+    args: argparse.Namespace,
+    settings: BenchSettings,
+    session: dict[str, Any],
+    rows: list[Row],
+    log: Callable[[str], None],
+) -> list[Row]:
+    """The torch eager baseline rows, at the input size the ONNX rows ran at."""
+    from runtime.errors import InputError
+
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except ImportError:  # an import hook that forbids torch
+        has_torch = False
+    if not has_torch:
+        raise InputError("--torch needs PyTorch: pip install edge-mtl[train]")
+    if args.torch_baseline is None:
+        raise InputError("--torch: this build of the CLI has no torch baseline")
+    hw = next((tuple(r.input_hw) for r in rows if r.input_hw), None)
+    return args.torch_baseline(args.torch, settings, session["machine"], 0, hw, log)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure, merge, print, save. Returns 0."""
+    from runtime import bench
+    from runtime.bench_report import render_markdown, render_text, save_plot
+
+    settings = _settings(args)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="edge-mtl bench: %(message)s")
+    docs = [bench.load_document(p) for p in args.merge]  # fail on a bad file before measuring
+    if args.e2e:
+        from runtime.sources import open_source
+
+        open_source(args.e2e).close()  # a wrong --e2e fails now, not after the first row
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"edge-mtl bench: {msg}", file=sys.stderr, flush=True)
+
+    if args.model or args.torch:
+        argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+        session = bench.new_session(settings, argv)
+        rows: list[Row] = []
+        for m in args.model:
+            rows += bench.bench_model(m, settings, session["machine"], 0, log)
+        if args.torch:
+            rows += _torch_rows(args, settings, session, rows, log)
+        docs.insert(0, bench.document([session], rows))
+    doc = docs[0] if len(docs) == 1 else bench.merge_documents(docs)
+    print(render_text(doc))
+    if args.json:
+        bench.write_json(doc, args.json)
+        log(f"wrote {args.json}")
+    if args.md:
+        from pathlib import Path
+
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(render_markdown(doc))
+        log(f"wrote {args.md}")
+    if args.plot:
+        why = save_plot(doc, args.plot)
+        if why:
+            print(f"edge-mtl bench: {why}", file=sys.stderr)
+        else:
+            log(f"wrote {args.plot}")
+    return 0

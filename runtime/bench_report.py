@@ -1,0 +1,217 @@
+"""Render an ``edge-mtl bench`` document: an aligned text table for the terminal, a markdown
+page, and a latency plot (matplotlib, loaded only here and only if installed).
+
+Everything reads the JSON document of :mod:`runtime.bench` (plain dicts), so results merged
+from several machines render the same way as a fresh run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Doc = dict[str, Any]
+RowDict = dict[str, Any]
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _lat(key: str) -> Callable[[RowDict], str]:
+    return lambda r: _f(r["latency_ms"][key]) if r["latency_ms"] else "-"
+
+
+def _hw(r: RowDict) -> str:
+    return "x".join(str(v) for v in r["input_hw"]) if r["input_hw"] else "-"
+
+
+def _provider(r: RowDict) -> str:
+    got, asked = r["provider"], r["provider_requested"]
+    if got is None or got == asked:
+        return asked
+    return f"{got} ({asked})"
+
+
+# (header, cell, right-aligned)
+MAIN_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
+    ("device", lambda r: r["device"], False),
+    ("model", lambda r: r["model"], False),
+    ("precision", lambda r: r["precision"] or "-", False),
+    ("provider", _provider, False),
+    ("batch", lambda r: str(r["batch"]), True),
+    ("input", _hw, True),
+    ("p50 ms", _lat("p50"), True),
+    ("p90 ms", _lat("p90"), True),
+    ("p99 ms", _lat("p99"), True),
+    ("mean ms", _lat("mean"), True),
+    ("std ms", _lat("std"), True),
+    ("img/s", lambda r: _f(r["throughput_ips"], 1), True),
+    ("peak RSS MB", lambda r: _f(r["peak_rss_mb"], 0), True),
+    ("GPU MB", lambda r: _f(r["gpu_memory_mb"], 0), True),
+    ("size MB", lambda r: _f(r["model_size_mb"], 2), True),
+    ("status", lambda r: r["status"], False),
+]
+
+E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
+    ("device", lambda r: r["device"], False),
+    ("model", lambda r: r["model"], False),
+    ("provider", _provider, False),
+    ("frames", lambda r: str(r["e2e"]["frames"]), True),
+    ("decode ms", lambda r: _f(r["e2e"]["stage_ms"].get("decode")), True),
+    ("preprocess ms", lambda r: _f(r["e2e"]["stage_ms"].get("preprocess")), True),
+    ("inference ms", lambda r: _f(r["e2e"]["stage_ms"].get("inference")), True),
+    ("postprocess ms", lambda r: _f(r["e2e"]["stage_ms"].get("postprocess")), True),
+    ("e2e FPS", lambda r: _f(r["e2e"]["fps"], 1), True),
+    ("bare FPS", lambda r: _f(r["e2e"]["bare_fps"], 1), True),
+    ("e2e/bare", lambda r: f"{100 * r['e2e']['ratio']:.0f}%", True),
+]
+
+
+def _grid(rows: list[RowDict], columns: list[tuple[str, Callable[[RowDict], str], bool]]):
+    """Header + cells, dropping the device column when every row ran on the same device."""
+    cols = columns
+    if len({r["device"] for r in rows}) <= 1:
+        cols = [c for c in columns if c[0] != "device"]
+    if all(r.get("gpu_memory_mb") is None for r in rows):
+        cols = [c for c in cols if c[0] != "GPU MB"]
+    cells = [[cell(r) for _, cell, _ in cols] for r in rows]
+    return [c[0] for c in cols], [c[2] for c in cols], cells
+
+
+def text_table(rows: list[RowDict], e2e: bool = False) -> str:
+    """Plain aligned columns for a terminal (numbers right-aligned)."""
+    rows = [r for r in rows if r["e2e"]] if e2e else rows
+    if not rows:
+        return ""
+    head, right, cells = _grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS)
+    widths = [max(len(x) for x in col) for col in zip(head, *cells)]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def markdown_table(rows: list[RowDict], e2e: bool = False) -> str:
+    """A GitHub-flavoured markdown table (``|`` in cells escaped)."""
+    rows = [r for r in rows if r["e2e"]] if e2e else rows
+    if not rows:
+        return ""
+    head, right, cells = _grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS)
+    esc = [[c.replace("|", "\\|") for c in row] for row in cells]
+    align = ["---:" if r else "---" for r in right]
+    return "\n".join("| " + " | ".join(v) + " |" for v in [head, align, *esc])
+
+
+def machine_line(session: Doc) -> str:
+    """One line describing the machine of a session."""
+    m = session["machine"]
+    gpus = ", ".join(g["name"] for g in m["gpus"]) or "no NVIDIA GPU seen"
+    return (
+        f"{m['hostname']}: {m['cpu_model']}, {m['cpu_affinity']} of {m['cpu_count']} CPUs usable "
+        f"(ISA: {m['isa']}); {gpus}; onnxruntime {m['onnxruntime']} "
+        f"(providers: {', '.join(m['providers_available'])}); {m['os']}"
+    )
+
+
+def _footnotes(rows: list[RowDict]) -> list[str]:
+    out: list[str] = []
+    for r in rows:
+        skipped = [f"skipped: {r['reason']}"] if r["status"] != "ok" else []
+        fell = [f"fell back: {x}" for x in r["fallback_reasons"]]
+        for n in [*skipped, *fell, *r["notes"]]:
+            line = f"{r['model']} [{_provider(r)}]: {n}"
+            if line not in out:
+                out.append(line)
+    return out
+
+
+def render_text(doc: Doc) -> str:
+    """What ``edge-mtl bench`` prints: machines, the latency table, the e2e table, notes."""
+    rows = doc["results"]
+    parts = [f"machine: {machine_line(s)}" for s in doc["sessions"]]
+    parts += ["", text_table(rows)]
+    if any(r["e2e"] for r in rows):
+        title = "end to end (real pipeline, batch 1, mean ms per frame):"
+        parts += ["", title, text_table(rows, True)]
+    notes = _footnotes(rows)
+    if notes:
+        parts += ["", "notes:", *(f"  {n}" for n in notes)]
+    return "\n".join(parts)
+
+
+def render_markdown(doc: Doc) -> str:
+    """A markdown page: machines, settings, both tables, notes."""
+    rows = doc["results"]
+    out = ["# edge-mtl bench", ""]
+    for i, s in enumerate(doc["sessions"]):
+        st = s["settings"]
+        amount = f"{st['seconds']} s" if st["seconds"] is not None else f"{st['runs']} runs"
+        out.append(
+            f"- session {i} ({s['created']}): {machine_line(s)}; {amount} after "
+            f"{st['warmup']} warm-up, threads {st['threads'] or 'onnxruntime default'}"
+        )
+    out += ["", "Latency per call (one call = one batch), milliseconds.", "", markdown_table(rows)]
+    if any(r["e2e"] for r in rows):
+        out += ["", "## End to end", "", "Real pipeline at batch 1; mean ms per frame per stage."]
+        out += ["", markdown_table(rows, True)]
+    notes = _footnotes(rows)
+    if notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    return "\n".join(out) + "\n"
+
+
+def _label(r: RowDict, with_device: bool) -> str:
+    label = f"{r['model']} {r['precision']} {_provider(r)} b{r['batch']}"
+    return f"{label}\n{r['device']}" if with_device else label
+
+
+def save_plot(doc: Doc, path: str | os.PathLike[str]) -> str | None:
+    """Horizontal bars of p50 latency per measured variant, with a whisker from p90 to p99.
+    Returns None when written, else a one-line reason (matplotlib missing, nothing measured)."""
+    rows = [r for r in doc["results"] if r["status"] == "ok"]
+    if not rows:
+        return "no plot: no row was measured"
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    with_device = len({r["device"] for r in rows}) > 1
+    labels = [_label(r, with_device) for r in rows]
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    p90 = [r["latency_ms"]["p90"] for r in rows]
+    p99 = [r["latency_ms"]["p99"] for r in rows]
+    colors = {"fp32": "#4C72B0", "fp16": "#55A868", "int8": "#C44E52"}
+    fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows) * (2 if with_device else 1)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))
+    bar_colors = [
+        "#999999" if r["runtime"] == "torch" else colors.get(r["precision"], "#8172B2")
+        for r in rows
+    ]  # torch eager baselines in grey
+    ax.barh(ys, p50, color=bar_colors)
+    ax.hlines(ys, p90, p99, color="black", linewidth=1.5)
+    ax.plot(p90, ys, "k|", markersize=10)
+    ax.plot(p99, ys, "k|", markersize=10)
+    for y, v, end in zip(ys, p50, p99):
+        ax.text(max(v, end), y, f"  p50 {v:.3g}", va="center", ha="left", fontsize=8)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("latency per call, ms (bar: p50, whisker: p90 to p99)")
+    log_scale = max(p99) / max(min(p50), 1e-9) > 50
+    if log_scale:
+        ax.set_xscale("log")
+    machines = {s["machine"]["cpu_model"] for s in doc["sessions"]}
+    ax.set_title("edge-mtl bench" + (f" on {machines.pop()}" if len(machines) == 1 else ""))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlim(right=max(p99) * (3 if log_scale else 1.25))  # room for the value labels
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), dpi=120)
+    return None

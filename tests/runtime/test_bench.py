@@ -1,0 +1,300 @@
+"""``edge-mtl bench``: statistics, the JSON schema, skipped providers, merge, e2e, no torch.
+
+Models are the tiny ones of conftest; runs are few. Nothing asserts a timing, only structure
+and sanity (p50 <= p90 <= p99, positive throughput).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_mtl.cli import main
+from runtime import bench
+from runtime.bench import BenchSettings, latency_stats, time_calls
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--runs", "3", "--warmup", "1", "--threads", "1", "--quiet"]
+
+TOP_KEYS = {"schema_version", "sessions", "results"}
+SESSION_KEYS = {"created", "command", "machine", "settings"}
+MACHINE_KEYS = {
+    "hostname", "os", "python", "cpu_model", "cpu_count", "cpu_affinity", "isa", "onnxruntime",
+    "providers_available", "gpus", "notes",
+}  # fmt: skip
+SETTINGS_KEYS = {
+    "providers", "batches", "imgsz", "runs", "seconds", "warmup", "threads", "e2e_source",
+    "e2e_frames",
+}  # fmt: skip
+ROW_KEYS = {
+    "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",
+    "provider_requested", "provider", "fallback_reasons", "batch", "input_hw", "status", "reason",
+    "runs", "warmup", "threads", "latency_ms", "throughput_ips", "peak_rss_mb", "gpu_memory_mb",
+    "e2e", "notes",
+}  # fmt: skip
+LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "max"}
+E2E_KEYS = {
+    "source", "frames", "seconds", "fps", "bare_fps", "ratio", "stage_ms", "latency_p50_ms",
+    "latency_p99_ms",
+}  # fmt: skip
+STAGES = {"decode", "preprocess", "inference", "postprocess"}
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "onnx"):
+                raise ImportError(f"blocked import of {name}")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def _bench(tmp_path: Path, name: str, *argv: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    assert main(["bench", *argv, *FAST, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _check_ok_row(r: dict) -> None:
+    lat = r["latency_ms"]
+    assert set(lat) == LATENCY_KEYS
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["std"] >= 0 and lat["min"] <= lat["mean"] <= lat["max"]
+    assert r["throughput_ips"] > 0 and r["peak_rss_mb"] > 0 and r["model_size_mb"] > 0
+    assert r["runs"] == 3 and r["reason"] is None
+
+
+# ---- statistics --------------------------------------------------------------------------
+
+
+def test_latency_stats_from_known_timings() -> None:
+    s = latency_stats([float(v) for v in range(1, 101)])  # 1..100 ms, shuffled order irrelevant
+    assert (s.p50, s.p90, s.p99) == pytest.approx((50.5, 90.1, 99.01))
+    assert s.mean == pytest.approx(50.5)
+    assert s.std == pytest.approx(math.sqrt((100**2 - 1) / 12))  # population std of 1..n
+    assert (s.min, s.max) == (1.0, 100.0)
+    assert latency_stats([4.0, 1.0, 3.0, 2.0]).p50 == pytest.approx(2.5)
+    one = latency_stats([7.0])
+    assert (one.p50, one.p99, one.std) == (7.0, 7.0, 0.0)
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_time_calls_runs_warmup_and_seconds() -> None:
+    calls: list[int] = []
+    ms = time_calls(lambda: calls.append(1), runs=5, seconds=None, warmup=3)
+    assert len(ms) == 5 and len(calls) == 8 and all(t >= 0 for t in ms)
+    assert len(time_calls(lambda: None, runs=10**9, seconds=0.01, warmup=0)) >= 1
+    assert bench.throughput([10.0, 10.0], batch=4) == pytest.approx(400.0)
+
+
+def test_gpu_description_and_memory_from_nvidia_smi(tmp_path, monkeypatch) -> None:
+    """A stand-in nvidia-smi on PATH: GPU name, total memory and this process's memory."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  --query-compute-apps*) echo "1, 99"; echo "{os.getpid()}, 512" ;;\n'
+        '  *) echo "NVIDIA H100 80GB HBM3, 81559, 560.35.03" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    machine = bench.machine_info()
+    (gpu,) = machine["gpus"]
+    assert gpu == {"name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559 * 1.048576,
+                   "driver": "560.35.03"}  # fmt: skip
+    assert bench.device_label(machine, "cuda") == "NVIDIA H100 80GB HBM3"
+    assert bench.device_label(machine, "cpu").endswith("cores)")
+    assert bench.gpu_memory_mb() == (pytest.approx(512 * 1.048576), None)
+    mb, why = bench.gpu_memory_mb(pid=12345)
+    assert mb is None and "no process" in why
+
+
+# ---- a real benchmark of the tiny models --------------------------------------------------
+
+
+def test_tiny_benchmark_writes_json_markdown_plot(models, tmp_path, capsys) -> None:
+    md, png = tmp_path / "b.md", tmp_path / "b.png"
+    argv = ["--model", str(models["dense"]), str(models["batch1"]), "--provider", "cpu"]
+    doc = _bench(tmp_path, "b", *argv, "--batch", "1", "2", "--md", str(md), "--plot", str(png))
+    printed = capsys.readouterr().out
+    assert set(doc) == TOP_KEYS and doc["schema_version"] == bench.SCHEMA_VERSION
+    (session,) = doc["sessions"]
+    assert set(session) == SESSION_KEYS
+    assert set(session["machine"]) == MACHINE_KEYS and set(session["settings"]) == SETTINGS_KEYS
+    assert session["settings"]["batches"] == [1, 2] and session["settings"]["runs"] == 3
+    rows = doc["results"]
+    assert [(r["model"], r["batch"], r["status"]) for r in rows] == [
+        ("tiny.onnx", 1, "ok"),
+        ("tiny.onnx", 2, "ok"),
+        ("batch1.onnx", 1, "ok"),
+        ("batch1.onnx", 2, "skipped"),
+    ]
+    for r in rows:
+        assert set(r) == ROW_KEYS and r["session"] == 0 and r["e2e"] is None
+        assert (r["provider"], r["precision"], r["runtime"]) == ("cpu", "fp32", "onnxruntime")
+        assert r["input_hw"] == [32, 32]
+    for r in rows[:3]:
+        _check_ok_row(r)
+    assert "fixed batch of 1" in rows[3]["reason"] and rows[3]["latency_ms"] is None
+    # The table shows measured numbers, the same ones the JSON holds.
+    assert f"{rows[0]['latency_ms']['p50']:.2f}" in printed and "skipped" in printed
+    text = md.read_text()
+    assert text.count("| tiny.onnx |") == 2 and "| batch1.onnx |" in text and "p99 ms" in text
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not png.exists()
+        pytest.skip("matplotlib not installed: plot not written (by design)")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unavailable_providers_are_skipped_with_reasons(models, monkeypatch) -> None:
+    """A provider the onnxruntime build lacks: skipped rows with the reason, never a crash;
+    ``auto`` falls back to CPU and says why."""
+    monkeypatch.setattr(
+        "runtime.providers.ort.get_available_providers", lambda: ["CPUExecutionProvider"]
+    )
+    settings = BenchSettings(providers=("auto", "cuda", "tensorrt"), runs=2, warmup=0, threads=1)
+    rows = bench.bench_model(models["dense"], settings, bench.machine_info())
+    auto, cuda, trt = rows
+    assert auto.status == "ok" and auto.provider == "cpu" and auto.provider_requested == "auto"
+    assert len(auto.fallback_reasons) == 2
+    assert all("not in this onnxruntime build" in x for x in auto.fallback_reasons)
+    for row, name in ((cuda, "cuda"), (trt, "tensorrt")):
+        assert row.status == "skipped" and row.provider is None and row.latency_ms is None
+        assert row.reason.startswith(f"provider {name}: not in this onnxruntime build")
+        assert set(row.to_dict()) == ROW_KEYS
+
+
+def test_gpu_providers_on_this_machine_never_crash(models, tmp_path) -> None:
+    doc = _bench(tmp_path, "g", "--model", str(models["dense"]), "--provider", "cuda", "tensorrt")
+    for r in doc["results"]:
+        assert r["status"] in ("ok", "skipped")
+        if r["status"] == "skipped":
+            assert r["reason"] and r["provider"] is None
+
+
+def test_bad_inputs_give_one_line_errors(models, tmp_path, capsys) -> None:
+    assert main(["bench", "--model", str(tmp_path / "missing.onnx")]) == 2
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["bench", "--model", str(bad)]) == 2
+    assert main(["bench", "--model", str(models["nometa"]), *FAST]) == 2  # needs --imgsz
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("edge-mtl bench: error: ") for line in err)
+    assert "not found" in err[0] and "cannot load" in err[1] and "--imgsz" in err[2]
+
+
+def test_model_without_metadata_uses_imgsz(models, tmp_path) -> None:
+    doc = _bench(tmp_path, "n", "--model", str(models["nometa"]), "--imgsz", "32", "32")
+    (r,) = doc["results"]
+    _check_ok_row(r)
+    assert r["input_hw"] == [32, 32] and any("precision inferred" in n for n in r["notes"])
+
+
+# ---- merge -----------------------------------------------------------------------------
+
+
+def test_merge_of_two_machines(models, tmp_path, capsys) -> None:
+    a = _bench(tmp_path, "a", "--model", str(models["dense"]), "--provider", "cpu")
+    b = json.loads(json.dumps(a))  # the same numbers "taken" on another machine
+    b["sessions"][0]["machine"].update(hostname="jetson", cpu_model="ARM Cortex-A78AE")
+    b["results"][0]["device"] = "ARM Cortex-A78AE (6 cores)"
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    capsys.readouterr()
+    out, md = tmp_path / "m.json", tmp_path / "m.md"
+    merge = ["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    assert main(["bench", *merge, "--json", str(out), "--md", str(md), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert set(doc) == TOP_KEYS and len(doc["sessions"]) == 2
+    assert [r["session"] for r in doc["results"]] == [0, 1]
+    assert all(set(r) == ROW_KEYS for r in doc["results"])
+    header = next(line for line in printed.splitlines() if line.startswith("device"))
+    assert "precision" in header and "provider" in header
+    assert "ARM Cortex-A78AE (6 cores)" in printed and a["results"][0]["device"] in printed
+    assert md.read_text().count("session ") == 2
+
+
+def test_merge_rejects_other_files(tmp_path, capsys) -> None:
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps({"schema_version": 99, "sessions": [], "results": []}))
+    assert main(["bench", "--merge", str(f)]) == 2
+    assert "schema_version 1, found 99" in capsys.readouterr().err
+
+
+# ---- end to end ------------------------------------------------------------------------
+
+
+def test_e2e_reports_stages_and_ratio(models, kit, tmp_path) -> None:
+    clip = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(12, 48, 64))
+    argv = ["--model", str(models["dense"]), "--provider", "cpu", "--batch", "1", "2"]
+    doc = _bench(tmp_path, "e", *argv, "--e2e", str(clip))
+    one, two = doc["results"]
+    assert two["e2e"] is None  # the pipeline runs batch 1
+    e = one["e2e"]
+    assert set(e) == E2E_KEYS and set(e["stage_ms"]) == STAGES
+    assert e["frames"] == kit.count_video_frames(clip) and e["source"] == str(clip)
+    assert all(v >= 0 for v in e["stage_ms"].values()) and e["fps"] > 0
+    assert e["bare_fps"] == pytest.approx(one["throughput_ips"])
+    assert e["ratio"] == pytest.approx(e["fps"] / e["bare_fps"])
+    assert e["latency_p50_ms"] <= e["latency_p99_ms"]
+
+
+# ---- torch ---------------------------------------------------------------------------------
+
+
+def test_bench_runs_with_torch_blocked(models, tmp_path) -> None:
+    out = tmp_path / "t.json"
+    code = BLOCK_TORCH + textwrap.dedent(
+        f"""
+        from edge_mtl.cli import main
+        rc = main(["bench", "--model", {str(models["dense"])!r}, "--provider", "cpu",
+                   "--runs", "2", "--warmup", "0", "--json", {str(out)!r}, "--quiet"])
+        assert rc == 0, rc
+        assert not any(m.split(".")[0] in ("torch", "onnx") for m in sys.modules), "leaked"
+        rc = main(["bench", "--torch", "runs/x/best.pt", "--quiet"])
+        sys.exit(rc)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "pip install edge-mtl[train]" in proc.stderr.strip().splitlines()[-1]
+    assert json.loads(out.read_text())["results"][0]["status"] == "ok"
+
+
+def test_torch_baseline_row(models, tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from edge_mtl.bench_torch import bench_torch
+    from edge_mtl.config import config_from_dict
+    from edge_mtl.model import MultiTaskModel
+
+    cfg = config_from_dict(
+        {"model": {"input_hw": [64, 64], "neck_channels": 16, "classify": {"w": ["a", "b"]}}}
+    )
+    ckpt = tmp_path / "best.pt"
+    model = MultiTaskModel(cfg.model)
+    torch.save(
+        {"format": "edge-mtl", "version": 1, "config": cfg.to_dict(), "model": model.state_dict()},
+        ckpt,
+    )
+    settings = BenchSettings(batches=(1,), runs=3, warmup=1, threads=1)
+    (row,) = bench_torch(ckpt, settings, bench.machine_info(), input_hw=(32, 32))
+    d = row.to_dict()
+    assert set(d) == ROW_KEYS and d["runtime"] == "torch" and d["precision"] == "fp32"
+    assert d["input_hw"] == [32, 32] and any("trained at 64x64" in n for n in d["notes"])
+    _check_ok_row(d)
