@@ -90,8 +90,9 @@ def postprocess_detections(
         anchor_idx, cls_idx, cand_scores = anchor_idx[top], cls_idx[top], cand_scores[top]
     cand_boxes = boxes[anchor_idx]
     # Offset boxes per class so one NMS pass never suppresses across classes.
-    span = float(np.abs(cand_boxes).max()) + 1.0
-    keep = nms(cand_boxes + (cls_idx * span)[:, None], cand_scores, iou_threshold)[:max_det]
+    span = np.float32(np.abs(cand_boxes).max() + 1.0)
+    offset = (cls_idx.astype(np.float32) * span)[:, None]  # stay float32, as ONNX NMS does
+    keep = nms(cand_boxes + offset, cand_scores, iou_threshold)[:max_det]
     return Detections(cand_boxes[keep], cand_scores[keep], cls_idx[keep].astype(np.int64))
 
 

@@ -1,0 +1,71 @@
+"""The ``edge-mtl export`` subcommand. Only argparse at import time; torch and onnx load inside
+the handler so ``edge-mtl --help`` and the runtime commands stay light."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``export`` subcommand to the ``edge-mtl`` parser."""
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to a self-describing ONNX file (parity-checked)",
+        description=(
+            "Export --weights to ONNX with the edge_mtl metadata the runtime needs, then check it: "
+            "ONNX checker, shape inference, and torch vs ONNX Runtime parity on synthetic scenes. "
+            "Nothing is written if a check fails."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/demo/best.pt")
+    p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size in pixels, multiples of 32 (default: the training size)",
+    )
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, metavar="N", help="fixed batch size N")
+    batch.add_argument(
+        "--dynamic-batch", action="store_true", help="dynamic batch dimension (the default)"
+    )
+    p.add_argument(
+        "--half", action="store_true", help="FP16 weights and compute; float32 input and outputs"
+    )
+    p.add_argument(
+        "--nms",
+        action="store_true",
+        help="in-graph per-class NMS with the metadata's default thresholds; outputs "
+        "det_num, det_boxes, det_scores, det_classes",
+    )
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx_export import ExportConfig, export
+
+    ec = ExportConfig(
+        weights=args.weights,
+        out=args.out,
+        imgsz=tuple(args.imgsz) if args.imgsz else None,
+        batch=args.batch,
+        half=args.half,
+        nms=args.nms,
+        opset=args.opset,
+        simplify=args.simplify,
+    )
+    res = export(ec)
+    m = res.meta
+    batch = "dynamic" if m.batch is None else str(m.batch)
+    print(
+        f"wrote {res.path}: {m.precision.value}, input {m.input_name} [{batch}, 3, "
+        f"{m.input_hw[0]}, {m.input_hw[1]}], {res.nodes} nodes, opset {ec.opset}"
+        + (", in-graph NMS" if ec.nms else "")
+    )
+    for line in res.report.lines():
+        print(line)
+    return 0

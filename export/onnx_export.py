@@ -1,0 +1,312 @@
+"""Checkpoint -> self-describing ONNX file: graph export, optional in-graph NMS, metadata, parity.
+
+The graph comes from ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter):
+it keeps static dimensions static, emits only standard ``ai.onnx`` ops and no shape-computation
+chains, where the TorchScript exporter leaves Shape/Gather/Concat subgraphs and loses the static
+anchor count. BatchNorm is folded into the preceding convolutions in torch before export, and the
+model is in eval mode, so Dropout and BatchNormalization never reach the graph.
+
+Nothing is written unless the exported graph passes the checker and the parity run against torch
+(:mod:`export.validate`); the file then lands atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edge_mtl.checkpoint import load_model
+from edge_mtl.config import Config
+from edge_mtl.model import MultiTaskModel
+from export.fp16 import check_half_graph, to_half
+from export.nms import MAX_DET, PRE_NMS_TOPK, add_nms
+from export.validate import (
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    ParityReport,
+    check_graph,
+    check_parity,
+)
+from runtime.errors import InputError, RuntimeFailure
+from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
+from runtime.preprocess import PAD_VALUE
+
+INPUT_NAME = "images"
+DEFAULT_OPSET = 18  # the dynamo exporter's native opset; others go through onnx.version_converter
+MIN_OPSET = 17
+DEFAULT_SCORE_THRESHOLD = 0.25  # detection defaults recorded in the metadata (TaskMeta's own)
+DEFAULT_IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how. ``imgsz`` None = the training ``input_hw``; ``batch`` None =
+    dynamic batch dimension."""
+
+    weights: str
+    out: str
+    imgsz: tuple[int, int] | None = None
+    batch: int | None = None
+    half: bool = False
+    nms: bool = False
+    opset: int = DEFAULT_OPSET
+    simplify: bool = False
+    parity_images: int = 4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The written file, its metadata and the parity figures measured on it."""
+
+    path: Path
+    meta: ModelMeta
+    report: ParityReport
+    nodes: int
+
+
+class ContractOutputs(nn.Module):
+    """Wraps :class:`MultiTaskModel` so forward returns the ONNX contract outputs as a tuple in
+    ``output_names()`` order. With ``half`` the wrapped model runs in float16 and the wrapper
+    casts at the boundaries: input float32 (N, 3, H, W) in, float32 outputs out."""
+
+    def __init__(self, model: MultiTaskModel, half: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(model.output_names())
+        self.half = half
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = images.half() if self.half else images
+        out = self.model(x)
+        return tuple(out[n].float() if self.half else out[n] for n in self.names)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every BatchNorm2d merged into the Conv2d registered
+    right before it in the same parent (``nn.Sequential`` pairs, torchvision ``convK``/``bnK``).
+
+    Folding in float32 before any cast to float16 keeps the fp16 weights as exact as possible.
+    The parity check after export catches a model whose forward order differs from registration.
+    """
+    model = copy.deepcopy(model).eval()
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (cname, conv), (bname, bn) in itertools.pairwise(children):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+                setattr(parent, cname, fused)
+                setattr(parent, bname, nn.Identity())
+    return model
+
+
+def check_imgsz(imgsz: tuple[int, int], strides: tuple[int, ...]) -> tuple[int, int]:
+    """Raise InputError unless both sides are positive multiples of the largest stride."""
+    largest = max(strides)
+    h, w = imgsz
+    if h <= 0 or w <= 0 or h % largest or w % largest:
+        raise InputError(
+            f"--imgsz {h} {w}: height and width must be positive multiples of {largest} "
+            f"(the model's largest stride)"
+        )
+    return int(h), int(w)
+
+
+def check_out_path(out: str | os.PathLike[str]) -> Path:
+    """Make sure ``out`` can be written (creating missing parent folders) before spending time on
+    the export; raise InputError naming the path otherwise."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{path}: output path is a directory; give a file name like model.onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
+            pass
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
+    return path
+
+
+def torch_to_onnx(
+    model: MultiTaskModel,
+    imgsz: tuple[int, int],
+    batch: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    half: bool = False,
+) -> onnx.ModelProto:
+    """Export the contract graph: input ``images`` float32 (N, 3, H, W) normalised RGB, outputs
+    ``model.output_names()`` (float32). ``batch`` None makes N dynamic (named ``batch``)."""
+    net = fold_batchnorm(model)
+    if half:
+        net = to_half(net)
+    wrapper = ContractOutputs(net, half=half).eval()
+    example = torch.zeros(2 if batch is None else batch, 3, *imgsz)
+    dynamic = {"images": {0: torch.export.Dim("batch", min=1)}} if batch is None else None
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # exporter chatter; problems surface in validation
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(wrapper.names),
+                dynamic_shapes=dynamic,
+                opset_version=max(opset, DEFAULT_OPSET),  # lower opsets: converted below
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as e:  # the exporter raises many types; the user needs the first line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeFailure(f"torch.onnx.export failed: {first[:200]}") from e
+    proto = program.model_proto
+    if _default_opset(proto) != opset:
+        # The exporter targets opset 18 and its own down-conversion runs before constant folding
+        # (reduction axes are not constants yet), so convert the optimised graph instead.
+        try:
+            proto = onnx.version_converter.convert_version(proto, opset)
+        except Exception as e:  # the converter raises RuntimeError/ValidationError/...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RuntimeFailure(f"cannot convert the graph to opset {opset}: {first[:200]}") from e
+        _drop_noop_attribute(proto)
+    proto.producer_name = "edge-mtl"
+    return proto
+
+
+def _drop_noop_attribute(proto: onnx.ModelProto) -> None:
+    """onnx's 18 -> 17 converter moves reduction axes back into attributes but leaves the
+    opset-18 ``noop_with_empty_axes`` behind, which opset 17 rejects. Its default 0 is the
+    opset-17 behaviour, so dropping it is exact; a 1 has no opset-17 equivalent."""
+    if _default_opset(proto) >= 18:
+        return
+    for node in proto.graph.node:
+        if not node.op_type.startswith("Reduce") or node.op_type == "ReduceSum":
+            continue
+        for attr in list(node.attribute):
+            if attr.name == "noop_with_empty_axes":
+                if attr.i:
+                    raise RuntimeFailure(f"{node.name}: no opset-{_default_opset(proto)} form")
+                node.attribute.remove(attr)
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def build_metadata(
+    cfg: Config,
+    imgsz: tuple[int, int],
+    batch: int | None,
+    precision: Precision,
+    nms: bool,
+    extra: dict | None = None,
+) -> ModelMeta:
+    """The ``edge_mtl`` metadata for an export of ``cfg.model`` at ``imgsz`` (H, W pixels)."""
+    m = cfg.model
+    tasks: list[TaskMeta] = []
+    if m.detect:
+        outputs = (
+            ("det_num", "det_boxes", "det_scores", "det_classes")
+            if nms
+            else ("det_boxes", "det_scores")
+        )
+        tasks.append(
+            TaskMeta(
+                "det",
+                TaskKind.DETECT,
+                outputs,
+                tuple(m.detect),
+                tuple(m.strides),
+                DEFAULT_SCORE_THRESHOLD,
+                DEFAULT_IOU_THRESHOLD,
+                nms,
+            )
+        )
+    for name, classes in m.classify.items():
+        tasks.append(TaskMeta(name, TaskKind.CLASSIFY, (f"cls_{name}",), tuple(classes)))
+    for name in m.regress:
+        tasks.append(TaskMeta(name, TaskKind.REGRESS, (f"reg_{name}",)))
+    return ModelMeta(
+        input_name=INPUT_NAME,
+        input_hw=imgsz,
+        mean=tuple(m.mean),
+        std=tuple(m.std),
+        pad_value=PAD_VALUE,
+        tasks=tuple(tasks),
+        precision=precision,
+        input_dtype="float32",
+        batch=batch,
+        config_hash=cfg.hash(),
+        extra=dict(extra or {}),
+    )
+
+
+def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    """Write ``meta`` as JSON under ``metadata_props["edge_mtl"]``, replacing any earlier entry."""
+    keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+
+
+def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
+    """Serialise to a temp file beside ``path``, fsync, then rename over it."""
+    data = proto.SerializeToString()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RuntimeFailure(f"{path}: could not write the model ({e.strerror or e})") from None
+
+
+def export(ec: ExportConfig) -> ExportResult:
+    """Run a whole export: load, export, (NMS), (simplify), metadata, validate, write."""
+    if ec.batch is not None and ec.batch < 1:
+        raise InputError(f"--batch {ec.batch}: must be at least 1")
+    if not MIN_OPSET <= ec.opset <= onnx.defs.onnx_opset_version():
+        raise InputError(
+            f"--opset {ec.opset}: expected {MIN_OPSET}..{onnx.defs.onnx_opset_version()}"
+        )
+    model, cfg, _ = load_model(ec.weights)
+    imgsz = check_imgsz(ec.imgsz or cfg.model.input_hw, cfg.model.strides)
+    if ec.nms and not cfg.model.detect:
+        raise InputError(f"{ec.weights}: --nms needs a model with a detection head")
+    out = check_out_path(ec.out)  # before the slow part, so a bad path fails in a second
+
+    proto = torch_to_onnx(model, imgsz, ec.batch, ec.opset, ec.half)
+    if ec.nms:
+        proto = add_nms(proto, DEFAULT_SCORE_THRESHOLD, DEFAULT_IOU_THRESHOLD)
+    if ec.simplify:
+        from export.simplify import simplify
+
+        proto = simplify(proto)
+
+    precision = Precision.FP16 if ec.half else Precision.FP32
+    extra = {"opset": ec.opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__})"}
+    if ec.nms:
+        extra.update(max_det=MAX_DET, pre_nms_topk=PRE_NMS_TOPK)
+    meta = build_metadata(cfg, imgsz, ec.batch, precision, ec.nms, extra)
+    set_metadata(proto, meta)
+
+    check_graph(proto)
+    if ec.half:
+        check_half_graph(proto)
+    tol = FP16_TOLERANCE if ec.half else FP32_TOLERANCE
+    report = check_parity(model, proto, meta, tol, n_images=ec.parity_images)
+    meta = meta.replace(extra={**meta.extra, "parity": report.summary()})
+    set_metadata(proto, meta)
+    save_atomic(proto, out)
+    return ExportResult(out, meta, report, len(proto.graph.node))

@@ -1,0 +1,434 @@
+"""FP32 ONNX -> INT8 QDQ ONNX with ONNX Runtime's static quantizer, calibrated on real images.
+
+Steps: refuse a model that is already quantized; pick a condition-balanced calibration subset
+(:mod:`calibration.select`); ``quant_pre_process`` (ORT optimisation + shape inference);
+``quantize_static`` in QDQ format, calibrating once and caching the activation ranges so later
+passes (sensitivity search) only re-quantize. The detection decode tail - every node after the
+last Conv/Gemm on the way to an output (reshape, sigmoid, box arithmetic, concat) - stays float:
+it costs nothing to run and 8 bits cannot hold pixel coordinates up to the input width.
+
+The same QDQ file serves TensorRT (explicit quantization) when quantized with
+``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from calibration.reader import CalibrationReader
+from calibration.select import DEFAULT_SIZE, select_calibration
+from export.accuracy import AccuracyReport, EvalSet, Predictions, compare, image_list
+from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.hardware import has_vnni
+from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+
+log = logging.getLogger("edge_mtl.export")
+
+MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14 by default; onnxruntime 1.31 reads up to 13
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"})
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+     "MatMulInteger"}
+)  # fmt: skip
+ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish"})
+SENSITIVITY_IMAGES = 8
+AUTO_AGREEMENT_IMAGES = 32
+
+
+class Method(str, Enum):
+    """Calibration methods (``--method``), mapped to ORT's :class:`CalibrationMethod`."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+    @property
+    def ort(self) -> CalibrationMethod:
+        return {
+            Method.MINMAX: CalibrationMethod.MinMax,
+            Method.ENTROPY: CalibrationMethod.Entropy,
+            Method.PERCENTILE: CalibrationMethod.Percentile,
+        }[self]
+
+
+class ReduceRange(str, Enum):
+    """7-bit weights (``on``) avoid int16 saturation in the u8 x s8 kernels of CPUs without VNNI;
+    ``auto`` turns it on exactly there."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+    def resolve(self) -> bool:
+        return not has_vnni() if self is ReduceRange.AUTO else self is ReduceRange.ON
+
+
+class Target(str, Enum):
+    """CPU: uint8 asymmetric activations, int8 symmetric weights (ORT's x86 recommendation).
+    TensorRT: int8 symmetric activations and weights (the only int8 TensorRT accepts)."""
+
+    CPU = "cpu"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """One quantization run. ``exclude``: node names kept float, or ``("auto",)`` for the
+    sensitivity search; ``tolerance`` in points (metric drop on ``eval_data``, or 100 minus
+    output agreement on calibration images without it); ``threads`` for evaluation and timing."""
+
+    onnx: str
+    calib: str
+    out: str
+    method: Method = Method.MINMAX
+    per_channel: bool = False
+    reduce_range: ReduceRange = ReduceRange.AUTO
+    target: Target = Target.CPU
+    exclude: tuple[str, ...] = ()
+    eval_data: str | None = None
+    calib_size: int = DEFAULT_SIZE
+    seed: int = 0
+    tolerance: float = 1.0
+    max_auto_exclude: int = 32
+    threads: int = 2
+    latency_seconds: float = 3.0
+
+    @property
+    def auto(self) -> bool:
+        return self.exclude == ("auto",)
+
+
+@dataclass
+class QuantizeResult:
+    """The written model and what it cost: ``kept_float`` auto/explicit exclusions (beyond the
+    float tail), ``search`` the sensitivity steps as (nodes kept, drop in points), ``latency_ms``
+    label -> p50 ms at batch 1, ``accuracy`` the FP32 vs INT8 table when eval data was given."""
+
+    path: Path
+    meta: ModelMeta
+    kept_float: list[str]
+    float_tail: list[str]
+    search: list[tuple[int, float]] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    accuracy: AccuracyReport | None = None
+    drop: float | None = None
+
+
+def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMeta]:
+    """Load an FP32 edge-mtl export; raise InputError for anything else (missing, not ONNX, no
+    metadata, FP16, already quantized) with one line naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: model file not found")
+    try:
+        proto = onnx.load(str(p))
+    except Exception as e:  # onnx raises DecodeError/ValueError/... on a non-ONNX file
+        raise InputError(f"{p}: not an ONNX model ({type(e).__name__})") from None
+    text = next((m.value for m in proto.metadata_props if m.key == METADATA_KEY), None)
+    if text is None:
+        raise MetadataError(f"{p}: has no '{METADATA_KEY}' metadata; quantize an edge-mtl export")
+    meta = ModelMeta.from_json(text, str(p))
+    check_not_quantized(proto, meta, p)
+    if meta.precision is not Precision.FP32 or meta.input_dtype != "float32":
+        raise InputError(
+            f"{p}: precision {meta.precision.value} with {meta.input_dtype} input; "
+            "quantize the FP32 export (float32 input)"
+        )
+    return proto, meta
+
+
+def check_not_quantized(proto: onnx.ModelProto, meta: ModelMeta | None, path: Path) -> None:
+    """Raise InputError if ``proto`` has quantization nodes or its metadata says int8."""
+    ops = {n.op_type for n in proto.graph.node}
+    found = sorted(o for o in ops if o in QUANTIZED_OPS or o.startswith("QLinear"))
+    if found or (meta is not None and meta.precision is Precision.INT8):
+        what = ", ".join(found) if found else "metadata precision int8"
+        raise InputError(f"{path}: model is already quantized ({what}); give the FP32 export")
+
+
+def float_tail(proto: onnx.ModelProto) -> list[str]:
+    """Names of nodes after the last weighted op (Conv/Gemm/MatMul) on every path to a graph
+    output: they only reshape, activate and decode, so they stay float at no speed cost."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in proto.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    outputs = {o.name for o in proto.graph.output}
+    tail: set[str] = set()
+    for n in reversed(proto.graph.node):  # topological order reversed: consumers first
+        if n.op_type in WEIGHTED_OPS:
+            continue
+        users = [c for t in n.output for c in consumers.get(t, [])]
+        feeds_output = any(t in outputs for t in n.output)
+        if (users or feeds_output) and all(c.name in tail for c in users):
+            tail.add(n.name)
+    return [n.name for n in proto.graph.node if n.name in tail]
+
+
+def check_writable(out: str | Path) -> Path:
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{path}: output path is a directory; give a file like model.int8.onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
+    return path
+
+
+class Quantizer:
+    """A pre-processed FP32 model plus cached calibration ranges: ``build(exclude, out)`` makes
+    one QDQ model in seconds, so the sensitivity search can try many exclusion sets."""
+
+    def __init__(self, qc: QuantizeConfig, fp32: Path, reader: CalibrationReader, work: Path):
+        self.qc, self.reader, self.work = qc, reader, work
+        self.pre = work / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32), str(self.pre), skip_symbolic_shape=False)
+        except Exception as e:  # ORT/onnx raise many types; the first line tells the story
+            raise RuntimeFailure(f"{fp32}: quantization pre-processing failed ({e})") from None
+        self.pre_proto = onnx.load(str(self.pre))
+        self.node_names = {n.name for n in self.pre_proto.graph.node}
+        self.cache = work / "ranges.json"
+        self.reduce_range = qc.reduce_range.resolve() and qc.target is Target.CPU
+
+    def build(self, exclude: list[str], out: Path) -> Path:
+        """Quantize with ``exclude`` kept float; calibrates on the first call, then reuses."""
+        qc = self.qc
+        cpu = qc.target is Target.CPU
+        self.reader.rewind()
+        try:
+            quantize_static(
+                str(self.pre),
+                str(out),
+                self.reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=qc.per_channel,
+                reduce_range=self.reduce_range,
+                activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=qc.method.ort,
+                extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
+                calibration_cache_path=str(self.cache),
+            )
+        except Exception as e:  # onnxruntime's own error types
+            raise RuntimeFailure(f"quantize_static failed ({str(e).splitlines()[0]})") from None
+        return out
+
+
+def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) -> list[str]:
+    """Quantized nodes ordered most-hurt first, by ORT's QDQ debugging tools: for each activation
+    the signal-to-quantization-noise ratio of its own Q/DQ (pre vs post, dB) and for each weight
+    float vs dequantized. Candidates are the weighted nodes (Conv/Gemm/MatMul); each scores the
+    worst (lowest) SQNR among its weights, its output and the output of a Relu right after it."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    aug = q.work / "qdq_aug.onnx"
+    modify_model_output_intermediate_tensors(str(qdq), str(aug))
+    reader = CalibrationReader(
+        q.reader.paths[:images], q.reader.input_name, q.reader.input_hw, q.reader.mean,
+        q.reader.std, q.reader.pad_value,
+    )  # fmt: skip
+    matching = create_activation_matching(collect_activations(str(aug), reader))
+    acts = {
+        t: compute_signal_to_quantization_noice_ratio(m["pre_qdq"], m["post_qdq"])
+        for t, m in matching.items()
+    }
+    aug.unlink()
+    weights = compute_weight_error(create_weight_matching(str(q.pre), str(qdq)))
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in q.pre_proto.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    score: dict[str, float] = {}
+    for n in q.pre_proto.graph.node:
+        if n.op_type not in WEIGHTED_OPS:
+            continue
+        # A Conv's QDQ output usually sits after the Relu fused into it: count that one too.
+        outs = list(n.output)
+        users = consumers.get(n.output[0], [])
+        if len(users) == 1 and users[0].op_type in ACTIVATIONS:
+            outs += users[0].output
+        sq = [acts[t] for t in outs if t in acts] + [weights[t] for t in n.input if t in weights]
+        if sq:
+            score[n.name] = float(min(sq))
+    return sorted(score, key=lambda k: (score[k], k))
+
+
+def quantize(qc: QuantizeConfig) -> QuantizeResult:
+    """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``."""
+    fp32 = Path(qc.onnx)
+    _, meta = load_fp32(fp32)
+    out = check_writable(qc.out)
+    if qc.threads < 1:
+        raise InputError(f"--threads {qc.threads}: must be at least 1")
+    selection = select_calibration(qc.calib, qc.calib_size, qc.seed)
+    reader = CalibrationReader.from_meta(selection.paths, meta)
+    eval_set = EvalSet.labelled(qc.eval_data, meta) if qc.eval_data else None
+
+    with tempfile.TemporaryDirectory(prefix="edge_mtl_quant.") as tmp:
+        work = Path(tmp)
+        q = Quantizer(qc, fp32, reader, work)
+        tail = float_tail(q.pre_proto)
+        explicit = [] if qc.auto else list(qc.exclude)
+        unknown = [n for n in explicit if n not in q.node_names]
+        if unknown:
+            raise InputError(
+                f"--exclude: no node named {', '.join(map(repr, unknown))} in {fp32} "
+                f"(e.g. {', '.join(sorted(q.node_names)[:3])})"
+            )
+        base = q.build(tail + explicit, work / "int8.onnx")
+        preds: dict[str, Predictions] = {}
+        judge = eval_set or image_list(selection.paths[:AUTO_AGREEMENT_IMAGES])
+        report = None
+        if eval_set is not None or qc.auto:
+            report = compare({"fp32": fp32, "int8": base}, judge, threads=qc.threads, cache=preds)
+        chosen, kept, search = base, explicit, []
+        if qc.auto and report is not None:
+            chosen, kept, report, search = _search(q, base, tail, judge, fp32, preds, report)
+        final = _finish(chosen, out, meta, qc, selection.summary, q.reduce_range, kept, tail)
+        timed = {"fp32": fp32, "int8": out}
+        if kept and qc.auto:
+            timed["int8 (no exclusions)"] = base
+        latency = measure_latency(timed, meta, reader, qc.threads, qc.latency_seconds)
+    drop = report.max_drop("int8") if report is not None else None
+    accuracy = report if eval_set is not None else None
+    return QuantizeResult(out, final, kept, tail, search, latency, accuracy, drop)
+
+
+def _search(
+    q: Quantizer,
+    base: Path,
+    tail: list[str],
+    judge: EvalSet,
+    fp32: Path,
+    preds: dict[str, Predictions],
+    report: AccuracyReport,
+) -> tuple[Path, list[str], AccuracyReport, list[tuple[int, float]]]:
+    """Keep the most sensitive nodes float, 1, 2, 4, ... at a time, until the drop is within
+    tolerance (or ``max_auto_exclude`` is reached: the best tried is returned and logged)."""
+    qc = q.qc
+    search = [(0, report.max_drop("int8"))]
+    if search[0][1] <= qc.tolerance:
+        return base, [], report, search
+    ranked = node_sensitivity(q, base)
+    best = (search[0][1], base, [], report)
+    k = 1
+    # Past a quarter of the weighted layers the model is no longer mostly int8: stop there.
+    while k <= min(qc.max_auto_exclude, max(1, len(ranked) // 4)):
+        kept = ranked[:k]
+        path = q.build(tail + kept, q.work / f"int8_keep{k}.onnx")
+        preds.pop("int8", None)
+        rep = compare({"fp32": fp32, "int8": path}, judge, threads=qc.threads, cache=preds)
+        drop = rep.max_drop("int8")
+        search.append((k, drop))
+        if drop < best[0]:
+            best = (drop, path, kept, rep)
+        if drop <= qc.tolerance:
+            break
+        k *= 2
+    if best[0] > qc.tolerance:
+        log.warning("--exclude auto: best drop %.2f points > tolerance %.2f", best[0], qc.tolerance)
+        print(
+            f"warning: --exclude auto did not reach the tolerance ({qc.tolerance:g} points); "
+            f"keeping the best tried ({best[0]:.2f} points with {len(best[2])} nodes float)"
+        )
+    return best[1], best[2], best[3], search
+
+
+def _finish(
+    qdq: Path,
+    out: Path,
+    meta: ModelMeta,
+    qc: QuantizeConfig,
+    selection: dict[str, Any],
+    reduce_range: bool,
+    kept: list[str],
+    tail: list[str],
+) -> ModelMeta:
+    """Add metadata (precision int8 + calibration summary), check, write ``out`` atomically."""
+    proto = onnx.load(str(qdq))
+    cpu = qc.target is Target.CPU
+    calibration = {
+        "format": "QDQ",
+        "target": qc.target.value,
+        "method": qc.method.value,
+        "per_channel": qc.per_channel,
+        "reduce_range": reduce_range,
+        "activations": "uint8 asymmetric" if cpu else "int8 symmetric",
+        "weights": "int8 symmetric",
+        "images": selection["size"],
+        "selection": selection,
+        "strata": selection.get("strata", {}),
+        "exclude_mode": "auto" if qc.auto else ("explicit" if kept else "none"),
+        "excluded_nodes": list(kept),
+        "float_tail": list(tail),
+    }
+    new = meta.replace(precision=Precision.INT8, calibration=calibration)
+    keep = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    proto.metadata_props.add(key=METADATA_KEY, value=new.to_json())
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise RuntimeFailure(f"quantized model fails the ONNX checker: {str(e)[:200]}") from None
+    _save_atomic(proto, out)
+    return new
+
+
+def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RuntimeFailure(f"{path}: could not write the model ({e.strerror or e})") from None
+
+
+def measure_latency(
+    models: dict[str, Path],
+    meta: ModelMeta,
+    reader: CalibrationReader,
+    threads: int,
+    seconds: float,
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Median inference latency (ms, batch 1, CPU, ``threads`` intra-op threads) per model on a
+    real calibration image; models alternate in ``rounds`` so drift hits them alike."""
+    from export.accuracy import cpu_engine
+    from runtime.bench import time_calls
+
+    x = reader.tensor(reader.paths[0])
+    engines = {k: cpu_engine(p, threads) for k, p in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, eng in engines.items():
+            times[k] += time_calls(lambda e=eng: e.run(x), 1, seconds / rounds, warmup=3)
+    return {k: float(np.median(v)) for k, v in times.items()}

@@ -1,0 +1,124 @@
+"""The ``edge-mtl quantize`` subcommand. Only argparse at import time; onnx and onnxruntime's
+quantizer load inside the handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``quantize`` subcommand to the ``edge-mtl`` parser."""
+    p = sub.add_parser(
+        "quantize",
+        help="INT8 (QDQ) quantization with calibration, accuracy report and CPU latency",
+        description=(
+            "Quantize an FP32 edge-mtl ONNX export to INT8 (QDQ) with ONNX Runtime, calibrated on "
+            "a condition-balanced subset of --calib, then report FP32 vs INT8 accuracy (--eval) "
+            "and batch-1 CPU latency measured side by side. The QDQ file also runs on TensorRT "
+            "(explicit quantization; quantize with --target tensorrt)."
+        ),
+    )
+    p.add_argument("--onnx", required=True, help="FP32 model exported by `edge-mtl export`")
+    p.add_argument(
+        "--calib", required=True, help="calibration images: a BDD-format folder or any folder"
+    )
+    p.add_argument("--out", required=True, help="INT8 ONNX file to write, e.g. model.int8.onnx")
+    p.add_argument(
+        "--method", choices=["minmax", "entropy", "percentile"], default="minmax",
+        help="activation range calibration (default minmax)",
+    )  # fmt: skip
+    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    p.add_argument(
+        "--reduce-range", choices=["auto", "on", "off"], default="auto",
+        help="7-bit weights; auto = on for CPUs without VNNI (default auto)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", choices=["cpu", "tensorrt"], default="cpu",
+        help="cpu: uint8 activations (default); tensorrt: symmetric int8 activations",
+    )  # fmt: skip
+    p.add_argument(
+        "--exclude", nargs="+", default=[], metavar="NODE",
+        help="node names to keep float, or 'auto' for the sensitivity search",
+    )  # fmt: skip
+    p.add_argument("--eval", dest="eval_data", help="labelled BDD-format folder for the report")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    p.add_argument(
+        "--tolerance", type=float, default=1.0,
+        help="--exclude auto: allowed metric drop in points (default 1)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for eval/latency")
+    p.add_argument("--report", help="also write the summary and tables as JSON here")
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from export.quantize import Method, QuantizeConfig, ReduceRange, Target, quantize
+    from runtime.errors import InputError
+    from runtime.hardware import cpu_model, isa_summary
+
+    if "auto" in args.exclude and len(args.exclude) > 1:
+        raise InputError("--exclude: give either 'auto' or node names, not both")
+    qc = QuantizeConfig(
+        onnx=args.onnx,
+        calib=args.calib,
+        out=args.out,
+        method=Method(args.method),
+        per_channel=args.per_channel,
+        reduce_range=ReduceRange(args.reduce_range),
+        target=Target(args.target),
+        exclude=tuple(args.exclude),
+        eval_data=args.eval_data,
+        calib_size=args.calib_size,
+        seed=args.seed,
+        tolerance=args.tolerance,
+        threads=args.threads,
+    )
+    res = quantize(qc)
+    cal = res.meta.calibration or {}
+    sel = cal.get("selection", {})
+    print(
+        f"wrote {res.path}: int8 QDQ ({cal['activations']} activations, {cal['weights']} "
+        f"weights), method {cal['method']}, per-channel {cal['per_channel']}, "
+        f"reduce-range {cal['reduce_range']}"
+    )
+    print(
+        f"calibration: {sel.get('size')} of {sel.get('available')} images from {sel.get('path')} "
+        f"({sel.get('source')}, seed {sel.get('seed')})"
+    )
+    for stratum, n in cal.get("strata", {}).items():
+        print(f"  {stratum:<28} {n:>5}")
+    print(f"float tail (decode, kept float): {len(res.float_tail)} nodes")
+    if qc.auto:
+        steps = ", ".join(f"{k} kept -> {d:.2f} pts" for k, d in res.search)
+        print(f"--exclude auto (tolerance {qc.tolerance:g} pts): {steps}")
+    if res.kept_float:
+        print(f"kept float: {', '.join(res.kept_float)}")
+    if res.accuracy is not None:
+        print(f"\naccuracy on {res.accuracy.images} images of {args.eval_data} (CPU):")
+        print(res.accuracy.markdown())
+    fp32 = res.latency_ms.get("fp32")
+    print(f"\nlatency, batch 1, {qc.threads} threads, CPU {cpu_model()} ({isa_summary()}):")
+    for label, ms in res.latency_ms.items():
+        ratio = f"  {ms / fp32:.2f}x fp32" if fp32 and label != "fp32" else ""
+        print(f"  {label:<22} p50 {ms:8.2f} ms{ratio}")
+    if args.report:
+        _write_report(args.report, res)
+    return 0
+
+
+def _write_report(path: str, res) -> None:
+    from pathlib import Path
+
+    data = {
+        "model": str(res.path),
+        "calibration": res.meta.calibration,
+        "search": res.search,
+        "latency_ms": res.latency_ms,
+        "accuracy": res.accuracy.to_dict() if res.accuracy else None,
+    }
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(out)

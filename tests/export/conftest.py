@@ -1,0 +1,78 @@
+"""A tiny real checkpoint (ResNet18 trunk, 64x96 input, detect + two classify + one regress
+task) saved in the training checkpoint format, and ONNX files exported from it once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from edge_mtl.checkpoint import CHECKPOINT_VERSION, save_atomic  # noqa: E402
+from edge_mtl.config import Config, ModelConfig  # noqa: E402
+from edge_mtl.model import MultiTaskModel  # noqa: E402
+
+torch.set_num_threads(1)  # the suite shares two cores with training jobs
+
+HW = (64, 96)
+DET_CLASSES = ("car", "person", "sign")
+CLASSIFY = {"weather": ("clear", "rain", "fog"), "scene": ("city", "highway")}
+REGRESS = ("curvature",)
+
+
+def tiny_config() -> Config:
+    return Config(
+        model=ModelConfig(
+            backbone="resnet18",
+            input_hw=HW,
+            neck_channels=16,
+            head_convs=1,
+            detect=DET_CLASSES,
+            classify=CLASSIFY,
+            regress=REGRESS,
+        )
+    )
+
+
+def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
+    """A randomly initialised model with non-trivial BatchNorm statistics (so folding matters)
+    and a detection head that fires: a few dozen overlapping boxes per image above 0.25."""
+    torch.manual_seed(seed)
+    model = MultiTaskModel(cfg.model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+        det = model.heads["detect"]
+        det.cls_out.weight.normal_(0.0, 0.3)
+        det.cls_out.bias.copy_(torch.tensor([-2.0, -2.5, -3.0]))
+        det.reg_out.bias.fill_(3.0)  # boxes ~60 px wide overlap their neighbours: NMS has work
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``best.pt`` in the format ``edge_mtl.train`` writes (EMA weights used by load_model)."""
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    state = model.state_dict()
+    save_atomic(
+        {
+            "format": "edge-mtl",
+            "version": CHECKPOINT_VERSION,
+            "config": cfg.to_dict(),
+            "model": state,
+            "ema": state,
+            "ema_updates": 0,
+            "metrics": {},
+        },
+        path,
+    )
+    return path

@@ -1,0 +1,144 @@
+"""INT8 quantization of a tiny exported model: checker, metadata, ORT CPU run, agreement with
+FP32 on calibration-like inputs, and the one-line errors of ``edge-mtl quantize``."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from calibration.reader import CalibrationReader
+from edge_mtl.cli import main
+from edge_mtl.data.generate import write_synthetic
+from export.onnx_export import ExportConfig, export
+from export.quantize import QuantizeConfig, float_tail, quantize
+from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+
+# Stated tolerance, INT8 vs FP32 on calibration-like scenes: every dense output within 10% of
+# that output's FP32 range (8-bit activations through ~45 layers of a random-weight model).
+RANGE_FRACTION = 0.10
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("q") / "model.onnx"
+    export(ExportConfig(weights=str(checkpoint), out=str(out), parity_images=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("scenes") / "d", 8, hw=(90, 160), progress=False)
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32_onnx: Path, scenes: Path):
+    out = fp32_onnx.with_name("model.int8.onnx")
+    qc = QuantizeConfig(
+        onnx=str(fp32_onnx), calib=str(scenes), out=str(out), per_channel=True, calib_size=6,
+        eval_data=str(scenes), threads=1, latency_seconds=0.3,
+    )  # fmt: skip
+    return quantize(qc)
+
+
+def _meta(path: Path) -> ModelMeta:
+    proto = onnx.load(str(path))
+    text = next(p.value for p in proto.metadata_props if p.key == METADATA_KEY)
+    return ModelMeta.from_json(text)
+
+
+def test_quantized_model_passes_checker_and_keeps_metadata(quantized, fp32_onnx):
+    proto = onnx.load(str(quantized.path))
+    onnx.checker.check_model(proto, full_check=True)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert proto.ir_version <= 10
+    meta, fp32_meta = _meta(quantized.path), _meta(fp32_onnx)
+    assert meta.precision is Precision.INT8
+    assert meta.tasks == fp32_meta.tasks and meta.input_hw == fp32_meta.input_hw
+    cal = meta.calibration
+    assert cal["format"] == "QDQ" and cal["method"] == "minmax" and cal["per_channel"] is True
+    assert cal["images"] == 6 and sum(cal["strata"].values()) == 6
+    assert isinstance(cal["reduce_range"], bool) and cal["excluded_nodes"] == []
+    assert set(quantized.latency_ms) == {"fp32", "int8"}
+
+
+def test_decode_tail_stays_float(quantized, fp32_onnx):
+    proto = onnx.load(str(quantized.path))
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for name in ("det_boxes", "det_scores"):
+        node = producers[name]
+        assert node.op_type != "DequantizeLinear"
+        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
+                   for i in node.input)  # fmt: skip
+    tail = float_tail(onnx.load(str(fp32_onnx)))
+    assert any("sigmoid" in n for n in tail) and quantized.float_tail
+
+
+def test_int8_outputs_agree_with_fp32(quantized, fp32_onnx, scenes):
+    paths = sorted((scenes / "images").iterdir())
+    reader = CalibrationReader.from_meta(paths, _meta(fp32_onnx))
+    sessions = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        for p in (fp32_onnx, quantized.path)
+    ]
+    names = [o.name for o in sessions[0].get_outputs()]
+    for feed in reader:
+        ref, got = (dict(zip(names, s.run(names, feed))) for s in sessions)
+        for k in names:
+            span = float(ref[k].max() - ref[k].min()) or 1.0
+            err = float(np.abs(got[k] - ref[k]).max())
+            print(k, err, span, float(np.abs(got[k] - ref[k]).mean()))
+    acc = quantized.accuracy
+    assert acc is not None and "det agreement" in acc.table
+    assert "| metric | fp32 | int8 |" in acc.markdown()
+
+
+def test_explicit_exclude_keeps_node_float(fp32_onnx, scenes, tmp_path):
+    conv = next(n.name for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type == "Conv")
+    out = tmp_path / "keep.onnx"
+    qc = QuantizeConfig(
+        onnx=str(fp32_onnx), calib=str(scenes), out=str(out), calib_size=4, exclude=(conv,),
+        threads=1, latency_seconds=0.2,
+    )  # fmt: skip
+    res = quantize(qc)
+    proto = onnx.load(str(out))
+    node = next(n for n in proto.graph.node if n.name == conv)
+    inits = {i.name for i in proto.graph.initializer}
+    assert node.input[1] in inits  # float weight, no DequantizeLinear in front of it
+    assert res.meta.calibration["excluded_nodes"] == [conv]
+
+
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["quantize", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_already_quantized_model_is_refused(quantized, scenes, tmp_path, capsys):
+    code, err = _cli(
+        capsys, "--onnx", str(quantized.path), "--calib", str(scenes), "--out",
+        str(tmp_path / "again.onnx"),
+    )  # fmt: skip
+    assert code == 2 and "already quantized" in err and "\n" not in err
+    assert not (tmp_path / "again.onnx").exists()
+
+
+def test_calibration_folder_without_images_is_refused(fp32_onnx, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.png").write_bytes(b"nope")
+    code, err = _cli(capsys, "--onnx", str(fp32_onnx), "--calib", str(empty), "--out",
+                     str(tmp_path / "m.onnx"))  # fmt: skip
+    assert code == 2 and "no readable images" in err and "\n" not in err
+
+
+def test_unknown_exclude_node_and_non_onnx_are_refused(fp32_onnx, scenes, tmp_path, capsys):
+    out = str(tmp_path / "m.onnx")
+    code, err = _cli(capsys, "--onnx", str(fp32_onnx), "--calib", str(scenes), "--out", out,
+                     "--exclude", "no_such_node", "--calib-size", "2")  # fmt: skip
+    assert code == 2 and "no_such_node" in err and "\n" not in err
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_text("not onnx")
+    code, err = _cli(capsys, "--onnx", str(bogus), "--calib", str(scenes), "--out", out)
+    assert code == 2 and "not an ONNX model" in err
