@@ -142,22 +142,16 @@ class ClassifyHead(nn.Module):
 
 
 class RegressHead(nn.Module):
-    """Scalar targets that depend on *where* things are (road curvature).
-
-    Global average pooling throws position away, so the head pools P4 three ways: the plain
-    mean, and the means weighted by the horizontal and vertical coordinate in [-1, 1]. The
-    x-weighted moment of a "road edge near the horizon" feature is directly the bend's sign and
-    size. Attention pooling adds a learned focus. All of it is size-agnostic and exports cleanly.
-    """
+    """Scalar targets that depend on *where* things are (road curvature): attention pooling
+    over P4 with coordinate channels appended, so the pooled vector keeps position."""
 
     def __init__(self, tasks: tuple[str, ...], width: int, maps: int = 4) -> None:
         super().__init__()
         self.reduce = conv_bn_relu(width + 2, 64)
         self.attn = nn.Conv2d(64, maps, 1)
-        pooled = maps * 66 + 3 * 64
         self.out = nn.ModuleDict(
             {
-                t: nn.Sequential(nn.Linear(pooled, 64), nn.ReLU(True), nn.Linear(64, 1))
+                t: nn.Sequential(nn.Linear(maps * 66, 64), nn.ReLU(True), nn.Linear(64, 1))
                 for t in tasks
             }
         )
@@ -169,11 +163,9 @@ class RegressHead(nn.Module):
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         coords = torch.stack([gx, gy]).expand(b, -1, -1, -1)  # (B, 2, h, w)
         f = self.reduce(torch.cat([p4, coords], 1))  # (B, 64, h, w)
-        moments = [f.mean((2, 3)), (f * gx).mean((2, 3)), (f * gy).mean((2, 3))]  # 3 x (B, 64)
         fc = torch.cat([f, coords], 1).flatten(2)  # (B, 66, hw)
         a = torch.softmax(self.attn(f).flatten(2), -1)  # (B, maps, hw)
-        attended = torch.einsum("bmn,bcn->bmc", a, fc).flatten(1)  # (B, maps*66)
-        pooled = torch.cat([attended, *moments], 1)
+        pooled = torch.einsum("bmn,bcn->bmc", a, fc).flatten(1)  # (B, maps*66)
         return {f"reg_{t}": m(pooled) for t, m in self.out.items()}  # each (B, 1)
 
 

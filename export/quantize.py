@@ -42,7 +42,7 @@ QUANTIZED_OPS = frozenset(
      "MatMulInteger"}
 )  # fmt: skip
 ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish"})
-SENSITIVITY_IMAGES = 4
+SENSITIVITY_IMAGES = 8
 AUTO_AGREEMENT_IMAGES = 32
 
 
@@ -86,8 +86,7 @@ class Target(str, Enum):
 class QuantizeConfig:
     """One quantization run. ``exclude``: node names kept float, or ``("auto",)`` for the
     sensitivity search; ``tolerance`` in points (metric drop on ``eval_data``, or 100 minus
-    output agreement on calibration images without it); ``fp16`` an FP16 export of the same
-    model to add to the accuracy table; ``threads`` for evaluation and timing."""
+    output agreement on calibration images without it); ``threads`` for evaluation and timing."""
 
     onnx: str
     calib: str
@@ -98,7 +97,6 @@ class QuantizeConfig:
     target: Target = Target.CPU
     exclude: tuple[str, ...] = ()
     eval_data: str | None = None
-    fp16: str | None = None
     calib_size: int = DEFAULT_SIZE
     seed: int = 0
     tolerance: float = 1.0
@@ -309,10 +307,6 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
         chosen, kept, search = base, explicit, []
         if qc.auto and report is not None:
             chosen, kept, report, search = _search(q, base, tail, judge, fp32, preds, report)
-        if qc.fp16 and eval_set is not None:
-            preds.pop("int8", None)  # the cached int8 run may be a search step, not the choice
-            models = {"fp32": fp32, "fp16": Path(qc.fp16), "int8": chosen}
-            report = compare(models, eval_set, threads=qc.threads, cache=preds)
         final = _finish(chosen, out, meta, qc, selection.summary, q.reduce_range, kept, tail)
         timed = {"fp32": fp32, "int8": out}
         if kept and qc.auto:

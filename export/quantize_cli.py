@@ -42,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="node names to keep float, or 'auto' for the sensitivity search",
     )  # fmt: skip
     p.add_argument("--eval", dest="eval_data", help="labelled BDD-format folder for the report")
-    p.add_argument("--fp16", help="an FP16 export of the same model to add to the --eval table")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     p.add_argument(
@@ -71,7 +70,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         target=Target(args.target),
         exclude=tuple(args.exclude),
         eval_data=args.eval_data,
-        fp16=args.fp16,
         calib_size=args.calib_size,
         seed=args.seed,
         tolerance=args.tolerance,
