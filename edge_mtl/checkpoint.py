@@ -59,5 +59,11 @@ def load_model(path: str | Path):
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt, str(path))
     model = MultiTaskModel(cfg.model)
-    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    try:
+        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    except RuntimeError as e:  # shapes or names differ: made by another version of the model
+        detail = str(e).strip().splitlines()[-1].strip()
+        raise InputError(
+            f"{path}: weights do not fit this edge-mtl model ({detail[:160]})"
+        ) from None
     return model.eval(), cfg, ckpt
