@@ -257,6 +257,12 @@ def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
     """Serialise to a temp file beside ``path``, fsync, then rename over it."""
     data = proto.SerializeToString()
@@ -266,6 +272,7 @@ def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
