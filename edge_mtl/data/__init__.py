@@ -1,0 +1,1 @@
+"""Datasets. ``synthetic`` and ``bdd`` are torch-free; ``dataset`` builds torch datasets."""

@@ -1,0 +1,115 @@
+"""BDD100K-format labels: the synthetic generator writes them, the loader reads them.
+
+File layout: ``DIR/labels.json`` (a list of frames) and images under ``DIR/images/``. A frame:
+``{"name": "000001.jpg", "attributes": {"weather": ..., "scene": ..., "timeofday": ...},
+"labels": [{"id": 0, "category": "car", "box2d": {"x1":..,"y1":..,"x2":..,"y2":..}}]}``.
+Numeric attributes (``curvature``) are regression targets; BDD's own files have none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import InputError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image. ``boxes`` float32 (K, 4) xyxy frame pixels; ``classes`` int64 (K,)
+    model class indices; ``labels`` task -> class index (classification, -1 = unlabelled);
+    ``targets`` task -> float (regression, NaN = unlabelled)."""
+
+    image: Path
+    boxes: np.ndarray
+    classes: np.ndarray
+    labels: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
+    has_boxes: bool = True
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temp file + fsync + rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def frame_entry(name: str, boxes, classes, class_names, attributes: dict[str, Any]) -> dict:
+    labels = [
+        {
+            "id": i,
+            "category": class_names[int(c)],
+            "box2d": {k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), b)},
+        }
+        for i, (b, c) in enumerate(zip(boxes, classes))
+    ]
+    return {"name": name, "attributes": attributes, "labels": labels}
+
+
+def read_bdd(
+    root: str | Path,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+) -> tuple[list[Record], Counter]:
+    """Parse ``root/labels.json``. Returns records and a Counter of unknown categories
+    (reported, never silently dropped). Raises InputError naming the file and entry."""
+    root = Path(root)
+    label_file = root / "labels.json" if root.is_dir() else root
+    image_dir = label_file.parent / "images"
+    if not label_file.is_file():
+        raise InputError(f"{label_file}: label file not found")
+    try:
+        frames = json.loads(label_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{label_file}: not valid JSON ({e})") from None
+    if not isinstance(frames, list):
+        raise InputError(f"{label_file}: expected a list of frames")
+    unknown: Counter = Counter()
+    records = []
+    for i, fr in enumerate(frames):
+        where = f"{label_file}: frame {i}"
+        try:
+            name = fr["name"]
+            attrs = fr.get("attributes") or {}
+            boxes, classes = [], []
+            for lab in fr.get("labels") or []:
+                if "box2d" not in lab:
+                    continue  # lane / drivable-area polygons
+                cat = lab["category"]
+                if cat not in det_classes:
+                    unknown[cat] += 1
+                    continue
+                b = lab["box2d"]
+                box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
+                if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+                    raise InputError(f"{where} ({name}): degenerate box {box}")
+                boxes.append(box)
+                classes.append(det_classes.index(cat))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{where}: malformed entry ({e!r})") from None
+        labels = {t: (names.index(attrs[t]) if attrs.get(t) in names else -1)
+                  for t, names in classify.items()}
+        targets = {}
+        for t in regress:
+            v = attrs.get(t)
+            targets[t] = float(v) if isinstance(v, (int, float)) else float("nan")
+        records.append(Record(
+            image=image_dir / name,
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            classes=np.asarray(classes, np.int64),
+            labels=labels,
+            targets=targets,
+        ))
+    return records, unknown

@@ -1,0 +1,86 @@
+"""Write synthetic scenes to disk as a BDD100K-style dataset, or as a driving video."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from edge_mtl.data.bdd import frame_entry, write_json_atomic
+from edge_mtl.data.labels import DET_CLASSES
+from edge_mtl.data.synthetic import render_clip, render_scene
+from runtime.errors import InputError
+
+
+def _render_one(job: tuple[int, tuple[int, int], str]) -> dict:
+    seed, hw, image_dir = job
+    scene = render_scene(seed, hw)
+    name = f"{seed:08d}.jpg"
+    ok, buf = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 93])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    Path(image_dir, name).write_bytes(buf.tobytes())
+    attrs = dict(scene.attributes, curvature=round(scene.curvature, 5))
+    return frame_entry(name, scene.boxes, scene.classes, DET_CLASSES, attrs)
+
+
+def _prepare(out: Path) -> Path:
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out}: cannot create output directory ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"{out}: output directory is not writable")
+    return out / "images"
+
+
+def write_synthetic(out: str | Path, n: int, seed: int = 0, hw: tuple[int, int] = (360, 640),
+                    workers: int | None = None, progress: bool = True) -> Path:
+    """Render scenes ``seed .. seed+n-1`` into ``out/images`` and ``out/labels.json``.
+
+    labels.json is written last and atomically: a directory that has it is complete.
+    """
+    out = Path(out)
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}")
+    image_dir = _prepare(out)
+    jobs = [(seed + i, hw, str(image_dir)) for i in range(n)]
+    workers = workers or min(os.cpu_count() or 1, 4)
+    bar = tqdm(total=n, desc=f"synth {out}", unit="img", disable=not progress, leave=False)
+    frames = []
+    if workers > 1 and n >= 32:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for fr in pool.imap(_render_one, jobs, chunksize=8):
+                frames.append(fr)
+                bar.update()
+    else:
+        for job in jobs:
+            frames.append(_render_one(job))
+            bar.update()
+    bar.close()
+    write_json_atomic(out / "labels.json", frames)
+    return out
+
+
+def write_video(path: str | Path, n_frames: int, seed: int = 0, hw: tuple[int, int] = (360, 640),
+                fps: float = 30.0, progress: bool = True) -> Path:
+    """Render a driving clip of ``n_frames`` to an mp4 (mp4v codec); written to a temp name
+    and renamed when complete."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"{path.parent}: directory does not exist")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.mp4'}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
+    if not writer.isOpened():
+        raise InputError(f"{path}: cannot open a video writer for this path")
+    try:
+        for scene in tqdm(render_clip(seed, n_frames, hw), total=n_frames, desc=f"video {path}",
+                          unit="frame", disable=not progress, leave=False):
+            writer.write(scene.image)
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return path
