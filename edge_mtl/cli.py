@@ -13,6 +13,7 @@ from runtime.errors import EdgeMTLError
 def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands
     from export import cli as export_cli
+    from export import quantize_cli
     from runtime import bench_cli
     from runtime import cli as runtime_cli
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
     export_cli.register(sub)
+    quantize_cli.register(sub)
     runtime_cli.register(sub)
     bench_cli.register(sub, torch_baseline=_torch_baseline)
     return parser

@@ -263,8 +263,10 @@ def train(
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
                 if not progress and st.step % 50 == 0:
-                    log(f"step {st.step} ({st.elapsed / 60:.1f} min) "
-                        + " ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
+                    log(
+                        f"step {st.step} ({st.elapsed / 60:.1f} min) "
+                        + " ".join(f"{k} {v / count:.3f}" for k, v in sums.items())
+                    )
                 if stop["requested"]:
                     bar.close()
                     checkpoint(out / "last.pt", metrics)

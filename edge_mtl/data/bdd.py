@@ -99,17 +99,21 @@ def read_bdd(
                 classes.append(det_classes.index(cat))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{where}: malformed entry ({e!r})") from None
-        labels = {t: (names.index(attrs[t]) if attrs.get(t) in names else -1)
-                  for t, names in classify.items()}
+        labels = {
+            t: (names.index(attrs[t]) if attrs.get(t) in names else -1)
+            for t, names in classify.items()
+        }
         targets = {}
         for t in regress:
             v = attrs.get(t)
             targets[t] = float(v) if isinstance(v, (int, float)) else float("nan")
-        records.append(Record(
-            image=image_dir / name,
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-            classes=np.asarray(classes, np.int64),
-            labels=labels,
-            targets=targets,
-        ))
+        records.append(
+            Record(
+                image=image_dir / name,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                classes=np.asarray(classes, np.int64),
+                labels=labels,
+                targets=targets,
+            )
+        )
     return records, unknown

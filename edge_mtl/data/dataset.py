@@ -103,8 +103,11 @@ def records_for(
     records: list[Record] = []
     for s in sources:
         if s.kind == "synthetic":
-            root = Path(s.path) if s.path else cache_root / (
-                f"synthetic-s{s.seed}-n{s.n}-{s.frame_hw[0]}x{s.frame_hw[1]}")
+            root = (
+                Path(s.path)
+                if s.path
+                else cache_root / (f"synthetic-s{s.seed}-n{s.n}-{s.frame_hw[0]}x{s.frame_hw[1]}")
+            )
             if not (root / "labels.json").is_file():
                 print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")
                 write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)

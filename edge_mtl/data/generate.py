@@ -37,8 +37,14 @@ def _prepare(out: Path) -> Path:
     return out / "images"
 
 
-def write_synthetic(out: str | Path, n: int, seed: int = 0, hw: tuple[int, int] = (360, 640),
-                    workers: int | None = None, progress: bool = True) -> Path:
+def write_synthetic(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    hw: tuple[int, int] = (360, 640),
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Render scenes ``seed .. seed+n-1`` into ``out/images`` and ``out/labels.json``.
 
     labels.json is written last and atomically: a directory that has it is complete.
@@ -65,8 +71,14 @@ def write_synthetic(out: str | Path, n: int, seed: int = 0, hw: tuple[int, int] 
     return out
 
 
-def write_video(path: str | Path, n_frames: int, seed: int = 0, hw: tuple[int, int] = (360, 640),
-                fps: float = 30.0, progress: bool = True) -> Path:
+def write_video(
+    path: str | Path,
+    n_frames: int,
+    seed: int = 0,
+    hw: tuple[int, int] = (360, 640),
+    fps: float = 30.0,
+    progress: bool = True,
+) -> Path:
     """Render a driving clip of ``n_frames`` to an mp4 (mp4v codec); written to a temp name
     and renamed when complete."""
     path = Path(path)
@@ -77,8 +89,14 @@ def write_video(path: str | Path, n_frames: int, seed: int = 0, hw: tuple[int, i
     if not writer.isOpened():
         raise InputError(f"{path}: cannot open a video writer for this path")
     try:
-        for scene in tqdm(render_clip(seed, n_frames, hw), total=n_frames, desc=f"video {path}",
-                          unit="frame", disable=not progress, leave=False):
+        for scene in tqdm(
+            render_clip(seed, n_frames, hw),
+            total=n_frames,
+            desc=f"video {path}",
+            unit="frame",
+            disable=not progress,
+            leave=False,
+        ):
             writer.write(scene.image)
     finally:
         writer.release()

@@ -32,8 +32,17 @@ _SIZES = {
     "traffic light": (0.45, 1.1),
     "traffic sign": (0.75, 0.75),
 }
-_VEHICLE_COLORS = [(40, 40, 40), (200, 200, 200), (30, 30, 160), (150, 80, 20), (60, 110, 60),
-                   (220, 220, 230), (80, 80, 90), (20, 120, 200), (120, 40, 120)]
+_VEHICLE_COLORS = [
+    (40, 40, 40),
+    (200, 200, 200),
+    (30, 30, 160),
+    (150, 80, 20),
+    (60, 110, 60),
+    (220, 220, 230),
+    (80, 80, 90),
+    (20, 120, 200),
+    (120, 40, 120),
+]
 
 
 @dataclass(frozen=True)
@@ -147,15 +156,26 @@ def _sample_furniture(spec: SceneSpec, rng: np.random.Generator) -> None:
                 length = float(rng.uniform(7, 12))
                 color = tuple(int(c) for c in rng.integers(90, 230, 3))
                 spec.buildings.append((side, side_off + 3, z, z + length, 4.5, color, "house"))
-                spec.trees.append((side * (side_off + float(rng.uniform(-1, 1))), z + length + 1,
-                                   float(rng.uniform(1.5, 3.0)), float(rng.uniform(4, 7))))
+                spec.trees.append(
+                    (
+                        side * (side_off + float(rng.uniform(-1, 1))),
+                        z + length + 1,
+                        float(rng.uniform(1.5, 3.0)),
+                        float(rng.uniform(4, 7)),
+                    )
+                )
                 z += length + float(rng.uniform(4, 10))
     else:
         for _ in range(int(rng.integers(2, 8))):
             side = rng.choice([-1, 1])
-            spec.trees.append((side * (side_off + float(rng.uniform(5, 30))),
-                               float(rng.uniform(30, 150)), float(rng.uniform(2, 4)),
-                               float(rng.uniform(5, 9))))
+            spec.trees.append(
+                (
+                    side * (side_off + float(rng.uniform(5, 30))),
+                    float(rng.uniform(30, 150)),
+                    float(rng.uniform(2, 4)),
+                    float(rng.uniform(5, 9)),
+                )
+            )
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -171,29 +191,56 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
         if kind == "bus":
             color = [(0, 200, 240), (30, 30, 200), (160, 90, 30), (240, 240, 240)][rng.integers(4)]
         x = lane_centres[rng.integers(len(lane_centres))] + float(rng.normal(0, 0.3))
-        spec.objects.append(_Obj(kind, x, _log_uniform(rng, 5.5, 70), color=color,
-                                 variant=int(rng.integers(4)), speed=float(rng.uniform(-0.2, 0.3))))
+        spec.objects.append(
+            _Obj(
+                kind,
+                x,
+                _log_uniform(rng, 5.5, 70),
+                color=color,
+                variant=int(rng.integers(4)),
+                speed=float(rng.uniform(-0.2, 0.3)),
+            )
+        )
     n_ped = int(rng.integers(0, {"highway": 2, "city street": 6, "residential": 4}[spec.scene]))
     for _ in range(n_ped):
         on_road = rng.random() < 0.25
-        x = float(rng.uniform(-spec.road_half, spec.road_half)) if on_road else float(
-            rng.choice([-1, 1]) * (spec.road_half + rng.uniform(0.6, 2.8)))
+        x = (
+            float(rng.uniform(-spec.road_half, spec.road_half))
+            if on_road
+            else float(rng.choice([-1, 1]) * (spec.road_half + rng.uniform(0.6, 2.8)))
+        )
         shirt = tuple(int(c) for c in rng.integers(20, 240, 3))
-        spec.objects.append(_Obj("person", x, _log_uniform(rng, 4.5, 45), color=shirt,
-                                 variant=int(rng.integers(3))))
+        spec.objects.append(
+            _Obj("person", x, _log_uniform(rng, 4.5, 45), color=shirt, variant=int(rng.integers(3)))
+        )
     n_light = int(rng.integers(0, {"highway": 2, "city street": 4, "residential": 2}[spec.scene]))
     for _ in range(n_light):
         overhead = rng.random() < 0.5
-        x = float(rng.uniform(-spec.road_half * 0.6, spec.road_half * 0.6)) if overhead else float(
-            rng.choice([-1, 1]) * (spec.road_half + 0.8))
-        spec.objects.append(_Obj("traffic light", x, _log_uniform(rng, 9, 50),
-                                 elevation=float(rng.uniform(4.0, 5.5) if overhead else 2.6),
-                                 variant=int(rng.integers(3))))
+        x = (
+            float(rng.uniform(-spec.road_half * 0.6, spec.road_half * 0.6))
+            if overhead
+            else float(rng.choice([-1, 1]) * (spec.road_half + 0.8))
+        )
+        spec.objects.append(
+            _Obj(
+                "traffic light",
+                x,
+                _log_uniform(rng, 9, 50),
+                elevation=float(rng.uniform(4.0, 5.5) if overhead else 2.6),
+                variant=int(rng.integers(3)),
+            )
+        )
     for _ in range(int(rng.integers(0, 4))):
         x = float(rng.choice([-1, 1]) * (spec.road_half + rng.uniform(0.6, 1.5)))
-        spec.objects.append(_Obj("traffic sign", x, _log_uniform(rng, 6, 45),
-                                 elevation=float(rng.uniform(1.8, 2.6)),
-                                 variant=int(rng.integers(3))))
+        spec.objects.append(
+            _Obj(
+                "traffic sign",
+                x,
+                _log_uniform(rng, 6, 45),
+                elevation=float(rng.uniform(1.8, 2.6)),
+                variant=int(rng.integers(3)),
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -219,13 +266,15 @@ def _sky_colors(spec: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
 def _light_level(spec: SceneSpec) -> float:
     base = {"daytime": 1.0, "dawn/dusk": 0.6, "night": 0.34}[spec.timeofday]
     base *= {"clear": 1.0, "overcast": 0.82, "rainy": 0.68, "foggy": 0.9, "snowy": 0.92}[
-        spec.weather]
+        spec.weather
+    ]
     return base * spec.brightness
 
 
 def _quad(cam: _Camera, x0, x1, y0, y1, z0, z1) -> np.ndarray:
-    u, v = cam.project(np.array([x0, x1, x1, x0]), np.array([y0, y1, y1, y0]),
-                       np.array([z0, z0, z1, z1]))
+    u, v = cam.project(
+        np.array([x0, x1, x1, x0]), np.array([y0, y1, y1, y0]), np.array([z0, z0, z1, z1])
+    )
     return np.stack([u, v], 1)
 
 
@@ -233,15 +282,18 @@ def _fill(img: np.ndarray, pts: np.ndarray, color) -> None:
     cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], color, cv2.LINE_AA, shift=4)
 
 
-def _draw_background(img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float,
-                     lights: list) -> None:
-    h, w = spec.hw
-    hy = int(round(spec.horizon))
+def _draw_background(
+    img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float, lights: list
+) -> None:
+    hy = round(spec.horizon)
     top, hor = _sky_colors(spec)
     t = np.linspace(0, 1, hy)[:, None]
     img[:hy] = (top * (1 - t) + hor * t)[:, None, :]
-    ground = {"highway": (70, 120, 95), "city street": (120, 120, 125),
-              "residential": (60, 140, 80)}[spec.scene]
+    ground = {
+        "highway": (70, 120, 95),
+        "city street": (120, 120, 125),
+        "residential": (60, 140, 80),
+    }[spec.scene]
     if spec.weather == "snowy":
         ground = (225, 225, 220)
     img[hy:] = ground
@@ -276,8 +328,11 @@ def _draw_background(img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: flo
         x = side * off
         _fill(img, _quad(cam, x, x, 0, height, z0, z1), color)
         if style == "house":
-            u, v = cam.project(np.array([x, x, x]), np.array([height, height + 2.5, height]),
-                               np.array([z0, (z0 + z1) / 2, z1]))
+            u, v = cam.project(
+                np.array([x, x, x]),
+                np.array([height, height + 2.5, height]),
+                np.array([z0, (z0 + z1) / 2, z1]),
+            )
             _fill(img, np.stack([u, v], 1), (40, 50, 110))
         step = 3.0
         for zw in np.arange(z0 + 1.0, z1 - 1.0, step):
@@ -294,24 +349,40 @@ def _draw_background(img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: flo
             continue
         _fill(img, _quad(cam, x - 0.2, x + 0.2, 0, height - radius, z, z), (40, 60, 80))
         u, v = cam.project(x, height - radius * 0.6, z)
-        cv2.circle(img, (int(u), int(v)), max(1, int(cam.f * radius / z)), (40, 110, 50), -1,
-                   cv2.LINE_AA)
+        cv2.circle(
+            img, (int(u), int(v)), max(1, int(cam.f * radius / z)), (40, 110, 50), -1, cv2.LINE_AA
+        )
 
 
-def _draw_object(patch: np.ndarray, mask: np.ndarray, o: _Obj, bw: float, bh: float,
-                 ox: float, oy: float, night: bool, lights: list) -> None:
+def _draw_object(
+    patch: np.ndarray,
+    mask: np.ndarray,
+    o: _Obj,
+    bw: float,
+    bh: float,
+    ox: float,
+    oy: float,
+    night: bool,
+    lights: list,
+) -> None:
     """Draw object ``o`` into ``patch``/``mask`` with its box spanning (ox, oy, ox+bw, oy+bh)."""
 
     def rect(x0, y0, x1, y1, color, into_mask=True):
-        p = np.array([[ox + x0 * bw, oy + y0 * bh], [ox + x1 * bw, oy + y0 * bh],
-                      [ox + x1 * bw, oy + y1 * bh], [ox + x0 * bw, oy + y1 * bh]])
+        p = np.array(
+            [
+                [ox + x0 * bw, oy + y0 * bh],
+                [ox + x1 * bw, oy + y0 * bh],
+                [ox + x1 * bw, oy + y1 * bh],
+                [ox + x0 * bw, oy + y1 * bh],
+            ]
+        )
         _fill(patch, p, color)
         if into_mask:
             _fill(mask, p, 255)
 
     def disc(cx, cy, r, color, into_mask=True):
-        c = (int(round((ox + cx * bw) * 16)), int(round((oy + cy * bh) * 16)))
-        rad = max(16, int(round(r * min(bw, bh) * 16)))
+        c = (round((ox + cx * bw) * 16), round((oy + cy * bh) * 16))
+        rad = max(16, round(r * min(bw, bh) * 16))
         cv2.circle(patch, c, rad, color, -1, cv2.LINE_AA, shift=4)
         if into_mask:
             cv2.circle(mask, c, rad, 255, -1, cv2.LINE_AA, shift=4)
@@ -375,8 +446,13 @@ def _draw_object(patch: np.ndarray, mask: np.ndarray, o: _Obj, bw: float, bh: fl
             p = np.array([[ox + 0.5 * bw, oy], [ox + bw, oy + bh], [ox, oy + bh]])
             _fill(patch, p, (30, 30, 210))
             _fill(mask, p, 255)
-            q = np.array([[ox + 0.5 * bw, oy + 0.3 * bh], [ox + 0.78 * bw, oy + 0.85 * bh],
-                          [ox + 0.22 * bw, oy + 0.85 * bh]])
+            q = np.array(
+                [
+                    [ox + 0.5 * bw, oy + 0.3 * bh],
+                    [ox + 0.78 * bw, oy + 0.85 * bh],
+                    [ox + 0.22 * bw, oy + 0.85 * bh],
+                ]
+            )
             _fill(patch, q, (235, 235, 235))
         else:  # rectangular information
             rect(0.0, 0.0, 1.0, 1.0, (160, 90, 20))
@@ -384,8 +460,9 @@ def _draw_object(patch: np.ndarray, mask: np.ndarray, o: _Obj, bw: float, bh: fl
             rect(0.15, 0.55, 0.65, 0.7, (235, 235, 235), False)
 
 
-def render_spec(spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator | None = None
-                ) -> Scene:
+def render_spec(
+    spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator | None = None
+) -> Scene:
     """Draw ``spec`` with the camera moved ``travel`` metres forward."""
     rng = rng if rng is not None else np.random.default_rng(spec.seed + 7919)
     h, w = spec.hw
@@ -412,11 +489,26 @@ def render_spec(spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator |
         x0, y0 = u - bw / 2, v - bh
         if o.elevation > 0:  # pole from the ground to the object
             ug, vg = cam.project(o.x, 0.0, z)
-            cv2.line(img, (int(ug), int(vg)), (int(u), int(v)), (90, 90, 90),
-                     max(1, int(0.1 * s)), cv2.LINE_AA)
+            cv2.line(
+                img,
+                (int(ug), int(vg)),
+                (int(u), int(v)),
+                (90, 90, 90),
+                max(1, int(0.1 * s)),
+                cv2.LINE_AA,
+            )
         if o.kind in ("car", "truck", "bus") and spec.weather == "clear" and not night:
-            cv2.ellipse(img, (int(u), int(v)), (int(bw * 0.6), max(1, int(bw * 0.08))), 0, 0, 360,
-                        (40, 40, 40), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                (int(u), int(v)),
+                (int(bw * 0.6), max(1, int(bw * 0.08))),
+                0,
+                0,
+                360,
+                (40, 40, 40),
+                -1,
+                cv2.LINE_AA,
+            )
         px0, py0 = math.floor(x0) - 1, math.floor(y0) - 1
         pw, ph = math.ceil(bw) + 3, math.ceil(bh) + 3
         patch = np.zeros((ph, pw, 3), np.uint8)
@@ -462,8 +554,9 @@ def render_spec(spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator |
     )
 
 
-def _apply_atmosphere(img: np.ndarray, spec: SceneSpec, depth: np.ndarray, lights: list,
-                      rng: np.random.Generator) -> None:
+def _apply_atmosphere(
+    img: np.ndarray, spec: SceneSpec, depth: np.ndarray, lights: list, rng: np.random.Generator
+) -> None:
     h, w = spec.hw
     f = img.astype(np.float32) * _light_level(spec)
     if spec.timeofday == "dawn/dusk":
@@ -478,8 +571,14 @@ def _apply_atmosphere(img: np.ndarray, spec: SceneSpec, depth: np.ndarray, light
         glow = np.zeros((h, w, 3), np.float32)
         strength = 1.0 if spec.timeofday == "night" else 0.5
         for u, v, r, c in lights:
-            cv2.circle(glow, (int(u), int(v)), int(np.clip(r * 1.4, 1, 9)), [x * strength for x in c],
-                       -1, cv2.LINE_AA)
+            cv2.circle(
+                glow,
+                (int(u), int(v)),
+                int(np.clip(r * 1.4, 1, 9)),
+                [x * strength for x in c],
+                -1,
+                cv2.LINE_AA,
+            )
         glow = cv2.GaussianBlur(glow, (0, 0), 2.0)
         f += glow
     if spec.weather == "rainy":
@@ -494,7 +593,7 @@ def _apply_atmosphere(img: np.ndarray, spec: SceneSpec, depth: np.ndarray, light
         flakes = np.zeros((h, w), np.float32)
         n = int(rng.integers(200, 600))
         for x, y, r in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), rng.uniform(0.6, 2.2, n)):
-            cv2.circle(flakes, (int(x), int(y)), int(round(r)), 1.0, -1, cv2.LINE_AA)
+            cv2.circle(flakes, (int(x), int(y)), round(r), 1.0, -1, cv2.LINE_AA)
         f = f * (1 - 0.8 * flakes[..., None]) + 235.0 * 0.8 * flakes[..., None]
     f += rng.normal(0, rng.uniform(1.5, 5.0), f.shape).astype(np.float32)
     np.clip(f, 0, 255, out=f)

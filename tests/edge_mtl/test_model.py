@@ -63,5 +63,5 @@ def test_pretrained_path_that_is_not_a_resnet_is_refused(tmp_path):
     torch.save({"something": torch.zeros(3)}, tmp_path / "x.pth")
     d = tiny_cfg_dict()
     d["model"]["pretrained"] = str(tmp_path / "x.pth")
-    with pytest.raises(InputError, match="x.pth: not a torchvision resnet18 state dict"):
+    with pytest.raises(InputError, match=r"x\.pth: not a torchvision resnet18 state dict"):
         MultiTaskModel(config_from_dict(d).model)
