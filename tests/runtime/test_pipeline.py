@@ -196,3 +196,15 @@ def test_sigint_stops_the_cli_and_leaves_complete_files(tmp_path, models, kit) -
     assert 5 <= n < 400
     assert len(_records(jsonl)) == n
     assert kit.count_video_frames(out) == n
+
+
+def test_synth_video_runs_end_to_end(tmp_path, models, kit, capsys) -> None:
+    """The clip `edge-mtl synth --video` writes goes through `edge-mtl run` frame for frame."""
+    clip = tmp_path / "drive.mp4"
+    assert main(["synth", "--video", str(clip), "--frames", "9", "--size", "90", "160"]) == 0
+    jsonl, out = tmp_path / "drive.jsonl", tmp_path / "drive.annotated.mp4"
+    argv = ["run", "--model", str(models["dense"]), "--source", str(clip), "--provider", "cpu"]
+    assert main([*argv, "--jsonl", str(jsonl), "--save", str(out), "--threads", "1"]) == 0
+    assert "edge-mtl run: 9 frames in " in capsys.readouterr().out
+    assert [r["frame"] for r in _records(jsonl)] == list(range(9))
+    assert kit.count_video_frames(out) == 9
