@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edge-mtl {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"edge-mtl {args.command}: error: needs the training extras, missing module "
+            f"{e.name!r}: pip install 'edge-mtl[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"edge-mtl {args.command}: interrupted", file=sys.stderr)
         return 130

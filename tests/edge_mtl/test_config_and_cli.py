@@ -160,3 +160,29 @@ def test_cli_train_then_eval_json(tmp_path, capsys):
     assert code == 0 and m["images"] == 8
     assert {"det/map50", "det/map", "weather/acc", "scene/f1", "curvature/mae"} <= set(m)
     assert 0.0 <= m["det/map50"] <= 1.0 and np.isfinite(m["curvature/mae"])
+
+
+def test_training_command_without_the_train_extras_says_what_to_install(tmp_path):
+    """On a runtime-only install torch is missing: one line naming the extra, exit 2."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'tqdm', 'yaml'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge_mtl.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "train", "--config", "configs/tiny.yaml", "--out",
+         str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-mtl train: error: needs the training")
+    assert lines[0].endswith("pip install 'edge-mtl[train]'")
