@@ -15,7 +15,7 @@ step "machine"
 lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed -E 's/(Flags:\s+).*/\1'"$(python -c 'from runtime.hardware import isa_summary; print(isa_summary())')"'/'
 
 step "synthetic driving video"
-edge-mtl synth --video "$OUT/drive.mp4" --frames 300 --seed 424242
+edge-mtl synth --video "$OUT/drive.mp4" --frames 150 --seed 424242
 
 step "train (configs/synthetic.yaml)"
 edge-mtl train --config configs/synthetic.yaml --out "$RUN" --resume --quiet "${TRAIN_ARGS[@]}"
@@ -32,7 +32,7 @@ if edge-mtl quantize --help >/dev/null 2>&1; then
   step "quantize int8"
   edge-mtl quantize --onnx "$OUT/model.onnx" --calib data/synthetic-s0-n4000-360x640 --per-channel \
     --out "$OUT/model.int8.onnx" --eval data/synthetic-s1000000-n300-360x640 \
-    --fp16 "$OUT/model.fp16.onnx" --report "$OUT/quantize.json"
+    --report "$OUT/quantize.json"
   MODELS+=("$OUT/model.int8.onnx")
 fi
 
@@ -41,7 +41,7 @@ edge-mtl run --model "$OUT/model.onnx" --source "$OUT/drive.mp4" --save "$OUT/dr
   --jsonl "$OUT/drive.jsonl"
 
 step "benchmark"
-edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 10 \
+edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 5 \
   --e2e "$OUT/drive.mp4" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
 
 step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl"
