@@ -14,7 +14,6 @@ The same QDQ file serves TensorRT (explicit quantization) when quantized with
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
@@ -400,16 +399,9 @@ def _finish(
 
 
 def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise RuntimeFailure(f"{path}: could not write the model ({e.strerror or e})") from None
+    from export.onnx_export import save_atomic
+
+    save_atomic(proto, path)
 
 
 def measure_latency(
