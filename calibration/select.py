@@ -10,7 +10,6 @@ sampled uniformly. The same data, size and seed always give the same subset.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.files import read_json
 
 DEFAULT_SIZE = 300
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -69,10 +69,7 @@ def select_calibration(data: str | Path, size: int = DEFAULT_SIZE, seed: int = 0
 
 
 def _from_labels(labels: Path, size: int, seed: int) -> Selection:
-    try:
-        frames = json.loads(labels.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{labels}: not valid JSON ({e})") from None
+    frames = read_json(labels, "label file")
     if not isinstance(frames, list):
         raise InputError(f"{labels}: expected a list of frames")
     image_dir = labels.parent / "images"

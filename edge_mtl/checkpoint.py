@@ -4,7 +4,6 @@ and evaluation need nothing but the file."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,14 @@ import torch
 
 from edge_mtl.config import Config, config_from_dict
 from runtime.errors import InputError
+from runtime.files import atomic_write
 
 CHECKPOINT_VERSION = 1
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

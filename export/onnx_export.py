@@ -37,6 +37,7 @@ from export.validate import (
     check_parity,
 )
 from runtime.errors import InputError, RuntimeFailure
+from runtime.files import atomic_write
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from runtime.preprocess import PAD_VALUE
 
@@ -257,25 +258,13 @@ def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
     """Serialise to a temp file beside ``path``, fsync, then rename over it."""
     data = proto.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise RuntimeFailure(f"{path}: could not write the model ({e.strerror or e})") from None
 
 

@@ -28,6 +28,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from calibration.reader import CalibrationReader
 from calibration.select import DEFAULT_SIZE, select_calibration
 from export.accuracy import AccuracyReport, EvalSet, Predictions, compare, image_list
+from export.onnx_export import save_atomic
 from runtime.errors import InputError, MetadataError, RuntimeFailure
 from runtime.hardware import has_vnni
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
@@ -394,14 +395,8 @@ def _finish(
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
         raise RuntimeFailure(f"quantized model fails the ONNX checker: {str(e)[:200]}") from None
-    _save_atomic(proto, out)
+    save_atomic(proto, out)
     return new
-
-
-def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    from export.onnx_export import save_atomic
-
-    save_atomic(proto, path)
 
 
 def measure_latency(

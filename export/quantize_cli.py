@@ -4,7 +4,6 @@ quantizer load inside the handler."""
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -109,7 +108,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _write_report(path: str, res) -> None:
-    from pathlib import Path
+    from runtime.files import write_json_atomic
 
     data = {
         "model": str(res.path),
@@ -118,7 +117,4 @@ def _write_report(path: str, res) -> None:
         "latency_ms": res.latency_ms,
         "accuracy": res.accuracy.to_dict() if res.accuracy else None,
     }
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(out)
+    write_json_atomic(path, data, indent=2)

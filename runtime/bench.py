@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import re
@@ -33,6 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import EdgeMTLError, InputError
+from runtime.files import read_json, write_json_atomic
 from runtime.hardware import cpu_model, has_vnni, isa_summary
 from runtime.metadata import METADATA_KEY, Precision
 
@@ -474,12 +474,7 @@ def run_e2e(engine: Any, source_spec: str, max_frames: int, bare_fps: float) -> 
 def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a bench JSON file, checking its schema version."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: bench result file not found")
-    try:
-        doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{p}: not a JSON file ({e})") from None
+    doc = read_json(p, "bench result file")
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
         found = doc.get("schema_version") if isinstance(doc, dict) else None
         raise InputError(
@@ -507,4 +502,4 @@ def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``doc`` as indented JSON (parent folders created)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json_atomic(p, doc, indent=2)

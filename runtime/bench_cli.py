@@ -156,8 +156,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.md:
         from pathlib import Path
 
+        from runtime.files import write_text_atomic
+
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(render_markdown(doc))
+        write_text_atomic(args.md, render_markdown(doc))
         log(f"wrote {args.md}")
     if args.plot:
         why = save_plot(doc, args.plot)

@@ -8,9 +8,7 @@ Numeric attributes (``curvature``) are regression targets; BDD's own files have 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.files import read_json
 
 
 @dataclass(frozen=True)
@@ -33,16 +32,6 @@ class Record:
     labels: dict[str, int] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
     has_boxes: bool = True
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temp file + fsync + rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def frame_entry(name: str, boxes, classes, class_names, attributes: dict[str, Any]) -> dict:
@@ -68,12 +57,7 @@ def read_bdd(
     root = Path(root)
     label_file = root / "labels.json" if root.is_dir() else root
     image_dir = label_file.parent / "images"
-    if not label_file.is_file():
-        raise InputError(f"{label_file}: label file not found")
-    try:
-        frames = json.loads(label_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{label_file}: not valid JSON ({e})") from None
+    frames = read_json(label_file, "label file")
     if not isinstance(frames, list):
         raise InputError(f"{label_file}: expected a list of frames")
     unknown: Counter = Counter()
