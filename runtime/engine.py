@@ -21,8 +21,14 @@ import onnxruntime as ort
 from runtime.errors import InputError, MetadataError, RuntimeFailure
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from runtime.postprocess import Detections, detections_to_frame, postprocess_detections, softmax
-from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE, Letterbox, letterbox
-from runtime.preprocess import normalize as normalize_images
+from runtime.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PAD_VALUE,
+    Letterbox,
+    letterbox,
+    preprocess,
+)
 from runtime.providers import (
     GraphOptLevel,
     Provider,
@@ -237,18 +243,14 @@ class Engine:
         folded into the graph) gets the letterboxed RGB pixels as they are.
         """
         m = self.meta
-        boxed = []
         for f in frames:
             check_frame(f)
-            boxed.append(letterbox(f, m.input_hw, m.pad_value))
+        if self._input_dtype is not np.uint8:
+            x, lbs = preprocess(frames, m.input_hw, m.mean, m.std, m.pad_value)
+            return (x if self._input_dtype is np.float32 else x.astype(self._input_dtype)), lbs
+        boxed = [letterbox(f, m.input_hw, m.pad_value) for f in frames]
         batch = np.stack([b[0] for b in boxed])  # (N, H, W, 3) uint8 BGR
-        if self._input_dtype is np.uint8:
-            x = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2))
-        else:
-            x = normalize_images(batch, m.mean, m.std)
-            if self._input_dtype is not np.float32:
-                x = x.astype(self._input_dtype)
-        return x, [b[1] for b in boxed]
+        return np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2)), [b[1] for b in boxed]
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Model input (N, 3, H, W) -> raw outputs by name. Splits into the model's fixed batch."""

@@ -7,6 +7,7 @@ JSON under ``metadata_props["edge_mtl"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -74,9 +75,7 @@ class ModelMeta:
         return json.dumps(d, sort_keys=True)
 
     def replace(self, **changes: Any) -> ModelMeta:
-        from dataclasses import replace
-
-        return replace(self, **changes)
+        return dataclasses.replace(self, **changes)
 
     @staticmethod
     def from_json(text: str, source: str = "model") -> ModelMeta:

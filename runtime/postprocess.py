@@ -80,8 +80,9 @@ def postprocess_detections(
     """
     scores = np.asarray(scores, np.float32)
     boxes = np.asarray(boxes, np.float32)
-    finite_box = np.isfinite(boxes).all(axis=1)
-    anchor_idx, cls_idx = np.nonzero((scores > conf_threshold) & finite_box[:, None])
+    anchor_idx, cls_idx = np.nonzero(scores > conf_threshold)  # NaN scores never pass
+    finite = np.isfinite(boxes[anchor_idx]).all(axis=1)  # only the candidates' boxes
+    anchor_idx, cls_idx = anchor_idx[finite], cls_idx[finite]
     if anchor_idx.size == 0:
         return Detections.empty()
     cand_scores = scores[anchor_idx, cls_idx]
