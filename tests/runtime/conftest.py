@@ -7,6 +7,7 @@ after a sigmoid, ``cls_weather`` [N, 4] logits, ``reg_curvature`` [N, 1].
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,20 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runtime.metadata import METADATA_KEY, ModelMeta, TaskKind, TaskMeta  # noqa: E402
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+# Prepended to a `python -c` script: any import of torch/torchvision/onnx fails, as on an edge
+# box with only the runtime installed.
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "onnx"):
+                raise ImportError(f"blocked import of {name}")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
 
 HW = (32, 32)
 DET_CLASSES = ("car", "person", "sign")

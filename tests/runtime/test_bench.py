@@ -19,6 +19,7 @@ import pytest
 from edge_mtl.cli import main
 from runtime import bench
 from runtime.bench import BenchSettings, latency_stats, time_calls
+from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--runs", "3", "--warmup", "1", "--threads", "1", "--quiet"]
@@ -45,18 +46,6 @@ E2E_KEYS = {
     "latency_p99_ms",
 }  # fmt: skip
 STAGES = {"decode", "preprocess", "inference", "postprocess"}
-
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "onnx"):
-                raise ImportError(f"blocked import of {name}")
-            return None
-    sys.meta_path.insert(0, Block())
-    """
-)
 
 
 def _bench(tmp_path: Path, name: str, *argv: str) -> dict:

@@ -16,6 +16,7 @@ from runtime.errors import InputError, MetadataError, RuntimeFailure
 from runtime.postprocess import detections_to_frame, postprocess_detections, softmax
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from runtime.providers import parse_providers
+from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -168,19 +169,6 @@ def test_parse_providers() -> None:
     assert parse_providers(["cuda", Provider.CPU]) == ([Provider.CUDA, Provider.CPU], False)
     with pytest.raises(InputError, match="unknown"):
         parse_providers("openvino")
-
-
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "onnx"):
-                raise ImportError(f"blocked import of {name}")
-            return None
-    sys.meta_path.insert(0, Block())
-    """
-)
 
 
 def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
