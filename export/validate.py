@@ -45,6 +45,11 @@ class Tolerance:
     box_atol: float
     unmatched: float
 
+    def atol_for(self, output: str) -> float:
+        """Absolute tolerance in the output's own unit: boxes are pixels (near x=400 one fp16
+        ulp is 0.25 px), everything else is unitless."""
+        return max(self.atol, self.box_atol) if output == "det_boxes" else self.atol
+
 
 # FP32: ORT and torch use different conv algorithms; differences are float rounding only.
 FP32_TOLERANCE = Tolerance(
@@ -247,8 +252,7 @@ def check_parity(
                 )
             diff = np.abs(got.astype(np.float64) - want)
             report.max_abs[name] = max(report.max_abs.get(name, 0.0), float(diff.max()))
-            # Boxes are in pixels: near x=400 one fp16 ulp is 0.25 px, so they get box_atol.
-            atol = max(tol.atol, tol.box_atol) if name == "det_boxes" else tol.atol
+            atol = tol.atol_for(name)
             bad = diff > atol + tol.rtol * np.abs(want)
             if bad.any() or not np.isfinite(got).all():
                 raise RuntimeFailure(
