@@ -43,10 +43,25 @@ class ModelConfig:
     strides: tuple[int, ...] = (8, 16, 32)
 
 
+SOURCE_KINDS = ("synthetic", "bdd100k", "kitti", "coco", "folder")
+IGNORE = "ignore"  # category mapping target: drop these annotations on purpose
+
+
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source. ``synthetic`` generates ``n`` scenes from ``seed`` (cached under
-    ``path``); ``bdd100k`` reads ``path``/labels.json and images beside it."""
+    """One data source (``kind`` one of SOURCE_KINDS):
+
+    - ``synthetic``: ``n`` scenes rendered from ``seed`` at ``frame_hw`` (cached under ``path``);
+    - ``bdd100k``: ``path``/labels.json, images in ``path``/images/;
+    - ``kitti``: ``path``/label_2/*.txt, images in ``path``/image_2/;
+    - ``coco``: ``path`` is the COCO JSON file; images in ``images`` (default: images/ beside it);
+    - ``folder``: ``path``/<class name>/<image>, labels for the one classification ``task``.
+
+    ``categories`` maps dataset category (or folder) names to model class names, or to
+    ``ignore`` to drop them on purpose; it overrides the per-format defaults. Names neither
+    mapped nor equal to a model class (case-insensitive) are counted and reported as unknown.
+    ``name`` labels the source in logs (default ``<kind>[<index>]``).
+    """
 
     kind: str = "synthetic"
     path: str | None = None
@@ -54,13 +69,22 @@ class SourceConfig:
     seed: int = 0
     weight: float = 1.0
     frame_hw: tuple[int, int] = (360, 640)
+    name: str | None = None
+    categories: dict[str, str] = field(default_factory=dict)
+    task: str | None = None  # folder: the classification task its class folders label
+    images: str | None = None  # coco: the images directory
+
+    def display_name(self, index: int) -> str:
+        return self.name or f"{self.kind}[{index}]"
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    hflip: float = 0.5  # probability
-    hsv: float = 0.0  # strength of photometric jitter, 0 = off
-    scale: float = 0.0  # +- fraction of random zoom, 0 = off
+    """Training-time augmentation, applied in model-input pixels after the letterbox."""
+
+    hflip: float = 0.5  # probability of a horizontal flip (boxes and curvature follow)
+    hsv: float = 0.0  # strength of photometric jitter in [0, 1], 0 = off
+    scale: float = 0.0  # random zoom by a factor in [1 - scale, 1 + scale], 0 = off
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,9 @@ class DataConfig:
     augment: AugmentConfig = AugmentConfig()
     workers: int = 1
     cache_images: bool = True  # keep decoded letterboxed images in RAM
+    # Mixing several sources: source s is drawn with probability ~ weight_s * n_s ** (1 / T);
+    # 1 = in proportion to size, larger = flatter (see edge_mtl/data/sampling.py).
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,11 +109,19 @@ class TrainConfig:
     grad_clip: float = 10.0
     amp: str = "auto"  # auto | bf16 | fp16 | off
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight (default 1)
-    weighting: str = "fixed"
+    weighting: str = "fixed"  # fixed | uncertainty | gradnorm | dwa (edge_mtl/weighting.py)
+    gradnorm_alpha: float = 1.5  # GradNorm restoring strength (0 = equal gradient norms)
+    gradnorm_lr: float = 0.025  # learning rate of GradNorm's own Adam on the task weights
+    dwa_temperature: float = 2.0  # DWA softmax temperature (higher = closer to equal)
+    max_nonfinite_steps: int = 10  # stop after this many non-finite steps in a row
     seed: int = 0
     eval_every: int = 1  # epochs
     channels_last: bool = True
     time_limit_min: float = 0.0  # stop training after this many minutes (0 = no limit)
+    # batch_size is the global batch of one optimizer step: split over the processes of a
+    # distributed run and over ``accumulate`` forward/backward passes in each.
+    accumulate: int = 1
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA/NCCL only)
 
 
 @dataclass(frozen=True)
@@ -184,14 +219,81 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{src}: train.loss_weights.{name}: no such task ({sorted(tasks)})")
     if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):
         raise ConfigError(f"{src}: train.amp: expected auto, bf16, fp16 or off")
-    if cfg.train.weighting != "fixed":
-        raise ConfigError(f"{src}: train.weighting: only 'fixed' is implemented")
-    for i, s in enumerate((*cfg.data.train, *cfg.data.val)):
-        if s.kind not in ("synthetic", "bdd100k"):
-            raise ConfigError(f"{src}: data source {i}: unknown kind {s.kind!r}")
-        if s.kind != "synthetic" and not s.path:
-            raise ConfigError(f"{src}: data source {i} ({s.kind}): needs a path")
+    _validate_weighting(src, cfg.train)
+    if cfg.train.accumulate < 1:
+        raise ConfigError(f"{src}: train.accumulate: must be at least 1")
+    if cfg.train.batch_size % cfg.train.accumulate:
+        raise ConfigError(
+            f"{src}: train.batch_size {cfg.train.batch_size} must be a multiple of "
+            f"train.accumulate {cfg.train.accumulate}"
+        )
+    if cfg.data.temperature <= 0:
+        raise ConfigError(f"{src}: data.temperature: must be > 0, got {cfg.data.temperature}")
+    for split, sources in (("train", cfg.data.train), ("val", cfg.data.val)):
+        for i, s in enumerate(sources):
+            _validate_source(f"{src}: data.{split}[{i}] ({s.display_name(i)})", s, m)
+        names = [s.display_name(i) for i, s in enumerate(sources)]
+        if len(set(names)) != len(names):  # logs and sampling tell sources apart by name
+            raise ConfigError(f"{src}: data.{split}: source names must differ, got {names}")
+    a = cfg.data.augment
+    if not (0 <= a.hflip <= 1 and 0 <= a.hsv <= 1 and 0 <= a.scale < 1):
+        raise ConfigError(
+            f"{src}: data.augment: hflip and hsv must be in [0, 1] and scale in [0, 1), "
+            f"got hflip={a.hflip}, hsv={a.hsv}, scale={a.scale}"
+        )
     return cfg
+
+
+def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
+    if s.kind not in SOURCE_KINDS:
+        raise ConfigError(f"{where}: unknown kind {s.kind!r} (expected one of {SOURCE_KINDS})")
+    if s.kind != "synthetic" and not s.path:
+        raise ConfigError(f"{where}: needs a path")
+    if s.weight < 0:
+        raise ConfigError(f"{where}: weight must be >= 0, got {s.weight}")
+    if s.kind in ("kitti", "coco") and not m.detect:
+        raise ConfigError(f"{where}: {s.kind} has only box labels, and model.detect is empty")
+    if s.kind == "coco" and not str(s.path).lower().endswith(".json"):
+        raise ConfigError(f"{where}: path must be the COCO JSON file, got {s.path!r}")
+    if s.images is not None and s.kind != "coco":
+        raise ConfigError(f"{where}: images is only for kind coco")
+    if s.kind == "folder":
+        if s.task not in m.classify:
+            raise ConfigError(
+                f"{where}: task must name a model.classify task {sorted(m.classify)}, "
+                f"got {s.task!r}"
+            )
+        classes = m.classify[s.task]
+    elif s.task is not None:
+        raise ConfigError(f"{where}: task is only for kind folder")
+    else:
+        classes = m.detect
+    known = {c.casefold() for c in classes}
+    for name, target in s.categories.items():
+        if target != IGNORE and target.casefold() not in known:
+            raise ConfigError(
+                f"{where}: categories.{name}: {target!r} is not a model class "
+                f"({', '.join(classes)}) nor {IGNORE!r}"
+            )
+
+
+def _validate_weighting(src: str, tc: TrainConfig) -> None:
+    from edge_mtl.weighting import WEIGHTINGS  # the registry; imports torch only when checked
+
+    names = [str(n) for n in WEIGHTINGS]
+    if tc.weighting not in names:
+        raise ConfigError(
+            f"{src}: train.weighting: expected one of {', '.join(names)}, got {tc.weighting!r}"
+        )
+    if tc.gradnorm_alpha < 0 or tc.gradnorm_lr <= 0 or tc.dwa_temperature <= 0:
+        raise ConfigError(
+            f"{src}: train: need gradnorm_alpha >= 0, gradnorm_lr > 0 and dwa_temperature > 0, "
+            f"got {tc.gradnorm_alpha}, {tc.gradnorm_lr}, {tc.dwa_temperature}"
+        )
+    if tc.max_nonfinite_steps < 1:
+        raise ConfigError(
+            f"{src}: train.max_nonfinite_steps: must be >= 1, got {tc.max_nonfinite_steps}"
+        )
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
@@ -213,6 +315,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: config file not found")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     return config_from_dict(data, str(p))

@@ -124,7 +124,9 @@ def evaluate(
             out = model(images)
         out = {k: v.float().cpu().numpy() for k, v in out.items()}
         for j, t in enumerate(targets):
-            if m.detect:
+            # images without box labels (e.g. a class-folder source) would count every
+            # detection as a false positive: detection is scored on labelled images only
+            if m.detect and records[t["index"]].has_boxes:
                 scale, px, py, fh, fw = t["letterbox"]
                 lb = Letterbox(scale, px, py, (int(fh), int(fw)))
                 d = postprocess_detections(
@@ -142,7 +144,7 @@ def evaluate(
                 reg_pred[task].append(float(out[f"reg_{task}"][j, 0]))
                 reg_true[task].append(float(t[f"reg_{task}"]))
     metrics: dict[str, float] = {}
-    if m.detect:
+    if m.detect and gts:
         r = coco_map(gts, dets, len(m.detect), sizes)
         metrics["det/map50"], metrics["det/map"] = r["map50"], r["map"]
     for task, names in m.classify.items():

@@ -24,7 +24,8 @@ from runtime.files import read_json
 class Record:
     """One labelled image. ``boxes`` float32 (K, 4) xyxy frame pixels; ``classes`` int64 (K,)
     model class indices; ``labels`` task -> class index (classification, -1 = unlabelled);
-    ``targets`` task -> float (regression, NaN = unlabelled)."""
+    ``targets`` task -> float (regression, NaN = unlabelled); ``has_boxes`` False when the source
+    has no box labels at all (no detection loss, not "no objects"); ``source`` the source's name."""
 
     image: Path
     boxes: np.ndarray
@@ -32,6 +33,7 @@ class Record:
     labels: dict[str, int] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
     has_boxes: bool = True
+    source: str = ""
 
 
 def frame_entry(name: str, boxes, classes, class_names, attributes: dict[str, Any]) -> dict:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -10,8 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge_mtl.config import AugmentConfig, Config, SourceConfig
+from edge_mtl.config import AugmentConfig, Config, ModelConfig, SourceConfig
+from edge_mtl.data.augment import augment
 from edge_mtl.data.bdd import Record, read_bdd
+from edge_mtl.data.categories import CategoryMap
+from edge_mtl.data.coco import read_coco
+from edge_mtl.data.folder import read_folder
+from edge_mtl.data.kitti import read_kitti
 from runtime.errors import InputError
 from runtime.preprocess import boxes_to_input, letterbox, normalize
 
@@ -28,8 +35,10 @@ def load_image(path: Path) -> np.ndarray:
 
 class MultiTaskDataset(Dataset):
     """Items: (image float32 (3, H, W), target dict). Target: ``boxes`` (K, 4) xyxy input px,
-    ``classes`` (K,), ``cls_<t>`` int (-1 = no label), ``reg_<t>`` float (NaN = no label),
-    ``letterbox`` (scale, pad_x, pad_y, frame_h, frame_w), ``index``."""
+    ``classes`` (K,), ``has_boxes`` (False: the source has no box labels, no detection loss),
+    ``cls_<t>`` int (-1 = no label), ``reg_<t>`` float (NaN = no label), ``letterbox``
+    (scale, pad_x, pad_y, frame_h, frame_w), ``index``, ``source`` (the source's name).
+    Training items are augmented with a Generator seeded by (train.seed, epoch, index)."""
 
     def __init__(self, records: list[Record], cfg: Config, train: bool) -> None:
         self.records = records
@@ -48,40 +57,24 @@ class MultiTaskDataset(Dataset):
         m = self.cfg.model
         img, lb = letterbox(load_image(rec.image), m.input_hw)
         boxes = boxes_to_input(rec.boxes, lb) if len(rec.boxes) else rec.boxes.copy()
-        targets = dict(rec.targets)
+        classes, targets = rec.classes, dict(rec.targets)
         if self.aug is not None:
             rng = np.random.default_rng((self.cfg.train.seed, self.epoch_seed, i))
-            if rng.random() < self.aug.hflip:
-                img = np.ascontiguousarray(img[:, ::-1])
-                w = img.shape[1]
-                boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) + [w, 0, w, 0]
-                # a mirrored road bends the other way
-                targets = {k: -v if "curv" in k else v for k, v in targets.items()}
-            if self.aug.hsv > 0:
-                img = _photometric(img, rng, self.aug.hsv)
+            img, boxes, classes, targets = augment(img, boxes, classes, targets, self.aug, rng)
         x = torch.from_numpy(normalize(img, m.mean, m.std)[0])
         t = {
             "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
-            "classes": torch.from_numpy(rec.classes),
+            "classes": torch.from_numpy(np.array(classes, np.int64)),
+            "has_boxes": rec.has_boxes,
             "letterbox": (lb.scale, lb.pad_x, lb.pad_y, *lb.frame_hw),
             "index": i,
+            "source": rec.source,
         }
         for task in m.classify:
             t[f"cls_{task}"] = rec.labels.get(task, -1)
         for task in m.regress:
             t[f"reg_{task}"] = targets.get(task, math.nan)
         return x, t
-
-
-def _photometric(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Random brightness/contrast/saturation, scaled by ``strength`` in [0, 1]."""
-    f = img.astype(np.float32)
-    gain = 1 + rng.uniform(-0.25, 0.25) * strength
-    bias = rng.uniform(-15, 15) * strength
-    gray = f.mean(axis=2, keepdims=True)
-    sat = 1 + rng.uniform(-0.3, 0.3) * strength
-    f = (gray + (f - gray) * sat) * gain + bias
-    return np.clip(f, 0, 255).astype(np.uint8)
 
 
 def collate(batch):
@@ -96,27 +89,83 @@ def stack_task_labels(targets: list[dict], key: str, dtype: torch.dtype) -> torc
 def records_for(
     sources: tuple[SourceConfig, ...], cfg: Config, cache_root: Path, progress: bool = True
 ) -> list[Record]:
-    """Resolve every source to records; synthetic sources are rendered once into a cache dir."""
+    """Resolve every source to records carrying its name (``Record.source``); print one line per
+    source with its images, boxes and the categories skipped as unknown or ignored on purpose.
+    Synthetic sources are rendered once into a cache dir."""
+    records: list[Record] = []
+    for i, s in enumerate(sources):
+        name = s.display_name(i)
+        ignored: Counter = Counter()
+        recs, unknown = _read_source(s, cfg.model, cache_root, progress, ignored)
+        print(source_report(name, recs, unknown, ignored))
+        records += [dataclasses.replace(r, source=name) for r in recs]
+    return records
+
+
+def _read_source(
+    s: SourceConfig, m: ModelConfig, cache_root: Path, progress: bool, ignored: Counter
+) -> tuple[list[Record], Counter]:
     from edge_mtl.data.generate import write_synthetic
 
-    m = cfg.model
-    records: list[Record] = []
-    for s in sources:
-        if s.kind == "synthetic":
-            root = (
-                Path(s.path)
-                if s.path
-                else cache_root / (f"synthetic-s{s.seed}-n{s.n}-{s.frame_hw[0]}x{s.frame_hw[1]}")
-            )
-            if not (root / "labels.json").is_file():
-                print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")
-                write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)
-        else:
-            root = Path(s.path)
-            if not root.exists():
-                raise InputError(f"{root}: data directory not found")
-        recs, unknown = read_bdd(root, m.detect, m.classify, m.regress)
-        if unknown:
-            print(f"{root}: skipped boxes of unknown categories: {dict(unknown)}")
-        records.extend(recs)
-    return records
+    if s.kind == "kitti":
+        return read_kitti(s.path, m.detect, s.categories, ignored)
+    if s.kind == "coco":
+        return read_coco(s.path, m.detect, s.images, s.categories, ignored)
+    if s.kind == "folder":
+        return read_folder(s.path, s.task, m.classify, s.categories, ignored)
+    if s.kind == "synthetic":
+        root = (
+            Path(s.path)
+            if s.path
+            else cache_root / (f"synthetic-s{s.seed}-n{s.n}-{s.frame_hw[0]}x{s.frame_hw[1]}")
+        )
+        if not (root / "labels.json").is_file():
+            print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")
+            write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)
+    else:
+        assert s.kind == "bdd100k", s.kind  # validate() admits no other kind
+        root = Path(s.path)
+        if not root.exists():
+            raise InputError(f"{root}: data directory not found")
+    return _read_bdd_mapped(root, m, s.categories, ignored)
+
+
+def _read_bdd_mapped(
+    root: Path, m: ModelConfig, categories: dict[str, str], ignored: Counter
+) -> tuple[list[Record], Counter]:
+    """read_bdd with a category mapping: the dataset names it mentions are read as extra
+    classes, then folded onto model classes, or dropped and counted."""
+    if not categories:
+        return read_bdd(root, m.detect, m.classify, m.regress)
+    names = m.detect + tuple(k for k in categories if k not in m.detect)
+    recs, unknown = read_bdd(root, names, m.classify, m.regress)
+    found = np.concatenate([np.zeros(0, np.int64), *(r.classes for r in recs)])
+    counts = np.bincount(found, minlength=len(names))
+    cmap = CategoryMap(m.detect, overrides=categories)
+    resolved = [cmap.index(n, int(k)) for n, k in zip(names, counts)]
+    lut = np.array([-1 if c is None else c for c in resolved], np.int64)  # read -> model class
+    out = []
+    for r in recs:
+        c = lut[r.classes]
+        out.append(dataclasses.replace(r, boxes=r.boxes[c >= 0], classes=c[c >= 0]))
+    unknown.update(cmap.unknown)
+    ignored.update(cmap.ignored)
+    return out, unknown
+
+
+def source_report(name: str, recs: list[Record], unknown: Counter, ignored: Counter) -> str:
+    """One line: ``kitti[0]: 3 images, 5 boxes; unknown categories skipped: Misc 1; ...``."""
+    line = f"{name}: {len(recs)} images"
+    boxed = [r for r in recs if r.has_boxes]
+    if boxed:
+        line += f", {sum(len(r.boxes) for r in boxed)} boxes"
+    if unknown:
+        line += f"; unknown categories skipped (map them in categories): {_counts(unknown)}"
+    if ignored:
+        line += f"; ignored: {_counts(ignored)}"
+    return line
+
+
+def _counts(c: Counter, most: int = 10) -> str:
+    text = ", ".join(f"{k} {v}" for k, v in c.most_common(most))
+    return text + (f" (+{len(c) - most} more)" if len(c) > most else "")

@@ -1,0 +1,100 @@
+"""Training augmentation for driving images, applied in model-input pixels after the letterbox.
+
+Every random draw comes from the numpy Generator passed in, so one (seed, epoch, index) triple
+always gives the same sample. Geometric steps move the boxes with the pixels; a horizontal flip
+also negates curvature targets (a mirrored road bends the other way).
+Images are uint8 BGR (H, W, 3); boxes float32 (K, 4) xyxy input pixels; classes int64 (K,).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge_mtl.config import AugmentConfig
+from runtime.preprocess import PAD_VALUE
+
+MIN_BOX_PX = 2.0  # after scale jitter, boxes narrower or shorter than this are dropped
+MIN_VISIBLE = 0.5  # ... and so are boxes with less than this fraction of their area in view
+
+
+def augment(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    targets: dict[str, float],
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Flip, photometric jitter, scale jitter as ``cfg`` says; returns new (img, boxes, classes,
+    targets) and leaves the inputs untouched. Boxes dropped by scale jitter take their classes."""
+    if rng.random() < cfg.hflip:
+        img, boxes = hflip(img, boxes)
+        targets = {k: -v if "curv" in k else v for k, v in targets.items()}
+    if cfg.hsv > 0:
+        img = photometric(img, rng, cfg.hsv)
+    if cfg.scale > 0:
+        img, boxes, classes = scale_jitter(img, boxes, classes, rng, cfg.scale)
+    return img, boxes, classes, targets
+
+
+def hflip(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror left-right; pixel column j goes to W-1-j, so box edge x goes to W-x."""
+    w = img.shape[1]
+    out = np.asarray(boxes, np.float32)[:, [2, 1, 0, 3]]
+    out[:, [0, 2]] = w - out[:, [0, 2]]
+    return np.ascontiguousarray(img[:, ::-1]), out
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random contrast, brightness, saturation and colour cast, scaled by ``strength`` in [0, 1].
+
+    The colour cast (a small gain per channel, as from white balance or sodium street lights)
+    stands in for a hue shift at a fraction of the cost of a round trip through HSV.
+    """
+    contrast = 1 + rng.uniform(-0.25, 0.25) * strength
+    brightness = rng.uniform(-15, 15) * strength
+    saturation = 1 + rng.uniform(-0.3, 0.3) * strength
+    cast = (1 + rng.uniform(-0.06, 0.06, size=3) * strength).astype(np.float32)
+    f = img.astype(np.float32)
+    gray = f.mean(axis=2, keepdims=True)
+    f = gray + (f - gray) * saturation
+    mean = float(f.mean())
+    f = ((f - mean) * contrast + mean + brightness) * cast
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def scale_jitter(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    rng: np.random.Generator,
+    amount: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zoom by a random factor z in [1 - amount, 1 + amount] at a random place, same output size.
+
+    Zooming in crops a random window of the enlarged image; zooming out places the shrunk image
+    at a random position on PAD_VALUE grey (the letterbox colour). A point x moves to
+    ``z * x + t``; boxes are clipped to the image and dropped when under MIN_BOX_PX on a side or
+    with less than MIN_VISIBLE of their area left.
+    """
+    h, w = img.shape[:2]
+    z = rng.uniform(1 - amount, 1 + amount)
+    tx, ty = rng.uniform(0, 1, size=2) * (w * (1 - z), h * (1 - z))
+    # warpAffine maps pixel centres (integer coordinates), boxes map pixel edges: shift by
+    # (z - 1) / 2 so both describe the same continuous transform.
+    m = np.array([[z, 0, tx + (z - 1) / 2], [0, z, ty + (z - 1) / 2]], np.float64)
+    out = cv2.warpAffine(
+        img,
+        m,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(PAD_VALUE,) * 3,
+    )
+    moved = np.asarray(boxes, np.float32) * z + np.array([tx, ty, tx, ty], np.float32)
+    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    clipped = np.clip(moved, 0, np.array([w, h, w, h], np.float32))
+    bw, bh = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    keep = (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX) & (bw * bh >= MIN_VISIBLE * area)
+    return out, clipped[keep], np.asarray(classes)[keep]
