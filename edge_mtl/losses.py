@@ -5,16 +5,20 @@ fits the box are positives; sigmoid focal loss on classes, GIoU on decoded boxes
 centerness), BCE on centerness. A box that gets no point (tiny objects) takes its nearest P3
 point, so every labelled object is learned. Classification: cross-entropy over labelled samples.
 Regression: smooth-L1 over labelled samples. A task without labels in the batch contributes an
-exact zero (and so zero gradient), never NaN.
+exact zero (and so zero gradient), never NaN. ``MultiTaskLoss`` hands the per-task losses to a
+weighting strategy for the total.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 import torchvision
 
-from edge_mtl.config import ModelConfig
+from edge_mtl.config import ModelConfig, TrainConfig
+from edge_mtl.weighting import Fixed, Weighting
 
 CENTER_RADIUS = 2.5  # in strides
 LEVEL_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # max(l,t,r,b), pixels
@@ -111,7 +115,8 @@ def detection_loss(
         pos_mask[i] = pos
         cls_t[i, pos, t["classes"].to(logits.device)[idx[pos]]] = 1.0
         gt_per_loc[i, pos] = gb[idx[pos]]
-    zero = logits.sum() * 0.0
+    # an exact zero that still reaches every detection output: zero gradient, never None
+    zero = (logits.sum() + boxes.sum() + ctr.sum()) * 0.0
     if not mask_img.any():
         return {"det_cls": zero, "det_box": zero, "det_ctr": zero}
     num_pos = max(float(pos_mask.sum()), 1.0)
@@ -142,25 +147,48 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(pred.float()[:, 0][mask], target[mask], beta=0.1)
 
 
-class MultiTaskLoss:
-    """Total = sum over tasks of weight x task loss. ``weights`` task -> float (default 1).
+def task_names(cfg: ModelConfig) -> list[str]:
+    """Loss task names in a fixed order: ``det``, then classification, then regression tasks."""
+    return (["det"] if cfg.detect else []) + list(cfg.classify) + list(cfg.regress)
 
-    This is the seam for dynamic weighting: a strategy only has to produce ``weights``.
+
+class MultiTaskLoss:
+    """Per-task losses combined by a weighting strategy (``edge_mtl.weighting``).
+
+    ``weighting``: a ``Weighting`` or, for a fixed weighting, a dict task -> weight (default 1).
     """
 
-    def __init__(self, cfg: ModelConfig, weights: dict[str, float], device: torch.device):
+    def __init__(
+        self, cfg: ModelConfig, weighting: Weighting | dict[str, float], device: torch.device
+    ):
         self.cfg = cfg
-        self.weights = {t: float(weights.get(t, 1.0)) for t in self.tasks()}
+        if not isinstance(weighting, Weighting):
+            weighting = Fixed(self.tasks(), TrainConfig(loss_weights=dict(weighting)))
+        self.weighting = weighting.to(device)
         self.level = level_info(cfg, device) if cfg.detect else None
 
-    def tasks(self) -> list[str]:
-        return (
-            (["det"] if self.cfg.detect else []) + list(self.cfg.classify) + list(self.cfg.regress)
-        )
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.weighting.weights()
 
-    def __call__(
+    def tasks(self) -> list[str]:
+        return task_names(self.cfg)
+
+    def labelled(self, targets: list[dict]) -> set[str]:
+        """Tasks with at least one label in the batch."""
+        found = set()
+        if self.cfg.detect and any(t.get("has_boxes", True) for t in targets):
+            found.add("det")
+        found.update(t for t in self.cfg.classify if any(x[f"cls_{t}"] >= 0 for x in targets))
+        found.update(
+            t for t in self.cfg.regress if any(math.isfinite(x[f"reg_{t}"]) for x in targets)
+        )
+        return found
+
+    def task_losses(
         self, out: dict[str, torch.Tensor], targets: list[dict]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> dict[str, torch.Tensor]:
+        """Scalar float32 loss per task; an exact 0 (zero gradient) for a task without labels."""
         parts: dict[str, torch.Tensor] = {}
         device = next(iter(out.values())).device
         if self.cfg.detect:
@@ -174,5 +202,12 @@ class MultiTaskLoss:
                 [x[f"reg_{t}"] for x in targets], device=device, dtype=torch.float32
             )
             parts[t] = regression_loss(out[f"reg_{t}"], target)
-        total = sum(self.weights[k] * v for k, v in parts.items())
+        return parts
+
+    def __call__(
+        self, out: dict[str, torch.Tensor], targets: list[dict]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(total loss to backpropagate, per-task loss values for logs)."""
+        parts = self.task_losses(out, targets)
+        total = self.weighting(parts, self.labelled(targets))
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -184,7 +184,10 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg.backbone, cfg.pretrained)
-        self.neck = FPN(self.backbone.channels, cfg.neck_channels)
+        # A classification-only model has no use for the pyramid: skipping it keeps single-task
+        # baselines (``edge-mtl compare``) as lean as a user would build them.
+        needs_neck = bool(cfg.detect or cfg.regress)
+        self.neck = FPN(self.backbone.channels, cfg.neck_channels) if needs_neck else None
         self.heads = nn.ModuleDict()
         if cfg.detect:
             self.heads["detect"] = HEADS["detect"](
@@ -197,7 +200,7 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         c3, c4, c5 = self.backbone(images)
-        p3, p4, p5 = self.neck((c3, c4, c5))
+        p3, p4, p5 = self.neck((c3, c4, c5)) if self.neck is not None else (None, None, None)
         out: dict[str, torch.Tensor] = {}
         if "detect" in self.heads:
             out.update(self.heads["detect"]([p3, p4, p5]))
@@ -213,6 +216,13 @@ class MultiTaskModel(nn.Module):
         names += [f"cls_{t}" for t in self.cfg.classify]
         names += [f"reg_{t}" for t in self.cfg.regress]
         return names
+
+    def shared_parameter(self) -> nn.Parameter:
+        """The weight of the last layer every task's loss flows through (GradNorm measures
+        per-task gradient norms there): the last conv of C5's final block. Not the FPN, which
+        classification bypasses (it pools C5 directly)."""
+        block = self.backbone.layer4[-1]
+        return (block.conv3 if hasattr(block, "conv3") else block.conv2).weight
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 
@@ -11,6 +12,7 @@ from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel
 from edge_mtl.train import train
+from runtime.errors import RuntimeFailure
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 
@@ -66,3 +68,100 @@ def test_interrupted_run_resumes_to_the_same_step_and_weights(tmp_path, monkeypa
         torch.testing.assert_close(v, b["ema"][k], rtol=1e-5, atol=1e-6)
     model, loaded_cfg, _ = load_model(tmp_path / "resumed" / "best.pt")
     assert loaded_cfg.model == cfg.model and not model.training
+
+
+def _poison_task_losses(monkeypatch, poison):
+    """Make ``poison(call_number, parts)`` see every batch's per-task losses in training."""
+    real = MultiTaskLoss.task_losses
+    calls = {"n": 0}
+
+    def task_losses(self, out, targets):
+        parts = real(self, out, targets)
+        calls["n"] += 1
+        poison(calls["n"], parts)
+        return parts
+
+    monkeypatch.setattr(MultiTaskLoss, "task_losses", task_losses)
+
+
+def test_non_finite_steps_are_skipped_and_training_goes_on(tmp_path, monkeypatch):
+    cfg = config_from_dict(tiny_cfg_dict(n_train=8, n_val=4))  # 2 epochs x 2 steps
+
+    def poison(n, parts):
+        if n == 2:
+            parts["det"] = parts["det"] * math.nan
+        if n == 3:  # the loss stays finite, its gradient does not
+            parts["weather"].register_hook(lambda g: g * math.inf)
+
+    _poison_task_losses(monkeypatch, poison)
+    lines: list[str] = []
+    quiet = {"progress": False, "data_root": tmp_path / "data", "log": lines.append}
+    train(cfg, tmp_path / "run", **quiet)
+    assert "warning: step 1 skipped, non-finite loss: det=nan (1 skipped so far)" in lines
+    assert "warning: step 2 skipped, non-finite gradient (loss finite) (2 skipped so far)" in lines
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["state"]["step"] == 4 and ck["state"]["skipped"] == 2
+    assert ck["ema_updates"] == 2  # only the two good steps moved the EMA ...
+    steps = {int(s["step"]) for s in ck["optimizer"]["state"].values()}
+    assert steps == {2}  # ... and the optimizer
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["skipped_steps"] == 2 and rec["weights"]["det"] == 1.0
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
+    d = tiny_cfg_dict(n_train=8, n_val=4)  # 2 epochs x 2 steps
+    d["train"]["max_nonfinite_steps"] = 3
+    cfg = config_from_dict(d)
+
+    def poison(n, parts):
+        if n >= 2:
+            parts["scene"] = parts["scene"] + math.inf
+
+    _poison_task_losses(monkeypatch, poison)
+    lines: list[str] = []
+    quiet = {"progress": False, "data_root": tmp_path / "data", "log": lines.append}
+    with pytest.raises(RuntimeFailure, match="3 steps in a row had a non-finite loss") as e:
+        train(cfg, tmp_path / "run", **quiet)
+    assert "(last: non-finite loss: scene=inf)" in str(e.value)
+    assert f"{tmp_path / 'run' / 'last.pt'} holds the last good state" in str(e.value)
+    assert sum(line.startswith("warning: step") for line in lines) == 3
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")  # saved after epoch 1, never after
+    assert (ck["state"]["step"], ck["state"]["skipped"], ck["ema_updates"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm", "dwa"])
+def test_dynamic_weights_are_logged_and_resume_exactly(tmp_path, monkeypatch, weighting):
+    d = tiny_cfg_dict(n_train=8, n_val=4)
+    d["train"].update(epochs=3, weighting=weighting)  # 3 epochs x 2 steps
+    cfg = config_from_dict(d)
+    lines: list[str] = []
+    quiet = {"progress": False, "data_root": tmp_path / "data", "log": lines.append}
+    train(cfg, tmp_path / "straight", **quiet)
+    recs = [
+        json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [set(r["weights"]) for r in recs] == [
+        {"det", "weather", "scene", "timeofday", "curvature"}
+    ] * 3
+    assert recs[-1]["weights"] != dict.fromkeys(recs[-1]["weights"], 1.0)
+    assert any(f"| {weighting} weights det " in line for line in lines)
+    if weighting == "gradnorm":
+        assert sum(recs[-1]["weights"].values()) == pytest.approx(5.0, abs=1e-4)
+
+    def interrupt(n, parts):
+        if n == 3:  # first step of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+
+    _poison_task_losses(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", **quiet)
+    monkeypatch.undo()
+    train(cfg, tmp_path / "resumed", resume=True, **quiet)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for k, v in a["weighting"].items():
+        if isinstance(v, torch.Tensor):
+            torch.testing.assert_close(v, b["weighting"][k], rtol=1e-5, atol=1e-6, equal_nan=True)
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6)
