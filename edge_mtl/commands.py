@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from runtime.errors import InputError
+from runtime.files import check_writable, check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="local torchvision ResNet state dict for the trunk")
     p.add_argument("--data-root", default="data", help="where synthetic data is cached")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel processes on this machine (runs this command under torchrun: "
+        "NCCL on GPUs, gloo on CPU); train.batch_size stays the global batch",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -78,12 +88,21 @@ def cmd_synth(args: argparse.Namespace) -> int:
     hw = tuple(args.size)
     if min(hw) < 64:
         raise InputError(f"--size {hw[0]} {hw[1]}: frames must be at least 64 pixels each way")
+    if args.out and args.n < 1:
+        raise InputError(f"--n must be at least 1, got {args.n}")
+    if args.video and args.frames < 1:
+        raise InputError(f"--frames must be at least 1, got {args.frames}")
+    if args.video and not args.fps > 0:
+        raise InputError(f"--fps must be > 0, got {args.fps}")
+    # Every output is checked before the first scene is rendered.
+    if args.out:
+        check_writable_dir(args.out, "output folder")
+    if args.video:
+        check_writable(args.video, "video file", create_parents=False)
     if args.out:
         out = write_synthetic(args.out, args.n, args.seed, hw)
         print(f"wrote {args.n} scenes to {out}/images and {out}/labels.json")
     if args.video:
-        if args.frames < 1:
-            raise InputError(f"--frames must be at least 1, got {args.frames}")
         path = write_video(args.video, args.frames, args.seed, hw, args.fps)
         print(f"wrote {args.frames} frames to {path}")
     return 0
@@ -109,13 +128,35 @@ def _load_cfg(args: argparse.Namespace):
     return validate(cfg)
 
 
+def _launch_distributed(args: argparse.Namespace) -> int:
+    """Re-run this train command as ``args.devices`` torchrun workers."""
+    from edge_mtl.distributed import launch
+
+    argv = ["train", "--config", args.config, "--out", args.out, "--device", args.device]
+    argv += ["--data-root", args.data_root]
+    for flag, value in (("--epochs", args.epochs), ("--time-limit", args.time_limit)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.pretrained:
+        argv += ["--pretrained", args.pretrained]
+    argv += [f for f, on in (("--resume", args.resume), ("--quiet", args.quiet)) if on]
+    if args.debug:
+        argv.insert(0, "--debug")
+    return launch(args.devices, argv)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from edge_mtl.train import train
 
     cfg = _load_cfg(args)
+    check_writable_dir(args.out, "run folder")
+    if args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_distributed(args)
     metrics = train(
         cfg, args.out, args.device, args.resume, progress=not args.quiet, data_root=args.data_root
     )
+    if not metrics and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # a worker of a distributed run: rank 0 reports
     print(f"done: {args.out}/best.pt, {args.out}/last.pt, {args.out}/metrics.jsonl")
     print(format_metrics(metrics))
     return 0

@@ -1,10 +1,18 @@
-"""The training loop: weighted multi-task loss, AdamW + warm-up + cosine, autocast where the
-hardware has fast low precision, gradient clipping, EMA weights, per-epoch evaluation,
-``metrics.jsonl``, atomic ``last.pt``/``best.pt`` and exact resume (mid-epoch too)."""
+"""The training loop: multi-task loss weighted by a strategy (``edge_mtl.weighting``), AdamW +
+warm-up + cosine, autocast where the hardware has fast low precision, gradient clipping, EMA
+weights, per-epoch evaluation, ``metrics.jsonl``, atomic ``last.pt``/``best.pt`` and exact resume
+(mid-epoch too). A step whose loss or gradient is not finite is skipped (no optimizer, EMA or
+weighting update) with a warning; ``train.max_nonfinite_steps`` in a row stop the run.
+
+Several sources mix by per-source sampling (``edge_mtl.data.sampling``); under ``torchrun`` the
+same loop runs data-parallel (``edge_mtl.distributed``): every rank takes its slice of each
+global batch, rank 0 alone logs, evaluates and writes."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -17,13 +25,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from edge_mtl import distributed as ddp
 from edge_mtl.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_atomic
 from edge_mtl.config import Config
+from edge_mtl.data.bdd import Record
 from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
+from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilities
 from edge_mtl.evaluate import evaluate, score
-from edge_mtl.losses import MultiTaskLoss
+from edge_mtl.losses import MultiTaskLoss, task_names
 from edge_mtl.model import MultiTaskModel, count_parameters
-from runtime.errors import InputError
+from edge_mtl.weighting import build_weighting
+from runtime.errors import InputError, RuntimeFailure
 from runtime.hardware import cpu_model, has_native_bf16, isa_summary
 
 
@@ -81,12 +93,8 @@ class _State:
     step: int = 0
     elapsed: float = 0.0  # training seconds, summed over resumes
     best: float = -math.inf
-
-
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed * 1000003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    bad_in_a_row: int = 0
 
 
 def _param_groups(model: torch.nn.Module, wd: float):
@@ -105,24 +113,68 @@ def train(
     data_root: str | Path = "data",
     log=print,
 ) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns the final evaluation metrics."""
+    """Train ``cfg`` into ``out_dir``; returns the final evaluation metrics (rank 0's; other
+    ranks of a distributed run return an empty dict)."""
+    info = ddp.from_env()
+    if not info.is_main:
+        log, progress = (lambda *a, **k: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"{out}: output directory is not writable")
+    dev = ddp.init(info, pick_device(device))
+    try:
+        return _train(cfg, out, dev, info, resume, progress, Path(data_root), log)
+    finally:
+        ddp.shutdown(info)
+
+
+def _train(
+    cfg: Config,
+    out: Path,
+    dev: torch.device,
+    info: ddp.DistInfo,
+    resume: bool,
+    progress: bool,
+    data_root: Path,
+    log,
+) -> dict:
     tc = cfg.train
-    dev = pick_device(device)
+    micro = ddp.check_batch(tc.batch_size, tc.accumulate, info, cfg.source)
     torch.manual_seed(tc.seed)
     amp_dtype, amp_why = pick_autocast(tc.amp, dev)
     log(
         f"device {dev} ({cpu_model() if dev.type == 'cpu' else torch.cuda.get_device_name(dev)})"
         f", precision: {amp_why}, threads {torch.get_num_threads()}"
+        + (
+            f", {info.world} processes x {micro} images x {tc.accumulate} passes per step"
+            if info.enabled or tc.accumulate > 1
+            else ""
+        )
     )
 
-    train_recs = records_for(cfg.data.train, cfg, Path(data_root), progress)
-    val_recs = records_for(cfg.data.val, cfg, Path(data_root), progress)
+    # Rank 0 reads (and renders synthetic data into the cache) first; the others then read
+    # the finished cache quietly.
+    if not info.is_main:
+        ddp.barrier(info)
+    quiet = (
+        contextlib.redirect_stdout(io.StringIO()) if not info.is_main else contextlib.nullcontext()
+    )
+    with quiet:
+        train_recs = records_for(cfg.data.train, cfg, data_root, progress)
+        val_recs = records_for(cfg.data.val, cfg, data_root, progress)
+    if info.is_main:
+        ddp.barrier(info)
     if not train_recs:
         raise InputError(f"{cfg.source}: data.train has no images")
+    names = [s.display_name(i) for i, s in enumerate(cfg.data.train)]
+    sizes = [sum(1 for r in train_recs if r.source == n) for n in names]
+    src_weights = [s.weight for s in cfg.data.train]
+    probs = source_probabilities(sizes, src_weights, cfg.data.temperature)
+    if len(names) > 1:
+        counts = [label_counts([r for r in train_recs if r.source == n], cfg) for n in names]
+        log(f"sources (temperature {cfg.data.temperature}):")
+        log(mix_summary(names, counts, sizes, probs))
     train_ds = MultiTaskDataset(train_recs, cfg, train=True)
     val_ds = MultiTaskDataset(val_recs, cfg, train=False)
     log(
@@ -137,11 +189,24 @@ def train(
         f"model: {cfg.model.backbone} + FPN({cfg.model.neck_channels}), "
         f"{count_parameters(model) / 1e6:.2f} M parameters, input {cfg.model.input_hw}"
     )
+    weighting = build_weighting(tc, task_names(cfg.model), model.shared_parameter()).to(dev)
+    net: torch.nn.Module = model  # what the forward pass runs: the DDP wrapper when distributed
+    if info.enabled:
+        if tc.sync_bn and dev.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif tc.sync_bn:
+            log("train.sync_bn: ignored on CPU (SyncBatchNorm needs CUDA); BN stays per process")
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.99))
+    if weighting.trainable():  # e.g. uncertainty's log-variances: same schedule, no decay
+        opt.add_param_group({"params": weighting.trainable(), "weight_decay": 0.0})
+    stepped = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype is torch.float16)
     ema = EMA(model)
-    loss_fn = MultiTaskLoss(cfg.model, tc.loss_weights, dev)
-    steps_per_epoch = len(train_ds) // tc.batch_size
+    loss_fn = MultiTaskLoss(cfg.model, weighting, dev)
+    steps_per_epoch = len(train_ds) // tc.batch_size  # an epoch visits len(train_ds) images
     if steps_per_epoch == 0:
         raise InputError(f"{cfg.source}: batch_size {tc.batch_size} > {len(train_ds)} images")
     total_steps = steps_per_epoch * tc.epochs
@@ -149,7 +214,7 @@ def train(
 
     if resume and (out / "last.pt").is_file():
         ck = load_checkpoint(out / "last.pt")
-        if ck["config"] != cfg.to_dict():
+        if _resume_key(ck["config"]) != _resume_key(cfg.to_dict()):
             raise InputError(
                 f"{out / 'last.pt'}: was trained with a different config; "
                 "use a new --out or the same config"
@@ -159,7 +224,8 @@ def train(
         ema.updates = ck["ema_updates"]
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
-        st = _State(**ck["state"])
+        weighting.load_state_dict(ck["weighting"])
+        st = _State(**ck["state"])  # st.batch counts global batches: any process count resumes
         torch.set_rng_state(ck["rng"])
         log(f"resumed from {out / 'last.pt'} at epoch {st.epoch}, step {st.step}")
     elif resume:
@@ -183,6 +249,7 @@ def train(
                 "ema_updates": ema.updates,
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
+                "weighting": weighting.state_dict(),
                 "state": st.__dict__.copy(),
                 "rng": torch.get_rng_state(),
                 "metrics": metrics or {},
@@ -211,16 +278,18 @@ def train(
     try:
         while st.epoch < tc.epochs and not time_up():
             train_ds.set_epoch(st.epoch)
-            batches = _batches(len(train_ds), tc.batch_size, tc.seed, st.epoch)
+            batches = epoch_batches(
+                sizes, src_weights, cfg.data.temperature, tc.batch_size, tc.seed, st.epoch
+            )
             loader = torch.utils.data.DataLoader(
                 train_ds,
-                batch_sampler=batches[st.batch :],
+                batch_sampler=[ddp.rank_slice(b, info) for b in batches[st.batch :]],
                 collate_fn=collate,
                 num_workers=cfg.data.workers,
                 persistent_workers=False,
                 generator=torch.Generator().manual_seed(tc.seed + st.epoch),
             )  # not the global RNG
-            model.train()
+            net.train()
             bar = tqdm(
                 loader,
                 desc=f"epoch {st.epoch + 1}/{tc.epochs}",
@@ -238,29 +307,60 @@ def train(
                     images = images.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
                     g["lr"] = tc.lr * lr_factor()
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out_t = model(images)
-                loss, parts = loss_fn(out_t, targets)
-                if not torch.isfinite(loss):
-                    raise InputError(
-                        f"loss became {float(loss)} at step {st.step} ({parts}); "
-                        "lower train.lr or check the labels"
-                    )
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                ema.update(model)
+                problem, parts = None, {}
+                for j in range(tc.accumulate):
+                    x, tg = (
+                        images[j * micro : (j + 1) * micro],
+                        targets[j * micro : (j + 1) * micro],
+                    )
+                    last = j == tc.accumulate - 1  # DDP all-reduces gradients on the last pass
+                    with net.no_sync() if info.enabled and not last else contextlib.nullcontext():
+                        with torch.autocast(
+                            dev.type, dtype=amp_dtype, enabled=amp_dtype is not None
+                        ):
+                            out_t = net(x)
+                        loss, p = loss_fn(out_t, tg)
+                        problem = problem or _nonfinite_loss(loss, p)
+                        # always backward: every rank must join the gradient all-reduce; a
+                        # non-finite loss then shows as a non-finite gradient norm below
+                        scaler.scale(loss / tc.accumulate).backward()
+                    for k, v in p.items():
+                        parts[k] = parts.get(k, 0.0) + v / tc.accumulate
+                if info.enabled:
+                    problem = _agree(problem, info)
+                overflow = False  # fp16 gradients overflowed: the scaler's business, not ours
+                if problem is None:
+                    scaler.unscale_(opt)
+                    _sync_weighting_grads(weighting, info)
+                    norm = torch.nn.utils.clip_grad_norm_(stepped, tc.grad_clip)
+                    if not torch.isfinite(norm):
+                        problem = "non-finite gradient (loss finite)"
+                        overflow = scaler.is_enabled()
+                # A non-finite step changes nothing: no optimizer, EMA or weighting update.
+                if problem is None:
+                    scaler.step(opt)
+                    scaler.update()
+                    ema.update(model)
+                    weighting.after_step()
+                    _broadcast_weighting(weighting, info)
+                    st.bad_in_a_row = 0
+                elif overflow:
+                    scaler.update()  # lowers the loss scale; the next step tries again
+                    st.skipped += 1
+                else:
+                    _skip_step(st, problem, tc.max_nonfinite_steps, out / "last.pt", log)
                 st.step += 1
                 st.batch += 1
                 now = time.perf_counter()
                 st.elapsed += now - t_last
                 t_last = now
-                count += 1
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                if info.enabled:  # every rank must take the same stop / time-up decision
+                    stop["requested"], st.elapsed = _agree_stop(stop["requested"], st.elapsed)
+                if problem is None:
+                    count += 1
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
                 if not progress and st.step % 50 == 0:
                     log(
@@ -269,7 +369,9 @@ def train(
                     )
                 if stop["requested"]:
                     bar.close()
-                    checkpoint(out / "last.pt", metrics)
+                    if info.is_main:
+                        checkpoint(out / "last.pt", metrics)
+                    ddp.barrier(info)
                     log(
                         f"interrupted: saved {out / 'last.pt'} (epoch {st.epoch}, step "
                         f"{st.step}); continue with --resume"
@@ -280,16 +382,24 @@ def train(
             bar.close()
             done_epoch = st.batch >= len(batches)
             n = max(count, 1)
+            sums = ddp.mean_over_ranks(sums, info)  # the logged losses are the whole batch's
+            weights = weighting.weights()  # what this epoch trained with (before DWA's update)
             if done_epoch:
                 st.epoch += 1
                 st.batch = 0
+                weighting.end_epoch()
             if (
                 done_epoch
                 and st.epoch % tc.eval_every != 0
                 and st.epoch < tc.epochs
                 and not time_up()
             ):
-                checkpoint(out / "last.pt")
+                if info.is_main:
+                    checkpoint(out / "last.pt")
+                ddp.barrier(info)
+                continue
+            if not info.is_main:  # rank 0 evaluates and writes; the others wait for it
+                ddp.barrier(info)
                 continue
             metrics = (
                 evaluate(ema.model, _val_loader(val_ds, cfg), cfg, dev, amp_dtype, progress)
@@ -301,7 +411,8 @@ def train(
                 "step": st.step,
                 "time_s": round(st.elapsed, 1),
                 "lr": tc.lr * lr_factor(),
-                "weights": loss_fn.weights,
+                "weights": weights,
+                "skipped_steps": st.skipped,
                 **{f"loss/{k}": v / n for k, v in sums.items()},
                 **metrics,
             }
@@ -310,17 +421,98 @@ def train(
             log(
                 f"epoch {st.epoch} step {st.step} {st.elapsed / 60:.1f} min | "
                 + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.endswith("/std"))
+                + f" | {tc.weighting} weights "
+                + " ".join(f"{k} {v:.3f}" for k, v in weights.items())
+                + (f" | {st.skipped} steps skipped" if st.skipped else "")
             )
             if s > st.best:
                 st.best = s
                 checkpoint(out / "best.pt", metrics)
             checkpoint(out / "last.pt", metrics)
+            ddp.barrier(info)
     finally:
         for sig, handler in prev.items():
             signal.signal(sig, handler)
-    if not (out / "best.pt").exists():
+    if info.is_main and not (out / "best.pt").exists():
         checkpoint(out / "best.pt", metrics)
     return metrics
+
+
+def _resume_key(config: dict) -> dict:
+    """What must match to resume: everything but the length of training (more epochs or
+    minutes may be asked for when continuing)."""
+    train = {k: v for k, v in config["train"].items() if k not in ("epochs", "time_limit_min")}
+    return {**config, "train": train}
+
+
+def label_counts(records: list[Record], cfg: Config) -> dict[str, int]:
+    """How many of ``records`` carry a label of each task (the rest are masked out)."""
+    m = cfg.model
+    counts = {"det": sum(r.has_boxes for r in records)} if m.detect else {}
+    for t in m.classify:
+        counts[t] = sum(r.labels.get(t, -1) >= 0 for r in records)
+    for t in m.regress:
+        counts[t] = sum(math.isfinite(r.targets.get(t, math.nan)) for r in records)
+    return counts
+
+
+def _agree(problem: str | None, info: ddp.DistInfo) -> str | None:
+    """A step is skipped on every rank when any rank saw a non-finite loss."""
+    if ddp.any_rank(problem is not None, info):
+        return problem or "non-finite loss on another process"
+    return None
+
+
+def _agree_stop(requested: bool, elapsed: float) -> tuple[bool, float]:
+    """Max over ranks of (stop requested, elapsed seconds): identical decisions everywhere."""
+    t = torch.tensor([float(requested), elapsed], dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t[0].item()), float(t[1].item())
+
+
+def _sync_weighting_grads(weighting: torch.nn.Module, info: ddp.DistInfo) -> None:
+    """Learned task weights live outside the DDP module: average their gradients by hand."""
+    if not info.enabled:
+        return
+    for p in weighting.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= info.world
+
+
+def _broadcast_weighting(weighting: torch.nn.Module, info: ddp.DistInfo) -> None:
+    """Rank 0's weighting state wins after each step (GradNorm and DWA update it from local
+    statistics), so every rank weights the tasks alike."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for t in [*weighting.parameters(), *weighting.buffers()]:
+            torch.distributed.broadcast(t.data, 0)
+
+
+def _nonfinite_loss(loss: torch.Tensor, parts: dict[str, float]) -> str | None:
+    """None when the loss is finite, else what was not, e.g. 'non-finite loss: det=nan'."""
+    bad = [f"{k}={v}" for k, v in parts.items() if not math.isfinite(v)]
+    if bad:
+        return "non-finite loss: " + ", ".join(bad)
+    if not torch.isfinite(loss):
+        return f"non-finite weighted total loss ({float(loss)})"
+    return None
+
+
+def _skip_step(st: _State, problem: str, limit: int, last: Path, log) -> None:
+    """Count a skipped step and warn; stop the run after ``limit`` in a row. The model is never
+    saved from here: ``last`` keeps the last good state."""
+    st.skipped += 1
+    st.bad_in_a_row += 1
+    log(f"warning: step {st.step} skipped, {problem} ({st.skipped} skipped so far)")
+    if st.bad_in_a_row >= limit:
+        kept = f"{last} holds the last good state" if last.is_file() else "no checkpoint yet"
+        raise RuntimeFailure(
+            f"training stopped at step {st.step}: {st.bad_in_a_row} steps in a row had a "
+            f"non-finite loss or gradient (last: {problem}); {kept}; "
+            "lower train.lr, check the labels, or raise train.max_nonfinite_steps"
+        )
 
 
 def _val_loader(ds: MultiTaskDataset, cfg: Config):
