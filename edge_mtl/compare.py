@@ -1,0 +1,220 @@
+"""``edge-mtl compare``: one multi-task model against single-task models on the same data.
+
+Every task in the config gets its own single-task model (same trunk, data, schedule and
+budget, only that task's head); the multi-task model has them all. The report gives, per task,
+the metric of each and the delta (positive = the shared model is better; negative = negative
+transfer, flagged), plus parameters, GFLOPs and CPU latency of the one MTL model against the
+sum of the single-task models it replaces.
+
+Each variant trains into ``OUT/<variant>/`` and records ``result.json`` when done, so an
+interrupted comparison picks up where it stopped (``--resume`` semantics are the default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_mtl.config import Config, validate
+from runtime.files import read_json, write_json_atomic, write_text_atomic
+
+MTL = "mtl"
+# Per task kind: the headline metric, and whether larger is better.
+_HEADLINE = {"det": ("det/map50", True), "classify": ("acc", True), "regress": ("mae", False)}
+LatencyFn = Callable[[dict[str, Path], Path], dict[str, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to train: ``name`` is ``mtl`` or the task it is the single-task model of."""
+
+    name: str
+    cfg: Config
+    tasks: tuple[str, ...]
+
+
+def task_names(cfg: Config) -> list[str]:
+    m = cfg.model
+    return (["det"] if m.detect else []) + list(m.classify) + list(m.regress)
+
+
+def headline(cfg: Config, task: str) -> tuple[str, bool]:
+    """(metric key in evaluate()'s dict, higher is better) for ``task``."""
+    if task == "det":
+        return _HEADLINE["det"]
+    kind = "classify" if task in cfg.model.classify else "regress"
+    suffix, higher = _HEADLINE[kind]
+    return f"{task}/{suffix}", higher
+
+
+def variants(cfg: Config) -> list[Variant]:
+    """The multi-task model first, then one single-task model per task."""
+    tasks = task_names(cfg)
+    if len(tasks) < 2:
+        raise ValueError(f"{cfg.source}: compare needs at least two tasks, found {tasks}")
+    out = [Variant(MTL, cfg, tuple(tasks))]
+    m = cfg.model
+    for t in tasks:
+        model = dataclasses.replace(
+            m,
+            detect=m.detect if t == "det" else (),
+            classify={t: m.classify[t]} if t in m.classify else {},
+            regress=(t,) if t in m.regress else (),
+        )
+        weights = {k: v for k, v in cfg.train.loss_weights.items() if k == t}
+        train = dataclasses.replace(cfg.train, loss_weights=weights)
+        out.append(Variant(t, validate(dataclasses.replace(cfg, model=model, train=train)), (t,)))
+    return out
+
+
+def gflops(model, input_hw: tuple[int, int]) -> float:
+    """Forward GFLOPs at batch 1 (multiply-add = 2 FLOPs), counted by torch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, *input_hw)
+    model = model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def _train_variant(
+    v: Variant, out: Path, device: str, data_root: Path, progress: bool, log
+) -> dict[str, Any]:
+    """Train (or resume) one variant; returns its result record, cached in result.json."""
+    from edge_mtl.checkpoint import load_model
+    from edge_mtl.model import count_parameters
+    from edge_mtl.train import train
+
+    run = out / v.name
+    result_path = run / "result.json"
+    if result_path.is_file():
+        done = read_json(result_path, "compare result")
+        if done.get("config_hash") == v.cfg.hash():
+            log(f"[{v.name}] already trained ({result_path}), reusing it")
+            return done
+    log(f"[{v.name}] training tasks {', '.join(v.tasks)} into {run}")
+    train(v.cfg, run, device, resume=True, progress=progress, data_root=data_root, log=log)
+    model, _, ckpt = load_model(run / "best.pt")
+    result = {
+        "name": v.name,
+        "tasks": list(v.tasks),
+        "config_hash": v.cfg.hash(),
+        "weights": str(run / "best.pt"),
+        "metrics": ckpt.get("metrics", {}),
+        "params": count_parameters(model),
+        "gflops": gflops(model, v.cfg.model.input_hw),
+        "train_steps": ckpt["state"]["step"],
+        "train_s": ckpt["state"]["elapsed"],
+    }
+    write_json_atomic(result_path, result)
+    return result
+
+
+def compare(
+    cfg: Config,
+    out_dir: str | Path,
+    latency: LatencyFn | None,
+    device: str = "auto",
+    data_root: str | Path = "data",
+    progress: bool = True,
+    log=print,
+) -> dict[str, Any]:
+    """Train every variant, measure latency side by side, write compare.json + compare.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        v.name: _train_variant(v, out, device, Path(data_root), progress, log)
+        for v in variants(cfg)
+    }
+    lat: dict[str, dict[str, float]] = {}
+    if latency is not None:
+        log("measuring CPU latency of every variant side by side")
+        lat = latency({k: Path(r["weights"]) for k, r in results.items()}, out)
+    report = build_report(cfg, results, lat)
+    write_json_atomic(out / "compare.json", report)
+    write_text_atomic(out / "compare.md", to_markdown(report))
+    return report
+
+
+def build_report(
+    cfg: Config, results: dict[str, dict[str, Any]], lat: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """Per-task rows (MTL vs single, delta, negative-transfer flag) and cost totals."""
+    mtl = results[MTL]
+    rows = []
+    for task in task_names(cfg):
+        key, higher = headline(cfg, task)
+        m = mtl["metrics"].get(key, math.nan)
+        s = results[task]["metrics"].get(key, math.nan)
+        delta = (m - s) if higher else (s - m)  # positive = the multi-task model is better
+        rows.append(
+            {
+                "task": task,
+                "metric": key,
+                "higher_is_better": higher,
+                "mtl": m,
+                "single": s,
+                "delta": delta,
+                "negative_transfer": bool(delta < 0),
+            }
+        )
+    singles = [results[t] for t in task_names(cfg)]
+    cost = {
+        "mtl_params": mtl["params"],
+        "singles_params": sum(r["params"] for r in singles),
+        "mtl_gflops": mtl["gflops"],
+        "singles_gflops": sum(r["gflops"] for r in singles),
+    }
+    if lat:
+        cost["mtl_latency_ms"] = lat[MTL]["p50_ms"]
+        cost["singles_latency_ms"] = sum(lat[t]["p50_ms"] for t in task_names(cfg))
+        cost["latency_ratio"] = cost["mtl_latency_ms"] / cost["singles_latency_ms"]
+    return {
+        "config": cfg.source,
+        "config_hash": cfg.hash(),
+        "budget": {
+            "time_limit_min": cfg.train.time_limit_min,
+            "epochs": cfg.train.epochs,
+            "batch_size": cfg.train.batch_size,
+        },
+        "tasks": rows,
+        "cost": cost,
+        "latency": lat,
+        "variants": results,
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| task | metric | single-task | multi-task | delta | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in report["tasks"]:
+        flag = "negative transfer" if r["negative_transfer"] else ""
+        arrow = "higher" if r["higher_is_better"] else "lower"
+        lines.append(
+            f"| {r['task']} | {r['metric']} ({arrow} is better) | {r['single']:.3f} | "
+            f"{r['mtl']:.3f} | {r['delta']:+.3f} | {flag} |"
+        )
+    c = report["cost"]
+    lines += [
+        "",
+        "| | one multi-task model | sum of single-task models | ratio |",
+        "|---|---:|---:|---:|",
+        f"| parameters (M) | {c['mtl_params'] / 1e6:.2f} | {c['singles_params'] / 1e6:.2f} | "
+        f"{c['mtl_params'] / c['singles_params']:.2f} |",
+        f"| GFLOPs | {c['mtl_gflops']:.2f} | {c['singles_gflops']:.2f} | "
+        f"{c['mtl_gflops'] / c['singles_gflops']:.2f} |",
+    ]
+    if "latency_ratio" in c:
+        lines.append(
+            f"| CPU latency p50 (ms) | {c['mtl_latency_ms']:.1f} | "
+            f"{c['singles_latency_ms']:.1f} | {c['latency_ratio']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"

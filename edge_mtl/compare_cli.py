@@ -1,0 +1,58 @@
+"""``edge-mtl compare``: the command line of :mod:`edge_mtl.compare`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from edge_mtl.compare import LatencyFn
+
+
+def register(sub: argparse._SubParsersAction, latency: Callable[[], LatencyFn]) -> None:  # type: ignore[type-arg]
+    """``latency`` returns the side-by-side latency function (imported lazily: it needs onnx)."""
+    p = sub.add_parser(
+        "compare",
+        help="multi-task model vs single-task models on the same data and budget",
+        description="Train one single-task model per task and the multi-task model with the "
+        "same data, schedule and budget (train.time_limit_min / train.epochs each), then "
+        "report per task the metric of each and the delta (negative = negative transfer, "
+        "flagged), parameters, GFLOPs and CPU latency of the one multi-task model against "
+        "the sum of the single-task models. Writes OUT/compare.json and OUT/compare.md. "
+        "Interrupted? Run the same command again: finished variants are reused and the "
+        "unfinished one resumes from its last.pt.",
+    )
+    p.add_argument("--config", required=True, help="YAML config with two or more tasks")
+    p.add_argument("--out", default="runs/compare", help="output directory (runs/compare)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MIN",
+        help="override train.time_limit_min: the training budget of EACH model",
+    )
+    p.add_argument("--epochs", type=int, help="override train.epochs of each model")
+    p.add_argument("--data-root", default="data", help="where synthetic data is cached")
+    p.add_argument("--no-latency", action="store_true", help="skip the ONNX latency measurement")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=lambda args: cmd_compare(args, latency))
+
+
+def cmd_compare(args: argparse.Namespace, latency: Callable[[], LatencyFn]) -> int:
+    from edge_mtl.commands import _load_cfg
+    from edge_mtl.compare import compare, to_markdown
+
+    cfg = _load_cfg(args)
+    report = compare(
+        cfg,
+        args.out,
+        None if args.no_latency else latency(),
+        device=args.device,
+        data_root=args.data_root,
+        progress=not args.quiet,
+    )
+    print(to_markdown(report), end="")
+    flagged = [r["task"] for r in report["tasks"] if r["negative_transfer"]]
+    if flagged:
+        print(f"negative transfer (multi-task worse than single-task): {', '.join(flagged)}")
+    print(f"wrote {args.out}/compare.json and {args.out}/compare.md")
+    return 0

@@ -1,0 +1,51 @@
+"""Deployed latency of several checkpoints, measured side by side: each is exported to an FP32
+ONNX file and timed on the ONNX Runtime CPU provider in interleaved rounds, so a noisy machine
+slows every model alike instead of whichever happened to run during the noise.
+
+``edge-mtl compare`` gets this function from the composition root (``edge_mtl/cli.py``), since
+``edge_mtl`` itself may not import ``export``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_export import ExportConfig, export
+from runtime.bench import latency_stats, time_calls
+from runtime.engine import Engine, EngineConfig
+
+
+def side_by_side_latency(
+    weights: dict[str, Path],
+    workdir: Path,
+    rounds: int = 5,
+    runs_per_round: int = 10,
+    warmup: int = 3,
+    log=print,
+) -> dict[str, dict[str, float]]:
+    """name -> latency stats in ms (``p50_ms``, ``p90_ms``, ...) at batch 1 on the CPU."""
+    engines: dict[str, Engine] = {}
+    for name, w in weights.items():
+        onnx_path = workdir / name / "model.onnx"
+        if not onnx_path.is_file() or onnx_path.stat().st_mtime < w.stat().st_mtime:
+            export(ExportConfig(weights=str(w), out=str(onnx_path), batch=1, parity_images=1))
+        engines[name] = Engine(onnx_path, "cpu", EngineConfig(warmup_runs=warmup))
+    inputs = {}
+    for name, eng in engines.items():
+        h, w = eng.meta.input_hw
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        inputs[name], _ = eng.preprocess([frame])
+    ms: dict[str, list[float]] = {name: [] for name in engines}
+    for r in range(rounds):
+        for name, eng in engines.items():
+            x = inputs[name]
+            ms[name] += time_calls(lambda e=eng, x=x: e.run(x), runs_per_round, None, 1)
+        log(f"latency round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} {np.median(v):.1f} ms" for n, v in ms.items()
+        ))  # fmt: skip
+    return {
+        name: {f"{k}_ms": v for k, v in asdict(latency_stats(v)).items()} for name, v in ms.items()
+    }
