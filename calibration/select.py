@@ -10,6 +10,7 @@ sampled uniformly. The same data, size and seed always give the same subset.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ def select_calibration(data: str | Path, size: int = DEFAULT_SIZE, seed: int = 0
         return _from_labels(labels, size, seed)
     if not root.is_dir():
         raise InputError(f"{root}: calibration data not found (expected a folder of images)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise InputError(f"{root}: cannot read the calibration folder (permission denied)")
     paths = sorted(
         p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and _readable(p)
     )

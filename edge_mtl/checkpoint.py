@@ -4,6 +4,7 @@ and evaluation need nothing but the file."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,44 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint (tensors and plain data only: ``weights_only=True``)."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a checkpoint file")
     if not p.is_file():
         raise InputError(f"{p}: checkpoint not found")
     try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise InputError(f"{p}: cannot read the checkpoint ({e.strerror or e})") from None
+    if size == 0:
+        raise InputError(f"{p}: not a readable checkpoint (the file is empty)")
+    if not head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        raise InputError(f"{p}: not a readable checkpoint ({_what_it_is(head)})")
+    try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"{p}: not a readable checkpoint (it holds objects other than tensors and plain "
+            "data; refused, since loading them would run code)"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... on a damaged archive
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{p}: not a readable checkpoint ({first[:120]})") from None
+        raise InputError(f"{p}: not a readable checkpoint (damaged: {first[:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "edge-mtl" or "model" not in ckpt:
         raise InputError(f"{p}: not an edge-mtl checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise InputError(f"{p}: checkpoint version {ckpt.get('version')} is not supported")
     return ckpt
+
+
+def _what_it_is(head: bytes) -> str:
+    """A guess at what a file that is not a torch zip archive is, from its first bytes."""
+    if head[:1] == b"\x08":
+        return "it looks like an ONNX model; give the .pt checkpoint it was exported from"
+    if head[:1] == b"\x80":
+        return "a legacy pickle file; only zip checkpoints written by torch.save are read"
+    return "not a torch.save zip archive"
 
 
 def config_of(ckpt: dict[str, Any], source: str) -> Config:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from export.validate import (
     check_parity,
 )
 from runtime.errors import InputError, RuntimeFailure
-from runtime.files import atomic_write
+from runtime.files import atomic_write, check_writable
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from runtime.preprocess import PAD_VALUE
 
@@ -124,16 +123,7 @@ def check_imgsz(imgsz: tuple[int, int], strides: tuple[int, ...]) -> tuple[int, 
 def check_out_path(out: str | os.PathLike[str]) -> Path:
     """Make sure ``out`` can be written (creating missing parent folders) before spending time on
     the export; raise InputError naming the path otherwise."""
-    path = Path(out)
-    if path.is_dir():
-        raise InputError(f"{path}: output path is a directory; give a file name like model.onnx")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
-            pass
-    except OSError as e:
-        raise InputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
-    return path
+    return check_writable(out, "ONNX model")
 
 
 def torch_to_onnx(

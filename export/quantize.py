@@ -29,7 +29,8 @@ from calibration.reader import CalibrationReader
 from calibration.select import DEFAULT_SIZE, select_calibration
 from export.accuracy import AccuracyReport, EvalSet, Predictions, compare, image_list
 from export.onnx_export import save_atomic
-from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
+from runtime.files import check_model_file, check_writable, invalid_model_error
 from runtime.hardware import has_vnni
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
 
@@ -128,13 +129,15 @@ class QuantizeResult:
 def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMeta]:
     """Load an FP32 edge-mtl export; raise InputError for anything else (missing, not ONNX, no
     metadata, FP16, already quantized) with one line naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: model file not found")
+    p = check_model_file(path)
     try:
         proto = onnx.load(str(p))
     except Exception as e:  # onnx raises DecodeError/ValueError/... on a non-ONNX file
-        raise InputError(f"{p}: not an ONNX model ({type(e).__name__})") from None
+        raise invalid_model_error(p, e) from None
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise invalid_model_error(p, e) from None
     text = next((m.value for m in proto.metadata_props if m.key == METADATA_KEY), None)
     if text is None:
         raise MetadataError(f"{p}: has no '{METADATA_KEY}' metadata; quantize an edge-mtl export")
@@ -176,19 +179,6 @@ def float_tail(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in proto.graph.node if n.name in tail]
 
 
-def check_writable(out: str | Path) -> Path:
-    path = Path(out)
-    if path.is_dir():
-        raise InputError(f"{path}: output path is a directory; give a file like model.int8.onnx")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
-            pass
-    except OSError as e:
-        raise InputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
-    return path
-
-
 class Quantizer:
     """A pre-processed FP32 model plus cached calibration ranges: ``build(exclude, out)`` makes
     one QDQ model in seconds, so the sensitivity search can try many exclusion sets."""
@@ -225,6 +215,8 @@ class Quantizer:
                 extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
                 calibration_cache_path=str(self.cache),
             )
+        except EdgeMTLError:  # our calibration reader's own message (an undecodable image)
+            raise
         except Exception as e:  # onnxruntime's own error types
             raise RuntimeFailure(f"quantize_static failed ({str(e).splitlines()[0]})") from None
         return out
@@ -280,7 +272,7 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
     """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``."""
     fp32 = Path(qc.onnx)
     _, meta = load_fp32(fp32)
-    out = check_writable(qc.out)
+    out = check_writable(qc.out, "INT8 model")
     if qc.threads < 1:
         raise InputError(f"--threads {qc.threads}: must be at least 1")
     selection = select_calibration(qc.calib, qc.calib_size, qc.seed)

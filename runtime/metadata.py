@@ -88,9 +88,11 @@ class ModelMeta:
             raise MetadataError(f"{source}: edge_mtl metadata must be a JSON object")
         version = d.get("version")
         if version != FORMAT_VERSION:
+            newer = isinstance(version, int) and version > FORMAT_VERSION
             raise MetadataError(
                 f"{source}: edge_mtl metadata version {version!r} is not supported "
-                f"(this runtime reads version {FORMAT_VERSION})"
+                f"(this runtime reads version {FORMAT_VERSION}"
+                + ("; upgrade edge-mtl)" if newer else "; re-export the model)")
             )
         try:
             tasks = tuple(
@@ -121,8 +123,14 @@ class ModelMeta:
                 calibration=d.get("calibration"),
                 extra=dict(d.get("extra") or {}),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise MetadataError(f"{source}: edge_mtl metadata is malformed ({e!r})") from None
+        except KeyError as e:
+            raise MetadataError(
+                f"{source}: edge_mtl metadata is malformed (missing key {e.args[0]!r})"
+            ) from None
+        except (TypeError, ValueError) as e:
+            raise MetadataError(f"{source}: edge_mtl metadata is malformed ({e})") from None
+        if not tasks:
+            raise MetadataError(f"{source}: edge_mtl metadata lists no tasks")
         if len(meta.mean) != 3 or len(meta.std) != 3 or min(meta.std) <= 0:
             raise MetadataError(f"{source}: edge_mtl metadata mean/std must be 3 values, std > 0")
         if h <= 0 or w <= 0:

@@ -76,11 +76,13 @@ def postprocess_detections(
 
     boxes: float32 (A, 4) xyxy input pixels; scores: float32 (A, C) per-class probabilities.
     Every (anchor, class) pair above ``conf_threshold`` is a candidate (multi-label); NMS runs
-    per class. Non-finite scores or boxes are dropped, never propagated.
+    per class. Non-finite scores or boxes are dropped, never propagated. Box corners are put in
+    order (x1 <= x2, y1 <= y2), as ONNX NonMaxSuppression reads either diagonal.
     """
     scores = np.asarray(scores, np.float32)
     boxes = np.asarray(boxes, np.float32)
-    anchor_idx, cls_idx = np.nonzero(scores > conf_threshold)  # NaN scores never pass
+    # NaN never passes ">", and +inf is no probability: both are dropped here.
+    anchor_idx, cls_idx = np.nonzero((scores > conf_threshold) & (scores < np.inf))
     finite = np.isfinite(boxes[anchor_idx]).all(axis=1)  # only the candidates' boxes
     anchor_idx, cls_idx = anchor_idx[finite], cls_idx[finite]
     if anchor_idx.size == 0:
@@ -89,7 +91,11 @@ def postprocess_detections(
     if cand_scores.size > pre_nms_topk:
         top = np.argpartition(-cand_scores, pre_nms_topk)[:pre_nms_topk]
         anchor_idx, cls_idx, cand_scores = anchor_idx[top], cls_idx[top], cand_scores[top]
-    cand_boxes = boxes[anchor_idx]
+    corners = boxes[anchor_idx]
+    cand_boxes = np.concatenate(
+        [np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])],
+        axis=1,
+    )
     # Offset boxes per class so one NMS pass never suppresses across classes.
     span = np.float32(np.abs(cand_boxes).max() + 1.0)
     offset = (cls_idx.astype(np.float32) * span)[:, None]  # stay float32, as ONNX NMS does
@@ -105,7 +111,13 @@ def detections_to_frame(dets: Detections, lb: Letterbox) -> Detections:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits, stable for large values."""
+    """Row-wise softmax of (N, K) logits, stable for large values. Always a distribution: a
+    NaN logit counts as the lowest, +inf as the highest (ties share the probability)."""
+    logits = np.asarray(logits)
+    if not np.issubdtype(logits.dtype, np.floating) or logits.dtype.itemsize < 4:
+        logits = logits.astype(np.float32)  # fp16 cannot hold the stand-ins below
+    if not np.isfinite(logits).all():
+        logits = np.nan_to_num(logits, nan=-1e30, posinf=1e30, neginf=-1e30)
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)

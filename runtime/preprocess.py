@@ -39,7 +39,7 @@ def letterbox(
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
         raise InputError(f"frame: expected an HxWx3 image, got shape {tuple(frame.shape)}")
-    out_h, out_w = size_hw
+    out_h, out_w = _check_size(size_hw)
     h, w = frame.shape[:2]
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -51,6 +51,13 @@ def letterbox(
     out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = frame
     # The effective scale per axis differs slightly after rounding; keep the exact mean scale.
     return out, Letterbox(scale, float(pad_x), float(pad_y), (h, w))
+
+
+def _check_size(size_hw: tuple[int, int]) -> tuple[int, int]:
+    h, w = (int(v) for v in size_hw)
+    if h < 1 or w < 1:
+        raise InputError(f"input size {h}x{w}: height and width must be at least 1 pixel")
+    return h, w
 
 
 def normalize(
@@ -77,6 +84,8 @@ def preprocess(
     """Frames (uint8 BGR HWC, any sizes) -> model input float32 (N, 3, H, W) + their letterboxes."""
     if isinstance(frames, np.ndarray) and frames.ndim == 3:
         frames = [frames]
+    if len(frames) == 0:
+        return np.zeros((0, 3, *_check_size(size_hw)), np.float32), []
     boxed = [letterbox(f, size_hw, pad_value) for f in frames]
     batch = np.stack([b[0] for b in boxed])
     return normalize(batch, mean, std), [b[1] for b in boxed]
@@ -84,17 +93,21 @@ def preprocess(
 
 def boxes_to_input(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
     """Frame-pixel xyxy boxes (K, 4) -> model-input-pixel xyxy boxes."""
-    out = np.asarray(boxes, np.float32).copy()
+    out = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     out[:, [0, 2]] = out[:, [0, 2]] * lb.scale + lb.pad_x
     out[:, [1, 3]] = out[:, [1, 3]] * lb.scale + lb.pad_y
     return out
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
-    """Model-input-pixel xyxy boxes (K, 4) -> frame-pixel xyxy boxes, clipped to the frame."""
-    out = np.asarray(boxes, np.float32).copy()
+    """Model-input-pixel xyxy boxes (K, 4) -> frame-pixel xyxy boxes, clipped to the frame.
+
+    Always finite: a NaN coordinate (which no caller should pass) becomes 0, +-inf the edge.
+    """
+    out = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     out[:, [0, 2]] = (out[:, [0, 2]] - lb.pad_x) / lb.scale
     out[:, [1, 3]] = (out[:, [1, 3]] - lb.pad_y) / lb.scale
+    np.nan_to_num(out, copy=False, nan=0.0)
     h, w = lb.frame_hw
     # Fancy-indexed views are copies, so clip into slices (np.clip(..., out=out[:, [0, 2]])
     # would write into a temporary and clip nothing).

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Protocol
 
 import cv2
@@ -20,6 +19,7 @@ import numpy as np
 
 from runtime.engine import FrameResult
 from runtime.errors import InputError, RuntimeFailure
+from runtime.files import check_writable
 from runtime.sources import Frame
 
 log = logging.getLogger("edge_mtl.runtime")
@@ -127,22 +127,30 @@ class WindowSink:
         cv2.destroyWindow(self.title)
 
 
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
 class VideoSink:
-    """Writes annotated frames to a video file (codec from the extension: mp4v for .mp4/.mov,
-    MJPG for .avi). The size is fixed by the first frame; later frames of another size (image
-    folders) are letterbox-free resized to it. ``release`` in ``close`` finalises the file."""
+    """Writes annotated frames to a video file (codec from the extension: mp4v for .mp4, .m4v,
+    .mov and .mkv, MJPG for .avi). The size is fixed by the first frame; later frames of another
+    size (image folders) are letterbox-free resized to it. ``release`` in ``close`` finalises the
+    file. A path that cannot be written or has another extension fails here, before any frame."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
+        self.path = check_writable(path, "video file", create_parents=False)
+        self._codec = VIDEO_CODECS.get(self.path.suffix.lower())
+        if self._codec is None:
+            raise InputError(
+                f"{self.path}: cannot write a video with extension {self.path.suffix!r} "
+                f"(use {', '.join(VIDEO_CODECS)})"
+            )
         self.fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
     def _open(self, w: int, h: int) -> cv2.VideoWriter:
-        codec = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+        codec = self._codec
         writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h))
         if not writer.isOpened():
             raise RuntimeFailure(f"{self.path}: cannot write a video here (codec {codec})")
@@ -178,7 +186,7 @@ class JsonlSink:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = check_writable(path, "JSON-lines file", create_parents=False)
         try:
             self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
         except OSError as e:

@@ -5,6 +5,12 @@ Every source hands out :class:`Frame` objects (uint8 BGR HWC) through ``read()``
 RTSP/HTTP URL) run a capture thread that keeps only the newest frame, so a slow consumer sees
 fresh frames and a ``drops`` count instead of a growing backlog; a lost stream is reopened with
 exponential backoff until ``reconnect_timeout_s`` passes without a frame.
+
+Bad input never ends a run that can go on: a live source survives a dropped connection, a stall
+(no frame for ``stall_timeout_s``) and corrupt frames (``None``, empty, wrong shape) by
+discarding and reconnecting; a video file skips undecodable frames; a folder skips undecodable
+images. Each event is counted on the source (``reconnects``, ``stalls``, ``corrupt``) and
+logged, so the run summary can report it.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ from runtime.errors import InputError, RuntimeFailure
 
 log = logging.getLogger("edge_mtl.runtime")
 
+# FFmpeg inside OpenCV prints its own errors ("moov atom not found", "Connection refused") on
+# stderr, beside our one-line message that already says what failed. Read when the first capture
+# opens; a value set by the user wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STALL_TIMEOUT_S = 5.0  # a live source with no usable frame for this long is reconnected
+MAX_BAD_VIDEO_FRAMES = 30  # consecutive undecodable frames before a video file counts as ended
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,8 @@ class FrameSource(Protocol):
     name: str
     live: bool
     fps: float | None
-    drops: int
-    reconnects: int
+    drops: int  # frames replaced before anyone read them (live sources)
+    reconnects: int  # losses of a live source: failed reads and stalls
 
     def read(self) -> Frame | None: ...
 
@@ -69,8 +82,29 @@ def _frame(image: np.ndarray, index: int, name: str = "") -> Frame:
     return Frame(image, index, time.perf_counter(), time.time(), name)
 
 
+def as_bgr(image: object) -> np.ndarray | None:
+    """A captured image as uint8 (H, W, 3) BGR, or ``None`` when it is unusable.
+
+    Grey (H, W) or (H, W, 1) and BGRA (H, W, 4) uint8 images are converted; ``None``, empty
+    arrays, other dtypes and other layouts (what a broken decoder hands out) give ``None``.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
+        return None
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3:
+        return None
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image if image.shape[2] == 3 else None
+
+
 class ImageFilesSource:
-    """A fixed list of image files, decoded one by one in order (every frame delivered)."""
+    """A fixed list of image files, decoded one by one in order (every frame delivered).
+
+    An undecodable file among several is skipped with a warning and counted in ``corrupt``; when
+    not one file decodes, ``read`` raises :class:`InputError` naming the source (or the file).
+    """
 
     live = False
     fps: float | None = None
@@ -79,24 +113,39 @@ class ImageFilesSource:
         if not paths:
             raise InputError(f"source {name}: no image files found")
         self.name, self._paths, self._next = name, paths, 0
-        self.drops = self.reconnects = 0
+        self.drops = self.reconnects = self.stalls = self.corrupt = 0
+        self._delivered = 0
 
     def read(self) -> Frame | None:
-        if self._next >= len(self._paths):
-            return None
-        path = self._paths[self._next]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"source {path}: cannot decode image")
-        self._next += 1
-        return _frame(image, self._next - 1, path.name)
+        while self._next < len(self._paths):
+            path = self._paths[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                self._delivered += 1
+                return _frame(image, self._next - 1, path.name)
+            self.corrupt += 1
+            if len(self._paths) == 1:
+                why = "corrupt or not an image" if os.access(path, os.R_OK) else "not readable"
+                raise InputError(f"source {path}: cannot decode image ({why})")
+            log.warning("source %s: skipped %s (cannot decode image)", self.name, path.name)
+        if self._delivered == 0 and self.corrupt:
+            raise InputError(
+                f"source {self.name}: none of its {self.corrupt} images can be decoded"
+            )
+        return None
 
     def close(self) -> None:
         self._next = len(self._paths)
 
 
 class VideoFileSource:
-    """A video file read frame by frame; every frame delivered, in order."""
+    """A video file read frame by frame; every decodable frame delivered, in order.
+
+    A frame the decoder rejects is skipped (counted in ``corrupt``, its index left as a gap);
+    :data:`MAX_BAD_VIDEO_FRAMES` failures in a row, or a failure at the container's last frame,
+    end the video. A video that ends well before its stated length logs a warning (truncated).
+    """
 
     live = False
 
@@ -107,17 +156,37 @@ class VideoFileSource:
             raise InputError(f"source {path}: cannot open as a video (unsupported or corrupt?)")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
-        self.drops = self.reconnects = 0
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if count > 0 else None
+        self.drops = self.reconnects = self.stalls = self.corrupt = 0
         self._index = 0
+        self._ended = False
 
     def read(self) -> Frame | None:
-        ok, image = self._cap.read()
-        if not ok or image is None:
-            return None
-        self._index += 1
-        return _frame(image, self._index - 1)
+        bad = 0
+        while not self._ended:
+            ok, image = self._cap.read()
+            image = as_bgr(image) if ok else None
+            self._index += 1
+            if image is not None:
+                self.corrupt += bad
+                return _frame(image, self._index - 1)
+            bad += 1
+            at_end = self.frame_count is None or self._index >= self.frame_count
+            if at_end or bad >= MAX_BAD_VIDEO_FRAMES:
+                self._end(self._index - bad)
+        return None
+
+    def _end(self, frames_read: int) -> None:
+        self._ended = True
+        if self.frame_count is not None and frames_read < self.frame_count - 1:
+            log.warning(
+                "source %s: video ends at frame %d of %d (truncated or corrupt)",
+                self.name, frames_read, self.frame_count,
+            )  # fmt: skip
 
     def close(self) -> None:
+        self._ended = True
         self._cap.release()
 
 
@@ -125,10 +194,19 @@ class LiveSource:
     """A camera or stream behind a capture thread that keeps only the newest frame.
 
     ``open_capture()`` returns an opened :class:`Capture` or raises/returns ``None``. The first
-    open happens in the constructor (failure: :class:`InputError`). When a read fails, the thread
-    releases the capture and reopens it with backoff ``backoff_s`` doubling to ``max_backoff_s``;
-    each loss counts in ``reconnects``. After ``reconnect_timeout_s`` without a frame ``read``
-    raises :class:`RuntimeFailure`. Frames replaced before anyone read them count in ``drops``.
+    open happens in the constructor (failure: :class:`InputError`). Faults are survived, counted
+    and logged:
+
+    - a read fails (the stream dropped): the capture is released and reopened with backoff
+      ``backoff_s`` doubling to ``max_backoff_s``; counted in ``reconnects``;
+    - a stall: one ``read()`` blocks for ``stall_timeout_s``, or only corrupt frames arrive for
+      that long. The stuck capture thread is abandoned (it releases its capture if the read ever
+      returns) and a fresh one reconnects; counted in ``stalls`` and ``reconnects``;
+    - a corrupt frame (``None``, empty, not uint8 HxWx3 after :func:`as_bgr`): discarded,
+      counted in ``corrupt``.
+
+    After ``reconnect_timeout_s`` of reconnecting without success ``read`` raises
+    :class:`RuntimeFailure`. Frames replaced before anyone read them count in ``drops``.
     """
 
     live = True
@@ -141,23 +219,37 @@ class LiveSource:
         reconnect_timeout_s: float = 10.0,
         backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         self.name, self.fps = name, fps
-        self.drops = self.reconnects = 0
+        self.drops = self.reconnects = self.stalls = self.corrupt = 0
         self._open = open_capture
-        self._timeout = reconnect_timeout_s
+        self._timeout, self._stall_timeout = reconnect_timeout_s, stall_timeout_s
         self._backoff0, self._backoff_max = backoff_s, max_backoff_s
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._error: str | None = None
         self._stop = threading.Event()
+        self._index = 0  # frames produced, across reconnects
+        self._generation = 0  # the capture thread of an older generation has been abandoned
+        self._read_since: float | None = None  # monotonic start of the current capture read
         cap = self._try_open()
         if cap is None:
             raise InputError(f"source {name}: cannot open (no such camera/stream, or it refused)")
-        self._thread = threading.Thread(
-            target=self._capture_loop, args=(cap,), name="edge-mtl-capture", daemon=True
+        self._thread = self._start(cap)
+
+    def _start(self, cap: Capture | None) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._capture_loop,
+            args=(cap, self._generation),
+            name="edge-mtl-capture",
+            daemon=True,
         )
-        self._thread.start()
+        thread.start()
+        return thread
+
+    def _current(self, generation: int) -> bool:
+        return not self._stop.is_set() and generation == self._generation
 
     def _try_open(self) -> Capture | None:
         try:
@@ -166,36 +258,74 @@ class LiveSource:
             log.debug("source %s: open failed: %s", self.name, e)
             return None
 
-    def _capture_loop(self, cap: Capture | None) -> None:
-        index = 0
-        while not self._stop.is_set():
-            try:
-                ok, image = cap.read() if cap is not None else (False, None)
-            except cv2.error as e:  # a broken stream can raise instead of returning False
-                log.debug("source %s: read failed: %s", self.name, e)
-                ok, image = False, None
-            if ok and image is not None:
-                with self._cond:
-                    if self._latest is not None:
-                        self.drops += 1  # replaced unread: the consumer is slower than the source
-                    self._latest = _frame(image, index)
-                    self._cond.notify_all()
-                index += 1
-                continue
-            if cap is not None:
-                cap.release()
-            cap = self._reconnect()
+    def _capture_loop(self, cap: Capture | None, generation: int) -> None:
+        try:
+            self._capture(cap, generation)
+        except Exception as e:  # a capture bug must not leave read() waiting forever
+            with self._cond:
+                self._error = f"source {self.name}: capture failed ({type(e).__name__}: {e})"
+                self._cond.notify_all()
+
+    def _capture(self, cap: Capture | None, generation: int) -> None:
+        last_good = time.monotonic()
+        while self._current(generation):
             if cap is None:
-                return
+                cap = self._reconnect(generation)
+                last_good = time.monotonic()
+                continue
+            ok, raw = self._read(cap, generation)
+            if not self._current(generation):
+                break  # abandoned while blocked in read: a newer thread owns the source now
+            image = as_bgr(raw) if ok else None
+            if image is not None:
+                self._publish(image)
+                last_good = time.monotonic()
+                continue
+            if ok:  # a frame arrived but is unusable
+                with self._cond:
+                    self.corrupt += 1
+                if time.monotonic() - last_good < self._stall_timeout:
+                    continue
+                with self._cond:
+                    self.stalls += 1
+                log.warning(
+                    "source %s: only corrupt frames for %g s (stall #%d)",
+                    self.name, self._stall_timeout, self.stalls,
+                )  # fmt: skip
+            cap.release()
+            cap = None
         if cap is not None:
             cap.release()
 
-    def _reconnect(self) -> Capture | None:
-        """Reopen with backoff; ``None`` when stopped or after the timeout (error recorded)."""
-        self.reconnects += 1
+    def _read(self, cap: Capture, generation: int) -> tuple[bool, object]:
+        with self._cond:
+            self._read_since = time.monotonic()
+        try:
+            return cap.read()
+        except cv2.error as e:  # a broken stream can raise instead of returning False
+            log.debug("source %s: read failed: %s", self.name, e)
+            return False, None
+        finally:
+            with self._cond:
+                if generation == self._generation:
+                    self._read_since = None
+
+    def _publish(self, image: np.ndarray) -> None:
+        with self._cond:
+            if self._latest is not None:
+                self.drops += 1  # replaced unread: the consumer is slower than the source
+            self._latest = _frame(image, self._index)
+            self._index += 1
+            self._cond.notify_all()
+
+    def _reconnect(self, generation: int) -> Capture | None:
+        """Reopen with backoff. ``None`` when stopped, abandoned or after the timeout (then the
+        error is recorded and the generation retired, which ends the capture loop)."""
+        with self._cond:
+            self.reconnects += 1
         log.warning("source %s: stream lost, reconnecting (loss #%d)", self.name, self.reconnects)
         start, delay, attempts = time.monotonic(), self._backoff0, 0
-        while not self._stop.wait(delay):
+        while not self._stop.wait(delay) and self._current(generation):
             attempts += 1
             cap = self._try_open()
             if cap is not None:
@@ -207,16 +337,33 @@ class LiveSource:
                         f"source {self.name}: stream lost, gave up after {self._timeout:g} s "
                         f"of reconnecting ({attempts} attempts)"
                     )
+                    self._generation += 1
                     self._cond.notify_all()
                 return None
             delay = min(delay * 2, self._backoff_max)
         return None
+
+    def _check_stall(self) -> None:
+        """With the lock held: abandon a capture thread stuck in one read for too long and
+        start a fresh one that reconnects (a blocked read cannot be interrupted from here)."""
+        since = self._read_since
+        if since is None or time.monotonic() - since < self._stall_timeout:
+            return
+        self.stalls += 1
+        self._generation += 1
+        self._read_since = None
+        log.warning(
+            "source %s: no frame for %g s, reconnecting (stall #%d)",
+            self.name, self._stall_timeout, self.stalls,
+        )  # fmt: skip
+        self._thread = self._start(None)
 
     def read(self) -> Frame | None:
         """The newest frame not yet handed out; waits for one. ``None`` once closed."""
         with self._cond:
             while self._latest is None and self._error is None and not self._stop.is_set():
                 self._cond.wait(0.1)
+                self._check_stall()
             if self._error is not None and self._latest is None:
                 raise RuntimeFailure(self._error)
             frame, self._latest = self._latest, None
@@ -229,9 +376,18 @@ class LiveSource:
         self._thread.join(timeout=5.0)
 
 
-def _video_capture(target: int | str) -> Callable[[], Capture | None]:
+def _video_capture(
+    target: int | str, timeout_s: float | None = None
+) -> Callable[[], Capture | None]:
+    """A factory of opened ``cv2.VideoCapture`` for ``target``. For URLs, ``timeout_s`` bounds
+    how long FFmpeg may block in open and in one read (it aborts and the read fails)."""
+    params: list[int] = []
+    if isinstance(target, str) and timeout_s:
+        ms = max(1, int(timeout_s * 1000))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+
     def open_capture() -> Capture | None:
-        cap = cv2.VideoCapture(target)
+        cap = cv2.VideoCapture(target, cv2.CAP_ANY, params) if params else cv2.VideoCapture(target)
         if cap.isOpened():
             return cap
         cap.release()
@@ -258,10 +414,17 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
         cam = int(spec)
         return LiveSource(_video_capture(cam), f"camera {cam}", None, reconnect_timeout_s)
     if spec.lower().startswith(URL_SCHEMES):
-        return LiveSource(_video_capture(spec), spec, None, reconnect_timeout_s)
+        stall = min(STALL_TIMEOUT_S, reconnect_timeout_s)
+        return LiveSource(
+            _video_capture(spec, stall), spec, None, reconnect_timeout_s, stall_timeout_s=stall
+        )
     path = Path(spec)
     if path.is_dir():
-        return ImageFilesSource(_images_in([str(p) for p in path.iterdir()]), spec)
+        try:
+            entries = [str(p) for p in path.iterdir()]
+        except OSError as e:
+            raise InputError(f"source {spec}: cannot list the folder ({e.strerror})") from None
+        return ImageFilesSource(_images_in(entries), spec)
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTS:
             return ImageFilesSource([path], spec)

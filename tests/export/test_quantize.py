@@ -141,4 +141,4 @@ def test_unknown_exclude_node_and_non_onnx_are_refused(fp32_onnx, scenes, tmp_pa
     bogus = tmp_path / "bogus.onnx"
     bogus.write_text("not onnx")
     code, err = _cli(capsys, "--onnx", str(bogus), "--calib", str(scenes), "--out", out)
-    assert code == 2 and "not an ONNX model" in err
+    assert code == 2 and "not a valid ONNX model" in err
