@@ -6,28 +6,39 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from typing import NoReturn
 
 from runtime.errors import EdgeMTLError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other error (the usage itself is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from edge_mtl import commands
+    from edge_mtl import commands, compare_cli
     from export import cli as export_cli
     from export import quantize_cli
     from runtime import bench_cli
     from runtime import cli as runtime_cli
+    from runtime import env as env_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-mtl",
         description="Train, export, quantize, run and benchmark multi-task driving models.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
+    compare_cli.register(sub, latency=_side_by_side_latency)
     export_cli.register(sub)
     quantize_cli.register(sub)
     runtime_cli.register(sub)
     bench_cli.register(sub, torch_baseline=_torch_baseline)
+    env_cli.register(sub)
     return parser
 
 
@@ -36,6 +47,13 @@ def _torch_baseline(*args, **kwargs):
     from edge_mtl.bench_torch import bench_torch
 
     return bench_torch(*args, **kwargs)
+
+
+def _side_by_side_latency():
+    """``compare``'s latency measurement exports to ONNX, so it lives in ``export``."""
+    from export.latency import side_by_side_latency
+
+    return side_by_side_latency
 
 
 def main(argv: list[str] | None = None) -> int:

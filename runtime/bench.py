@@ -5,9 +5,11 @@ Every combination model x provider x batch becomes one :class:`Row`: after ``war
 calls, ``Engine.run`` (the bare ``session.run``, I/O binding included on GPUs) is timed ``runs``
 times or for ``seconds``. With an e2e source, batch-1 rows also go through the real
 :class:`~runtime.pipeline.Pipeline` (decode, preprocess, inference, postprocess overlapped on
-threads), so end-to-end FPS can be set against bare inference FPS. Results form one JSON
-document (schema in docs/bench.md, version :data:`SCHEMA_VERSION`); several documents taken on
-different machines merge into one. Rendering (table, markdown, plot) lives in
+threads), so end-to-end FPS can be set against bare inference FPS; with ``e2e_streams``, N
+copies of the source also go through :class:`~runtime.multistream.MultiStream`, batched into
+one inference call, against 1 stream in the same run. Results form one JSON document (schema
+in docs/bench.md, version :data:`SCHEMA_VERSION`); several documents taken on different
+machines merge into one. Rendering (table, markdown, plot) lives in
 :mod:`runtime.bench_report`. Nothing here imports torch; the torch baseline row is built by
 ``edge_mtl.bench_torch`` with the same :func:`time_calls` and :func:`latency_stats`.
 """
@@ -32,11 +34,11 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import EdgeMTLError, InputError
-from runtime.files import read_json, write_json_atomic
-from runtime.hardware import cpu_model, has_vnni, isa_summary
+from runtime.files import check_model_file, invalid_model_error, read_json, write_json_atomic
+from runtime.hardware import cpu_model, has_vnni, isa_features, isa_summary
 from runtime.metadata import METADATA_KEY, Precision
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GPU_PROVIDERS = ("cuda", "tensorrt")
 
 
@@ -45,7 +47,9 @@ class BenchSettings:
     """What to measure. ``runs`` timed calls per row, or (``seconds`` set) as many as fit in
     ``seconds`` wall-clock seconds (at least one). ``threads=0`` lets onnxruntime choose.
     ``imgsz`` (H, W) pixels applies only to models without edge-mtl metadata. ``e2e_source`` is
-    a video file, stream URL, camera index or image folder; ``e2e_frames`` caps its frames."""
+    a video file, stream URL, camera index or image folder; ``e2e_frames`` caps its frames (per
+    stream). ``e2e_streams``: numbers of copies of the e2e source to batch through one engine
+    (:mod:`runtime.multistream`), each measured after 1 stream in the same run."""
 
     providers: tuple[str, ...] = ("auto",)
     batches: tuple[int, ...] = (1,)
@@ -56,6 +60,10 @@ class BenchSettings:
     threads: int = 0
     e2e_source: str | None = None
     e2e_frames: int = 300
+    e2e_streams: tuple[int, ...] = ()
+    ov_device: str = "CPU"  # OpenVINO rows: device, precision hint, compiled-model cache
+    ov_precision: str = "auto"
+    ov_cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ class LatencyStats:
 class E2E:
     """The real pipeline on a source at batch 1. ``stage_ms``: mean milliseconds per frame for
     decode, preprocess, inference, postprocess; ``fps`` frames/s from first frame taken to last
-    result; ``bare_fps`` the same row's bare inference images/s; ``ratio`` = fps / bare_fps."""
+    result; ``bare_fps`` the same row's bare inference images/s; ``ratio`` = fps / bare_fps;
+    ``streams`` one :class:`StreamsE2E` dict per stream count (``None`` without ``e2e_streams``)."""
 
     source: str
     frames: int
@@ -86,6 +95,25 @@ class E2E:
     stage_ms: dict[str, float]
     latency_p50_ms: float
     latency_p99_ms: float
+    streams: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class StreamsE2E:
+    """``streams`` copies of the e2e source through one engine, the newest frame of each stream
+    batched into one inference call. ``frames`` over all streams and rounds; ``seconds`` start
+    to last result, summed over the rounds; ``fps`` aggregate frames/s; ``stream_fps`` each
+    stream's frames/s; ``mean_batch`` frames per inference call; ``inference_ms`` mean ms per
+    call; ``speedup`` = ``fps`` / the 1-stream ``fps`` measured in the same rounds."""
+
+    streams: int
+    frames: int
+    seconds: float
+    fps: float
+    stream_fps: list[float]
+    mean_batch: float
+    inference_ms: float
+    speedup: float
 
 
 @dataclass
@@ -249,6 +277,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count() or 0,
         "cpu_affinity": affinity,
         "isa": isa_summary(),
+        "isa_features": isa_features(),
         "onnxruntime": ort.__version__,
         "providers_available": list(ort.get_available_providers()),
         "gpus": gpus,
@@ -290,17 +319,14 @@ def _model_info(path: Path, imgsz: tuple[int, int] | None) -> tuple[bool, list[s
     whether it carries edge-mtl metadata. Notes say when ``--imgsz`` does not apply."""
     from runtime.engine import Engine, EngineConfig
 
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
+    check_model_file(path)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's InvalidProtobuf/Fail/... types
-        from runtime.providers import first_line
-
-        raise InputError(f"{path}: cannot load the model ({first_line(e)})") from None
+        raise invalid_model_error(path, e) from None
     has_meta = METADATA_KEY in sess.get_modelmeta().custom_metadata_map
     del sess
     config = EngineConfig(imgsz=None if has_meta else imgsz, warmup_runs=0)
@@ -313,7 +339,8 @@ def _model_info(path: Path, imgsz: tuple[int, int] | None) -> tuple[bool, list[s
 
 
 def _precision(engine: Any, has_meta: bool, notes: list[str]) -> str:
-    """The precision the row executes in, with a note where the provider changes the story."""
+    """The precision the row really executes in (``Engine.precision``: OpenVINO runs fp32 files
+    in bf16 on CPUs with native bf16), with notes where the provider changes the story."""
     if has_meta:
         p = engine.meta.precision
     else:
@@ -324,7 +351,15 @@ def _precision(engine: Any, has_meta: bool, notes: list[str]) -> str:
         notes.append("CPU provider: ops without fp16 kernels run in fp32 behind inserted casts")
     if engine.provider.value == "cpu" and p is Precision.INT8 and not has_vnni():
         notes.append("CPU has no VNNI/AMX int8 instructions: int8 kernels take a slower path")
-    return p.value
+    if engine.precision != p.value or engine.provider.value == "openvino":
+        notes.append(f"{p.value} file runs in {engine.precision}: {engine.precision_reason}")
+    ov_nodes = engine.nodes.get("OpenVINOExecutionProvider", 0)
+    if engine.nodes and ov_nodes < sum(engine.nodes.values()):
+        notes.append(
+            f"OpenVINO took {ov_nodes} of {sum(engine.nodes.values())} nodes; the rest ran on "
+            "the CPU provider"
+        )
+    return str(engine.precision)
 
 
 def _skipped(base: dict[str, Any], batch: int, reason: str, **extra: Any) -> Row:
@@ -343,13 +378,16 @@ def bench_model(
 ) -> list[Row]:
     """All rows of one ONNX model: each provider x batch, measured or skipped with a reason.
     A missing or invalid model raises :class:`InputError`/:class:`MetadataError`."""
-    from runtime.engine import Engine, EngineConfig
+    from runtime.engine import Engine, EngineConfig, OVPrecision
 
     p = Path(path)
     has_meta, model_notes = _model_info(p, settings.imgsz)
     config = EngineConfig(
         imgsz=None if has_meta else settings.imgsz,
         intra_op_threads=settings.threads,
+        ov_device=settings.ov_device,
+        ov_precision=OVPrecision(settings.ov_precision),
+        ov_cache_dir=settings.ov_cache_dir,
         warmup_runs=0,
     )
     rows: list[Row] = []
@@ -414,7 +452,16 @@ def _measure(
     )  # fmt: skip
     row.runs = len(ms)
     if s.e2e_source is not None and batch == 1:
-        row.e2e = asdict(run_e2e(engine, s.e2e_source, s.e2e_frames, row.throughput_ips or 0.0))
+        e2e = run_e2e(engine, s.e2e_source, s.e2e_frames, row.throughput_ips or 0.0)
+        if s.e2e_streams:
+            if engine.meta.batch is not None and max(s.e2e_streams) > 1:
+                notes.append(
+                    f"fixed batch of {engine.meta.batch}: streams are run {engine.meta.batch} "
+                    "frame(s) per call (export with --dynamic-batch to batch them)"
+                )
+            runs = run_streams(engine, s.e2e_source, s.e2e_streams, s.e2e_frames)
+            e2e.streams = [asdict(r) for r in runs]
+        row.e2e = asdict(e2e)
     return row
 
 
@@ -466,6 +513,67 @@ def run_e2e(engine: Any, source_spec: str, max_frames: int, bare_fps: float) -> 
         stage_ms=stages, latency_p50_ms=summary.latency_p50_ms,
         latency_p99_ms=summary.latency_p99_ms,
     )  # fmt: skip
+
+
+STREAM_ROUNDS = 3  # stream counts take turns this many times, so drifting load hits all alike
+
+
+def run_streams(
+    engine: Any, source_spec: str, counts: Sequence[int], max_frames: int
+) -> list[StreamsE2E]:
+    """Open ``source_spec`` N times for each N in ``counts`` (and 1, the baseline) and run the
+    copies through :class:`~runtime.multistream.MultiStream` (no sinks). The counts take turns
+    over :data:`STREAM_ROUNDS` rounds of ``max_frames / STREAM_ROUNDS`` frames per stream (at
+    least 1), each round reopening the source; one result per N, ascending, over all rounds."""
+    order = sorted({1, *counts})
+    per_round = max(1, max_frames // STREAM_ROUNDS)
+    runs: dict[int, list[Any]] = {n: [] for n in order}
+    for _ in range(STREAM_ROUNDS):
+        for n in order:
+            runs[n].append(_run_copies(engine, source_spec, n, per_round))
+    out = [_combine(n, runs[n]) for n in order]
+    base = out[0].fps  # the 1-stream run
+    for r in out:
+        r.speedup = r.fps / base if base > 0 else 0.0
+    return out
+
+
+def _combine(n: int, summaries: Sequence[Any]) -> StreamsE2E:
+    """One :class:`StreamsE2E` over the rounds of ``n`` streams (frames and seconds summed)."""
+    frames = sum(s.frames for s in summaries)
+    seconds = sum(s.seconds for s in summaries)
+    batches = sum(s.batches for s in summaries)
+    per_stream = []
+    for i in range(n):
+        f = sum(s.streams[i].frames for s in summaries)
+        sec = sum(s.streams[i].seconds for s in summaries)
+        per_stream.append(f / sec if sec > 0 else 0.0)
+    inference_ms = sum(s.inference_mean_ms * s.batches for s in summaries) / batches
+    fps = frames / seconds if seconds > 0 else 0.0
+    return StreamsE2E(n, frames, seconds, fps, per_stream, frames / batches, inference_ms, 0.0)
+
+
+def _run_copies(engine: Any, source_spec: str, n: int, max_frames: int) -> Any:
+    """One :class:`~runtime.multistream.MultiStreamSummary` of ``n`` copies of the source."""
+    from runtime.multistream import MultiStream, MultiStreamConfig, StreamState
+    from runtime.sources import open_source
+
+    sources: list[Any] = []
+    try:
+        for _ in range(n):
+            sources.append(open_source(source_spec))
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    summary = MultiStream(engine, sources, config=MultiStreamConfig(max_frames=max_frames)).run()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    bad = next((s for s in summary.streams if s.state is not StreamState.ENDED), None)
+    if bad is not None or summary.frames == 0:
+        why = f"stream {bad.index} {bad.state.value}: {bad.error}" if bad else "no frames"
+        raise InputError(f"--e2e {source_spec} x{n}: {why}")
+    return summary
 
 
 # ---- documents -----------------------------------------------------------------------------

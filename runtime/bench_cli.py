@@ -14,10 +14,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runtime.cli import add_openvino_arguments
+
 if TYPE_CHECKING:
     from runtime.bench import BenchSettings, Row
 
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
 
 
 def register(
@@ -54,8 +56,14 @@ def register(
     amount.add_argument("--seconds", type=float, metavar="S", help="time each row for S seconds")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed calls first")
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
+    add_openvino_arguments(p)
     p.add_argument("--e2e", metavar="SRC", help="also run the real pipeline on this source")
     p.add_argument("--e2e-frames", type=int, default=300, metavar="N", help="e2e frame cap")
+    p.add_argument(
+        "--streams", nargs="+", type=int, default=[], metavar="N",
+        help="with --e2e: also open SRC N times and batch the copies through one engine "
+        "(e.g. --streams 1 2 4); aggregate FPS against 1 stream, measured in the same run",
+    )  # fmt: skip
     p.add_argument("--torch", metavar="CKPT", help="add a torch eager baseline (needs [train])")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON", help="bench results to add")
     p.add_argument("--json", metavar="OUT.json", help="write the results here")
@@ -74,6 +82,8 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         raise InputError("nothing to do: give --model, --torch and/or --merge")
     if args.e2e and not args.model:
         raise InputError("--e2e needs --model")
+    if args.streams and not args.e2e:
+        raise InputError("--streams needs --e2e SRC (the source each stream opens)")
     checks = [
         ("--runs", args.runs, args.runs is None or args.runs >= 1, ">= 1"),
         ("--seconds", args.seconds, args.seconds is None or args.seconds > 0, "> 0"),
@@ -82,6 +92,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         ("--batch", args.batch, min(args.batch) >= 1, ">= 1"),
         ("--imgsz", args.imgsz, args.imgsz is None or min(args.imgsz) >= 1, "positive"),
         ("--e2e-frames", args.e2e_frames, args.e2e_frames >= 1, ">= 1"),
+        ("--streams", args.streams, not args.streams or min(args.streams) >= 1, ">= 1"),
     ]
     for name, value, ok, want in checks:
         if not ok:
@@ -96,6 +107,10 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         threads=args.threads,
         e2e_source=args.e2e,
         e2e_frames=args.e2e_frames,
+        e2e_streams=tuple(sorted(set(args.streams))),
+        ov_device=args.ov_device,
+        ov_precision=args.ov_precision,
+        ov_cache_dir=args.ov_cache,
     )
 
 
@@ -127,6 +142,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from runtime.bench_report import render_markdown, render_text, save_plot
 
     settings = _settings(args)
+    from runtime.files import check_writable
+
+    for flag, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
+        if path:
+            check_writable(path, f"{flag} file")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="edge-mtl bench: %(message)s")
     docs = [bench.load_document(p) for p in args.merge]  # fail on a bad file before measuring

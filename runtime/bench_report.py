@@ -70,6 +70,31 @@ E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
 ]
 
 
+def _per_stream(st: dict[str, Any]) -> str:
+    lo, hi = min(st["stream_fps"]), max(st["stream_fps"])
+    return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}"
+
+
+# Rows of these columns are result rows with one ``e2e.streams`` entry under ``"_streams"``.
+STREAM_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
+    ("device", lambda r: r["device"], False),
+    ("model", lambda r: r["model"], False),
+    ("provider", _provider, False),
+    ("streams", lambda r: str(r["_streams"]["streams"]), True),
+    ("frames", lambda r: str(r["_streams"]["frames"]), True),
+    ("frames/call", lambda r: _f(r["_streams"]["mean_batch"], 2), True),
+    ("ms/call", lambda r: _f(r["_streams"]["inference_ms"]), True),
+    ("FPS per stream", lambda r: _per_stream(r["_streams"]), True),
+    ("FPS all streams", lambda r: _f(r["_streams"]["fps"], 1), True),
+    ("vs 1 stream", lambda r: f"{r['_streams']['speedup']:.2f}x", True),
+]
+
+
+def _stream_rows(rows: list[RowDict]) -> list[RowDict]:
+    """One table row per result row and stream count of its ``e2e.streams``."""
+    return [{**r, "_streams": st} for r in rows if r["e2e"] for st in r["e2e"].get("streams") or []]
+
+
 def _grid(rows: list[RowDict], columns: list[tuple[str, Callable[[RowDict], str], bool]]):
     """Header + cells, dropping the device column when every row ran on the same device."""
     cols = columns
@@ -86,7 +111,10 @@ def text_table(rows: list[RowDict], e2e: bool = False) -> str:
     rows = [r for r in rows if r["e2e"]] if e2e else rows
     if not rows:
         return ""
-    head, right, cells = _grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS)
+    return _text(*_grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS))
+
+
+def _text(head: list[str], right: list[bool], cells: list[list[str]]) -> str:
     widths = [max(len(x) for x in col) for col in zip(head, *cells)]
 
     def line(values: list[str]) -> str:
@@ -101,7 +129,10 @@ def markdown_table(rows: list[RowDict], e2e: bool = False) -> str:
     rows = [r for r in rows if r["e2e"]] if e2e else rows
     if not rows:
         return ""
-    head, right, cells = _grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS)
+    return _markdown(*_grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS))
+
+
+def _markdown(head: list[str], right: list[bool], cells: list[list[str]]) -> str:
     esc = [[c.replace("|", "\\|") for c in row] for row in cells]
     align = ["---:" if r else "---" for r in right]
     return "\n".join("| " + " | ".join(v) + " |" for v in [head, align, *esc])
@@ -138,6 +169,10 @@ def render_text(doc: Doc) -> str:
     if any(r["e2e"] for r in rows):
         title = "end to end (real pipeline, batch 1, mean ms per frame):"
         parts += ["", title, text_table(rows, True)]
+    streams = _stream_rows(rows)
+    if streams:
+        title = "several streams (N copies of the e2e source, batched into one call):"
+        parts += ["", title, _text(*_grid(streams, STREAM_COLUMNS))]
     notes = _footnotes(rows)
     if notes:
         parts += ["", "notes:", *(f"  {n}" for n in notes)]
@@ -159,6 +194,12 @@ def render_markdown(doc: Doc) -> str:
     if any(r["e2e"] for r in rows):
         out += ["", "## End to end", "", "Real pipeline at batch 1; mean ms per frame per stage."]
         out += ["", markdown_table(rows, True)]
+    streams = _stream_rows(rows)
+    if streams:
+        out += ["", "## Several streams", ""]
+        out += ["N copies of the e2e source through one engine, the newest frame of each"]
+        out += ["batched into one inference call; aggregate FPS against 1 stream, same run."]
+        out += ["", _markdown(*_grid(streams, STREAM_COLUMNS))]
     notes = _footnotes(rows)
     if notes:
         out += ["", "## Notes", "", *(f"- {n}" for n in notes)]

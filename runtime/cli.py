@@ -1,15 +1,22 @@
 """The ``edge-mtl run`` subcommand: a model on a source, into a window, a video and/or JSON lines.
 
-Only argparse is imported at module level; numpy, OpenCV and onnxruntime load inside
-:func:`cmd_run`, so ``edge-mtl --help`` stays instant and nothing here ever touches torch.
+Only the standard library is imported at module level; numpy, OpenCV and onnxruntime load
+inside :func:`cmd_run`, so ``edge-mtl --help`` stays instant and nothing here ever touches torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
 
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
+OV_PRECISIONS = ("auto", "f32", "bf16", "f16")
+
+log = logging.getLogger("edge_mtl.runtime")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,19 +29,48 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "video file, an image, a folder of images or a quoted glob ('frames/*.jpg'). "
             "Ctrl-C stops cleanly; a summary line is printed at the end."
         ),
+        epilog=(
+            "Several streams: repeat --source (or list them in --sources FILE) to run every "
+            "stream through one engine, the newest frame of each batched into one inference "
+            "call (a model exported with --dynamic-batch). Files deliver every frame in order, "
+            "live streams only their newest. A stream is named by NAME=SRC, else after its "
+            "source. --jsonl and --save then take a template: {stream} is the stream's position "
+            "(0, 1, ... in the order given) and {name} its name, e.g. --jsonl 'out/{name}.jsonl' "
+            "--save 'out/cam{stream}.mp4'; or a folder (existing, or ending in /) that gets "
+            "0.jsonl, 1.jsonl, ... (0.mp4, ...). A stream that ends, fails or stalls is dropped "
+            "and the others go on; the summary has one line per stream plus the total, and "
+            "the exit code is 1 when a stream failed or stalled."
+        ),
     )
     p.add_argument("--model", required=True, help="ONNX file exported by edge-mtl")
-    p.add_argument("--source", required=True, metavar="SRC", help="camera/URL/video/image/dir/glob")
+    p.add_argument(
+        "--source", action="append", default=[], metavar="SRC",
+        help="camera/URL/video/image/dir/glob, or NAME=SRC; repeat for several streams",
+    )  # fmt: skip
+    p.add_argument(
+        "--sources", metavar="FILE",
+        help="a text file with one SRC or NAME=SRC per line (# comments; relative paths are "
+        "relative to FILE's folder); adds to --source",
+    )  # fmt: skip
     p.add_argument(
         "--provider",
         default="auto",
         choices=PROVIDER_CHOICES,
-        help="auto tries tensorrt > cuda > cpu; a named provider must work or the run fails",
+        help="auto tries tensorrt > cuda > openvino > cpu; a named provider must work or the "
+        "run fails",
     )
     p.add_argument("--show", action="store_true", help="show an overlay window (needs a display)")
-    p.add_argument("--save", metavar="OUT.mp4", help="write the annotated video here")
-    p.add_argument("--jsonl", metavar="OUT.jsonl", help="write one JSON record per frame here")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument(
+        "--save", metavar="OUT.mp4",
+        help="write the annotated video here (several streams: a template with {stream} or "
+        "{name}, or a folder)",
+    )  # fmt: skip
+    p.add_argument(
+        "--jsonl", metavar="OUT.jsonl",
+        help="write one JSON record per frame here (several streams: a template with {stream} "
+        "or {name}, or a folder)",
+    )  # fmt: skip
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (per stream)")
     p.add_argument("--conf", type=float, help="detection score threshold (default: the model's)")
     p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU intra-op threads")
@@ -47,11 +83,35 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--device", type=int, default=0, help="GPU device id (CUDA/TensorRT)")
     p.add_argument("--trt-cache", metavar="DIR", help="TensorRT engine + timing cache folder")
+    add_openvino_arguments(p)
     p.add_argument(
         "--reconnect-timeout", type=float, default=10.0, metavar="S",
         help="give up on a lost live stream after S seconds",
     )  # fmt: skip
+    p.add_argument(
+        "--max-wait-ms", type=float, default=3.0, metavar="MS",
+        help="several streams: once one frame is ready, wait at most MS for the other streams "
+        "before running the batch",
+    )  # fmt: skip
+    p.add_argument(
+        "--stall-timeout", type=float, default=30.0, metavar="S",
+        help="several streams: drop a stream whose source gives no frame for S seconds (keep "
+        "it above --reconnect-timeout, or reconnecting cameras are dropped while retrying)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_run)
+
+
+def add_openvino_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ov-device``, ``--ov-precision``, ``--ov-cache`` (``run`` and ``bench``)."""
+    p.add_argument(
+        "--ov-device", default="CPU", metavar="DEV",
+        help="OpenVINO device: CPU, GPU, GPU.N or NPU (default CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ov-precision", default="auto", choices=OV_PRECISIONS,
+        help="OpenVINO inference precision; auto = its default (bf16 on CPUs with native bf16)",
+    )  # fmt: skip
+    p.add_argument("--ov-cache", metavar="DIR", help="OpenVINO compiled-model cache folder")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -69,19 +129,28 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--imgsz must be positive, got {args.imgsz[0]} {args.imgsz[1]}")
     if args.reconnect_timeout <= 0:
         raise InputError(f"--reconnect-timeout must be > 0, got {args.reconnect_timeout}")
+    if args.max_wait_ms < 0:
+        raise InputError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    if args.stall_timeout <= 0:
+        raise InputError(f"--stall-timeout must be > 0, got {args.stall_timeout}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the pipeline; returns 0 (also after Ctrl-C, which ends a live run normally)."""
-    from runtime.engine import Engine, EngineConfig
-    from runtime.pipeline import Pipeline
-    from runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink, display_available
-    from runtime.sources import open_source
+    """Run the pipeline (one source) or the multi-stream batcher (several); returns 0 (also
+    after Ctrl-C, which ends a live run normally)."""
+    from runtime.engine import Engine, EngineConfig, OVPrecision
+    from runtime.sinks import display_available
 
     _check_args(args)
+    streams = stream_specs(args.source, args.sources)
+    names = [name for name, _ in streams]
+    jsonl = stream_outputs(args.jsonl, "--jsonl", ".jsonl", names)
+    save = stream_outputs(args.save, "--save", ".mp4", names)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="edge-mtl run: %(message)s")
-    log = logging.getLogger("edge_mtl.runtime")
+    show = args.show and display_available()
+    if args.show and not show:
+        log.warning("--show ignored: no display here (or OpenCV lacks GUI support)")
     config = EngineConfig(
         conf_threshold=args.conf,
         iou_threshold=args.iou,
@@ -89,25 +158,202 @@ def cmd_run(args: argparse.Namespace) -> int:
         intra_op_threads=args.threads,
         device_id=args.device,
         trt_cache_dir=args.trt_cache,
+        ov_device=args.ov_device,
+        ov_precision=OVPrecision(args.ov_precision),
+        ov_cache_dir=args.ov_cache,
     )
     engine = Engine(args.model, providers=args.provider, config=config)
-    source = open_source(args.source, reconnect_timeout_s=args.reconnect_timeout)
+    if len(streams) == 1:
+        return _run_one(args, engine, streams[0][1], show, jsonl[0], save[0])
+    return _run_many(args, engine, streams, show, jsonl, save)
+
+
+def _sinks(show: str | None, jsonl: str | None, save: str | None, fps: float | None) -> list[Any]:
+    """The sinks of one stream: a window titled ``show``, JSON lines, annotated video."""
+    from runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink
+
     sinks: list[Sink] = []
     try:
-        if args.show:
-            if display_available():
-                sinks.append(WindowSink())
-            else:
-                log.warning("--show ignored: no display here (or OpenCV lacks GUI support)")
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl))
-        if args.save:
-            sinks.append(VideoSink(args.save, fps=source.fps))
+        if show is not None:
+            sinks.append(WindowSink(show))
+        if jsonl:
+            sinks.append(JsonlSink(jsonl))
+        if save:
+            sinks.append(VideoSink(save, fps=fps))
     except BaseException:
         for s in sinks:
             s.close()
+        raise
+    return sinks
+
+
+def _run_one(
+    args: argparse.Namespace,
+    engine: Any,
+    spec: str,
+    show: bool,
+    jsonl: str | None,
+    save: str | None,
+) -> int:
+    from runtime.pipeline import Pipeline
+    from runtime.sources import open_source
+
+    source = open_source(spec, reconnect_timeout_s=args.reconnect_timeout)
+    try:
+        sinks = _sinks("edge-mtl" if show else None, jsonl, save, source.fps)
+    except BaseException:
         source.close()
         raise
     summary = Pipeline(engine, source, sinks, max_frames=args.max_frames).run()
     print(f"edge-mtl run: {summary.line()}, provider {engine.provider.value}")
     return 0
+
+
+def _run_many(
+    args: argparse.Namespace,
+    engine: Any,
+    streams: list[tuple[str, str]],
+    show: bool,
+    jsonl: list[str | None],
+    save: list[str | None],
+) -> int:
+    from runtime.errors import RuntimeFailure
+    from runtime.multistream import MultiStream, MultiStreamConfig, StreamState
+    from runtime.sources import open_source
+
+    sources: list[Any] = []
+    sinks: list[list[Any]] = []
+    try:
+        for i, (name, spec) in enumerate(streams):
+            sources.append(open_source(spec, reconnect_timeout_s=args.reconnect_timeout))
+            title = f"edge-mtl {i}: {name}" if show else None
+            sinks.append(_sinks(title, jsonl[i], save[i], sources[-1].fps))
+    except BaseException:
+        for s in [k for ks in sinks for k in ks] + sources:
+            s.close()
+        raise
+    config = MultiStreamConfig(
+        max_wait_ms=args.max_wait_ms,
+        stall_timeout_s=args.stall_timeout,
+        max_frames=args.max_frames,
+    )
+    names = [name for name, _ in streams]
+    summary = MultiStream(engine, sources, sinks, names, config).run()
+    for line in summary.lines()[:-1]:
+        print(f"edge-mtl run: {line}")
+    print(f"edge-mtl run: {summary.line()}, provider {engine.provider.value}")
+    lost = [s for s in summary.streams if s.state in (StreamState.FAILED, StreamState.STALLED)]
+    if lost:
+        more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
+        s = lost[0]
+        raise RuntimeFailure(f"stream {s.index} {s.name} {s.state.value}: {s.error}{more}")
+    return 0
+
+
+# ---- several streams: specs, names, output paths ---------------------------------------------
+
+_NAMED = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)=(.+)")
+
+
+def stream_specs(sources: list[str], sources_file: str | None) -> list[tuple[str, str]]:
+    """(name, spec) of every stream: ``--source`` values, then the lines of ``--sources``.
+
+    ``NAME=SRC`` names a stream (unless the whole text is an existing path); otherwise the
+    name comes from the source (file stem, folder name, ``camera0``, URL host and path).
+    """
+    from runtime.errors import InputError
+
+    texts = [(t, None) for t in sources]
+    if sources_file is not None:
+        folder = Path(sources_file).parent
+        texts += [(t, folder) for t in read_sources_file(sources_file)]
+    if not texts:
+        raise InputError("no source: give --source SRC (repeatable) or --sources FILE")
+    out = []
+    for text, folder in texts:
+        m = _NAMED.fullmatch(text)
+        name, spec = (m.group(1), m.group(2)) if m and not os.path.exists(text) else (None, text)
+        if folder is not None:
+            spec = _relative_to(folder, spec)
+        out.append((name or default_name(spec), spec))
+    return out
+
+
+def read_sources_file(path: str) -> list[str]:
+    """The non-empty lines of a sources file, without ``#`` comments (a ``#`` that starts the
+    line or follows a space)."""
+    from runtime.errors import InputError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise InputError(f"--sources {path}: cannot read ({why})") from None
+    lines = [re.split(r"(?:^|\s)#", ln, maxsplit=1)[0].strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise InputError(f"--sources {path}: no sources in it (one SRC or NAME=SRC per line)")
+    return lines
+
+
+def _relative_to(folder: Path, spec: str) -> str:
+    from runtime.sources import URL_SCHEMES
+
+    if spec.isdigit() or spec.lower().startswith(URL_SCHEMES) or os.path.isabs(spec):
+        return spec
+    return str(folder / spec)
+
+
+def default_name(spec: str) -> str:
+    """A file-name-safe name for a stream: ``camera0``, ``clip`` (from ``videos/clip.mp4``),
+    ``frames`` (a folder or ``frames/*.jpg``), ``10.0.0.5_live`` (``rtsp://10.0.0.5/live``)."""
+    from runtime.sources import URL_SCHEMES
+
+    if spec.isdigit():
+        return f"camera{spec}"
+    if spec.lower().startswith(URL_SCHEMES):
+        raw = spec.split("://", 1)[1]
+    elif any(ch in spec for ch in "*?["):
+        raw = Path(spec).parent.name
+    else:
+        p = Path(spec)
+        raw = p.name if os.path.isdir(spec) else p.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._-")[:48] or "stream"
+
+
+def stream_outputs(value: str | None, flag: str, ext: str, names: list[str]) -> list[str | None]:
+    """One output path per stream for ``--jsonl``/``--save`` (see the ``run`` help): a
+    template with ``{stream}``/``{name}``, a folder, or (one stream only) a plain path. The
+    folders of templated paths are created."""
+    from runtime.errors import InputError
+
+    n = len(names)
+    if value is None:
+        return [None] * n
+    if "{" in value or "}" in value:
+        try:
+            paths = [value.format(stream=i, name=name) for i, name in enumerate(names)]
+        except (KeyError, IndexError, ValueError):
+            raise InputError(
+                f"{flag} {value}: only {{stream}} and {{name}} may appear in braces"
+            ) from None
+    elif n == 1:
+        return [value]
+    elif value.endswith(("/", os.sep)) or os.path.isdir(value):
+        Path(value).mkdir(parents=True, exist_ok=True)
+        paths = [str(Path(value) / f"{i}{ext}") for i in range(n)]
+    else:
+        raise InputError(
+            f"{flag} {value}: {n} streams cannot share one file; give a template such as "
+            f"out/{{stream}}{ext} or out/{{name}}{ext}, or a folder"
+        )
+    first: dict[str, int] = {}
+    for i, path in enumerate(paths):
+        if path in first:
+            raise InputError(
+                f"{flag} {value}: streams {first[path]} and {i} would both write {path} "
+                "(use {stream})"
+            )
+        first[path] = i
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return paths

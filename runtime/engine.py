@@ -1,7 +1,7 @@
 """The inference engine: one exported ONNX model on the best execution provider that works.
 
-``Engine(path)`` loads the model, reads its ``edge_mtl`` metadata, picks TensorRT > CUDA > CPU
-from what the installed onnxruntime offers *and* what actually initialises, warms up, and turns
+``Engine(path)`` loads the model, reads its ``edge_mtl`` metadata, picks TensorRT > CUDA >
+OpenVINO > CPU from what is installed *and* what actually initialises, warms up, and turns
 uint8 BGR frames into typed :class:`FrameResult` objects. The three stages (``preprocess``,
 ``run``, ``postprocess``) are public so the pipeline can overlap them on separate threads.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.files import check_model_file
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from runtime.postprocess import Detections, detections_to_frame, postprocess_detections, softmax
 from runtime.preprocess import (
@@ -30,18 +31,23 @@ from runtime.preprocess import (
     preprocess,
 )
 from runtime.providers import (
+    GPU_PROVIDERS,
     GraphOptLevel,
+    OVPrecision,
     Provider,
     create_session,
     default_trt_cache_dir,
+    executed_precision,
     first_line,
+    node_split,
+    openvino_options,
     parse_providers,
     session_options,
     stored_precision,
     tensorrt_options,
 )
 
-__all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "Provider"]
+__all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "OVPrecision", "Provider"]
 
 log = logging.getLogger("edge_mtl.runtime")
 
@@ -54,6 +60,9 @@ class EngineConfig:
     without ``edge_mtl`` metadata). ``intra_op_threads=0`` lets onnxruntime choose.
     ``trt_fp16``/``trt_int8`` ``None`` follow the model's precision (fp16 for fp16 models,
     fp16 + int8 for int8 models). ``trt_workspace_bytes`` caps TensorRT's scratch memory.
+    OpenVINO: ``ov_device`` (``CPU``, ``GPU``, ``GPU.1``, ``NPU``), ``ov_precision`` (its
+    inference precision hint; ``auto`` = OpenVINO's default, bf16 on CPUs with native bf16),
+    ``intra_op_threads`` also sets its CPU threads, ``ov_cache_dir`` caches compiled models.
     """
 
     conf_threshold: float | None = None
@@ -68,6 +77,9 @@ class EngineConfig:
     trt_int8: bool | None = None
     trt_cache_dir: str | None = None
     trt_workspace_bytes: int = 2 << 30
+    ov_device: str = "CPU"
+    ov_precision: OVPrecision = OVPrecision.AUTO
+    ov_cache_dir: str | None = None
     warmup_runs: int = 1
 
 
@@ -119,13 +131,19 @@ class FrameResult:
 class Engine:
     """An ONNX model ready to run on frames.
 
-    ``providers``: ``"auto"`` tries TensorRT, then CUDA, then CPU, and uses the first that both
-    appears in ``onnxruntime.get_available_providers()`` and actually initialises (a provider
-    whose libraries or GPU are missing is skipped; the reason is in ``fallback_reasons`` and the
-    log). A list is tried in its order the same way. A single explicit name (``"tensorrt"``,
-    ``"cuda"``, ``"cpu"``) is *strict*: if that provider cannot run the model the engine raises
-    :class:`RuntimeFailure` with the reason instead of silently running somewhere slower, because
-    whoever asks for TensorRT by name is usually measuring or deploying TensorRT.
+    ``providers``: ``"auto"`` tries TensorRT, then CUDA, then OpenVINO, then CPU, and uses the
+    first that is installed (in ``onnxruntime.get_available_providers()``; for OpenVINO, the
+    ``onnxruntime-ep-openvino`` plugin with a device here) and actually initialises (a provider
+    whose libraries or device are missing is skipped; the reason is in ``fallback_reasons`` and
+    the log). A list is tried in its order the same way. A single explicit name (``"tensorrt"``,
+    ``"cuda"``, ``"openvino"``, ``"cpu"``) is *strict*: if that provider cannot run the model
+    the engine raises :class:`RuntimeFailure` with the reason (:class:`InputError` when its
+    plugin is not installed) instead of silently running somewhere slower, because whoever asks
+    for TensorRT by name is usually measuring or deploying TensorRT.
+
+    ``precision`` is the precision the model really runs in (``fp32``, ``fp16``, ``bf16``,
+    ``int8``), which can differ from the file's (OpenVINO runs fp32 files in bf16 on CPUs with
+    native bf16); ``precision_reason`` says why.
     """
 
     def __init__(
@@ -136,12 +154,15 @@ class Engine:
     ) -> None:
         self.path = Path(model_path)
         self.config = config or EngineConfig()
-        if not self.path.is_file():
-            raise InputError(f"{self.path}: model file not found")
+        check_model_file(self.path)
         candidates, strict = parse_providers(providers)
-        so = session_options(self.config.intra_op_threads, self.config.graph_opt)
+        c = self.config
         self.session, self.provider, self.fallback_reasons = create_session(
-            self.path, candidates, strict, so, self._provider_options
+            self.path,
+            candidates,
+            strict,
+            lambda: session_options(c.intra_op_threads, c.graph_opt),
+            self._provider_options,
         )
         self.meta = self._read_meta()
         self._check_io()
@@ -149,8 +170,10 @@ class Engine:
         self._input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(
             inp.type, np.float32
         )
+        self.precision, self.precision_reason = self._executed_precision()
+        self.nodes = node_split(self.session) if self.provider is Provider.OPENVINO else {}
         self._output_names = [o.name for o in self.session.get_outputs()]
-        self._use_binding = self.config.io_binding and self.provider is not Provider.CPU
+        self._use_binding = c.io_binding and self.provider in GPU_PROVIDERS
         for _ in range(self.config.warmup_runs):
             self.run(np.zeros((self.meta.batch or 1, 3, *self.meta.input_hw), self._input_dtype))
         log.info("%s", self.describe())
@@ -163,6 +186,9 @@ class Engine:
             return {}
         if p is Provider.CUDA:
             return {"device_id": c.device_id}
+        if p is Provider.OPENVINO:
+            cache = Path(c.ov_cache_dir) if c.ov_cache_dir else None
+            return openvino_options(c.ov_device, c.ov_precision, c.intra_op_threads, cache)
         fp16, int8 = c.trt_fp16, c.trt_int8
         if fp16 is None or int8 is None:  # follow the precision the model was exported at
             stored = stored_precision(self.path)
@@ -170,6 +196,16 @@ class Engine:
             int8 = stored is Precision.INT8 if int8 is None else int8
         cache = Path(c.trt_cache_dir) if c.trt_cache_dir else default_trt_cache_dir()
         return tensorrt_options(c.device_id, fp16, int8, cache, c.trt_workspace_bytes)
+
+    def _executed_precision(self) -> tuple[str, str]:
+        stored = self.meta.precision
+        if self._input_dtype is np.float16 and stored is Precision.FP32:
+            stored = Precision.FP16  # a model without metadata: its input type tells
+        trt_fp16 = self.config.trt_fp16
+        if trt_fp16 is None:
+            trt_fp16 = stored in (Precision.FP16, Precision.INT8)
+        ov = (self.config.ov_device, self.config.ov_precision)
+        return executed_precision(self.provider, stored, trt_fp16, ov)
 
     def _read_meta(self) -> ModelMeta:
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -180,7 +216,10 @@ class Engine:
                     f"{self.path}: has no '{METADATA_KEY}' metadata (not exported by edge-mtl?); "
                     "pass --imgsz H W to run it with generic labels"
                 )
-            return generic_meta(self.session, imgsz)
+            try:
+                return generic_meta(self.session, imgsz)
+            except MetadataError as e:
+                raise MetadataError(f"{self.path}: {e}") from None
         meta = ModelMeta.from_json(text, str(self.path))
         return meta.replace(input_hw=tuple(imgsz)) if imgsz else meta
 
@@ -229,9 +268,17 @@ class Engine:
         )
         h, w = self.meta.input_hw
         skipped = f" [skipped: {'; '.join(self.fallback_reasons)}]" if self.fallback_reasons else ""
+        where = ""
+        if self.provider is Provider.OPENVINO:
+            mine = self.nodes.get(self.provider.ort_name, 0)
+            split = f", {mine} of {sum(self.nodes.values())} nodes" if self.nodes else ""
+            where = f" ({self.config.ov_device.upper()}{split})"
+        runs = ""
+        if self.provider is Provider.OPENVINO or self.precision != self.meta.precision.value:
+            runs = f", runs in {self.precision} ({self.precision_reason})"
         return (
-            f"{self.path.name}: provider {self.provider.value}{skipped}; input 3x{h}x{w} "
-            f"{self.meta.precision.value}; tasks: {tasks}"
+            f"{self.path.name}: provider {self.provider.value}{where}{skipped}; input 3x{h}x{w} "
+            f"{self.meta.precision.value}{runs}; tasks: {tasks}"
         )
 
     # ---- the three stages ------------------------------------------------------------------

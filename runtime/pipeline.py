@@ -42,6 +42,8 @@ class RunSummary:
     stage_mean_ms: dict[str, float] = field(default_factory=dict)
     drops: int = 0
     reconnects: int = 0
+    stalls: int = 0
+    corrupt: int = 0
     interrupted: bool = False
 
     @property
@@ -55,7 +57,10 @@ class RunSummary:
         return (
             f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, latency p50 "
             f"{self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms (mean ms: {stages}), "
-            f"drops {self.drops}, reconnects {self.reconnects}{end}"
+            f"drops {self.drops}, reconnects {self.reconnects}"
+            + (f", stalls {self.stalls}" if self.stalls else "")
+            + (f", corrupt frames {self.corrupt}" if self.corrupt else "")
+            + end
         )
 
 
@@ -210,6 +215,8 @@ class Pipeline:
             summary.stage_mean_ms = dict(zip(("preprocess", "inference", "postprocess"), means))
         summary.drops = self.source.drops
         summary.reconnects = self.source.reconnects
+        summary.stalls = getattr(self.source, "stalls", 0)
+        summary.corrupt = getattr(self.source, "corrupt", 0)
         return summary
 
     def _catch_sigint(self) -> Callable[[], None]:

@@ -3,12 +3,21 @@
 onnxruntime lists providers its build *contains* (``get_available_providers``), not ones that
 *work*: onnxruntime-gpu on a box without CUDA/TensorRT libraries lists all three and quietly
 runs on CPU. So every candidate gets a real session, and ``session.get_providers()`` decides.
+
+OpenVINO is in no onnxruntime build: it is the plugin package ``onnxruntime-ep-openvino``,
+registered at run time with ``onnxruntime.register_execution_provider_library``. Its devices
+come from ``onnxruntime.get_ep_devices()`` and a session gets one through
+``SessionOptions.add_provider_for_devices``; precision, threads and cache go in its
+``load_config`` (the plugin ignores them as plain provider options).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
 import io
+import json
 import logging
 import os
 import re
@@ -19,7 +28,9 @@ from typing import Any, NamedTuple
 
 import onnxruntime as ort
 
-from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
+from runtime.files import check_model_file, invalid_model_error
+from runtime.hardware import cpu_flags, cpu_model, cpu_vendor, has_native_bf16, has_native_fp16
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
 
 log = logging.getLogger("edge_mtl.runtime")
@@ -30,6 +41,7 @@ class Provider(str, Enum):
 
     TENSORRT = "tensorrt"
     CUDA = "cuda"
+    OPENVINO = "openvino"
     CPU = "cpu"
 
     @property
@@ -40,8 +52,20 @@ class Provider(str, Enum):
 _ORT_NAMES = {
     Provider.TENSORRT: "TensorrtExecutionProvider",
     Provider.CUDA: "CUDAExecutionProvider",
+    Provider.OPENVINO: "OpenVINOExecutionProvider",
     Provider.CPU: "CPUExecutionProvider",
 }
+GPU_PROVIDERS = (Provider.TENSORRT, Provider.CUDA)  # outputs can stay on an NVIDIA GPU
+
+
+class OVPrecision(str, Enum):
+    """OpenVINO's inference precision hint. ``auto`` keeps OpenVINO's default: on CPUs bf16
+    where the CPU computes bf16 natively (AMX, AVX512-BF16), f32 elsewhere; f16 on GPU/NPU."""
+
+    AUTO = "auto"
+    F32 = "f32"
+    BF16 = "bf16"
+    F16 = "f16"
 
 
 class GraphOptLevel(str, Enum):
@@ -63,6 +87,12 @@ def default_trt_cache_dir() -> Path:
     """Where TensorRT engines and timing caches go unless told: ``$XDG_CACHE_HOME/edge-mtl/trt``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edge-mtl" / "tensorrt"
+
+
+def default_ov_cache_dir() -> Path:
+    """Where ``--ov-cache`` without a folder would go: ``$XDG_CACHE_HOME/edge-mtl/openvino``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edge-mtl" / "openvino"
 
 
 def parse_providers(providers: str | Sequence[str | Provider]) -> tuple[list[Provider], bool]:
@@ -122,12 +152,192 @@ def stored_precision(path: Path) -> Precision | None:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception:  # an unloadable file: the real session creation reports why
+        return None
     text = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     try:
         return ModelMeta.from_json(text).precision if text else None
     except MetadataError:
         return None
+
+
+# ---- OpenVINO: the onnxruntime-ep-openvino plugin -------------------------------------------
+
+OPENVINO_PACKAGE = "onnxruntime-ep-openvino"
+OPENVINO_NOT_INSTALLED = (
+    f"openvino: plugin {OPENVINO_PACKAGE} not installed (pip install 'edge-mtl[openvino]')"
+)
+
+
+class OpenVINOPlugin(NamedTuple):
+    """The installed plugin: its shared library, the EP name it registers, its version."""
+
+    library_path: str
+    ep_name: str
+    version: str
+
+
+class ProviderUnavailable(Exception):
+    """A provider cannot be set up here; ``reason`` starts with its name. ``not_installed``:
+    a missing package the user can install (an input error, exit 2), not a runtime failure."""
+
+    def __init__(self, reason: str, not_installed: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.not_installed = not_installed
+
+
+def find_openvino_plugin() -> OpenVINOPlugin | None:
+    """The ``onnxruntime-ep-openvino`` package if it is installed and has its library, else None."""
+    try:
+        import onnxruntime_ep_openvino as plugin
+    except ImportError:
+        return None
+    try:
+        library = plugin.get_library_path()
+    except FileNotFoundError:  # a broken install: the package without its shared library
+        return None
+    try:
+        version = importlib.metadata.version(OPENVINO_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return OpenVINOPlugin(library, plugin.get_ep_name(), version)
+
+
+@functools.cache
+def _register_library(ep_name: str, library_path: str) -> str | None:
+    """Register the plugin with onnxruntime once per process; None, or why it failed."""
+    try:
+        ort.register_execution_provider_library(ep_name, library_path)
+    except Exception as e:  # onnxruntime's Fail type
+        why = first_line(e)
+        if "already registered" not in why:  # registered by the host application: fine
+            return why
+    return None
+
+
+def openvino_ep_devices() -> tuple[OpenVINOPlugin, list[Any]]:
+    """The plugin and its ``OrtEpDevice`` list (physical devices only), registering the plugin
+    on first use. Raises :class:`ProviderUnavailable` when it is absent or will not register."""
+    plugin = find_openvino_plugin()
+    if plugin is None:
+        raise ProviderUnavailable(OPENVINO_NOT_INSTALLED, not_installed=True)
+    why = _register_library(plugin.ep_name, plugin.library_path)
+    if why is not None:
+        raise ProviderUnavailable(f"openvino: cannot register {plugin.library_path} ({why})")
+    devices = [
+        d
+        for d in ort.get_ep_devices()
+        if d.ep_name == plugin.ep_name and d.device.metadata.get("is_virtual") != "1"
+    ]
+    return plugin, devices
+
+
+def ov_device_name(ep_device: Any) -> str:
+    """OpenVINO's name for an ``OrtEpDevice`` of the plugin: ``CPU``, ``GPU.0``, ``NPU``..."""
+    return str(ep_device.ep_metadata.get("ov_device", ep_device.device.type.name))
+
+
+def select_openvino_device(want: str) -> Any:
+    """The plugin's ``OrtEpDevice`` for ``want`` (``CPU``, ``GPU``, ``GPU.1``, ``NPU``; ``GPU``
+    takes the first GPU). Raises :class:`ProviderUnavailable` with the reason."""
+    _, devices = openvino_ep_devices()
+    want = want.upper()
+    for d in devices:
+        name = ov_device_name(d).upper()
+        if name == want or name.startswith(want + "."):
+            return d
+    listed = ", ".join(ov_device_name(d) for d in devices)
+    if listed:
+        raise ProviderUnavailable(f"openvino: the plugin offers no {want} device here ({listed})")
+    vendor = cpu_vendor()
+    why = (
+        f"it serves Intel hardware only and this CPU is {vendor} ({cpu_model()})"
+        if vendor != "GenuineIntel"
+        else "OpenVINO found no supported device"
+    )
+    raise ProviderUnavailable(f"openvino: the plugin offers no {want} device here ({why})")
+
+
+def openvino_options(
+    device: str, precision: OVPrecision, threads: int, cache_dir: Path | None
+) -> dict[str, str]:
+    """Options for the plugin: ``device_type`` (ours, used to pick the ``OrtEpDevice``; popped
+    before the plugin sees it) and ``load_config``, the JSON map of OpenVINO properties per
+    device, which is where the plugin takes precision, threads and the model cache."""
+    device = device.upper()
+    props: dict[str, str] = {}
+    if OVPrecision(precision) is not OVPrecision.AUTO:
+        props["INFERENCE_PRECISION_HINT"] = OVPrecision(precision).value
+    if threads > 0 and device.startswith("CPU"):
+        props["INFERENCE_NUM_THREADS"] = str(int(threads))
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        props["CACHE_DIR"] = str(cache_dir)
+    return {"device_type": device, "load_config": json.dumps({device: props})}
+
+
+def _ov_cpu_computes(kind: str) -> bool:
+    """Whether OpenVINO's CPU plugin runs ``bf16``/``f16`` as asked on this CPU (its rule:
+    AVX512-BF16/AMX for bf16, AVX512-FP16/AMX-FP16 for f16, AVX-NE-CONVERT for both)."""
+    native = has_native_bf16() if kind == "bf16" else has_native_fp16()
+    return native or "avx_ne_convert" in cpu_flags()
+
+
+def openvino_precision(device: str, hint: OVPrecision, stored: Precision) -> tuple[str, str]:
+    """(precision OpenVINO runs a ``stored``-precision file in, the reason). The plugin cannot be
+    asked, so this applies OpenVINO's documented rules to the device and this CPU's ISA: an
+    unsupported hint falls back to f32 on CPUs; ``auto`` is bf16 on CPUs with native bf16.
+    int8 files run their quantized ops in int8 and the rest in the float precision given."""
+    hint = OVPrecision(hint)
+    if not device.upper().startswith("CPU"):
+        run, why = ("fp32", "f32 hint") if hint is OVPrecision.F32 else ("fp16", "GPU/NPU f16")
+    elif hint is OVPrecision.F32:
+        run, why = "fp32", "f32 hint"
+    elif hint is OVPrecision.AUTO:
+        run = "bf16" if has_native_bf16() else "fp32"
+        why = (
+            f"auto: OpenVINO's CPU default, {'native bf16' if run == 'bf16' else 'no native bf16'}"
+        )
+    else:
+        ok = _ov_cpu_computes(hint.value)
+        run = {"bf16": "bf16", "f16": "fp16"}[hint.value] if ok else "fp32"
+        why = f"{hint.value} hint" + ("" if ok else ", not native on this CPU: OpenVINO keeps f32")
+    if stored is Precision.INT8:
+        return "int8", f"quantized ops int8, the rest {run} ({why})"
+    return run, why
+
+
+def executed_precision(
+    provider: Provider,
+    stored: Precision,
+    trt_fp16: bool = False,
+    ov: tuple[str, OVPrecision] = ("CPU", OVPrecision.AUTO),
+) -> tuple[str, str]:
+    """(the precision a model stored in ``stored`` really runs in on ``provider``, the reason).
+    ``trt_fp16``: TensorRT's fp16 flag; ``ov``: OpenVINO's (device, precision hint)."""
+    if provider is Provider.OPENVINO:
+        return openvino_precision(ov[0], ov[1], stored)
+    if provider is Provider.TENSORRT and stored is Precision.FP32 and trt_fp16:
+        return "fp16", "TensorRT fp16 flag on an fp32 file"
+    return stored.value, "the model file's precision"
+
+
+def node_split(session: ort.InferenceSession) -> dict[str, int]:
+    """Nodes per execution provider, for a session created with
+    ``session.record_ep_graph_assignment_info`` on (else empty)."""
+    counts: dict[str, int] = {}
+    try:
+        for sub in session.get_provider_graph_assignment_info():
+            counts[sub.ep_name] = counts.get(sub.ep_name, 0) + len(sub.get_nodes())
+    except Exception:  # recording off, or an onnxruntime without the API: nothing to say
+        return {}
+    return counts
+
+
+# ---- sessions --------------------------------------------------------------------------------
 
 
 class SessionChoice(NamedTuple):
@@ -136,21 +346,46 @@ class SessionChoice(NamedTuple):
     fallback_reasons: list[str]
 
 
+def _openvino_session_options(
+    so: ort.SessionOptions, options: dict[str, Any]
+) -> ort.SessionOptions:
+    """``so`` with the plugin's device attached (raises :class:`ProviderUnavailable`)."""
+    opts = {k: str(v) for k, v in options.items()}
+    device = select_openvino_device(opts.pop("device_type", "CPU"))
+    if "load_config" in opts:  # keyed by the device's own name ("GPU" asked, "GPU.0" found)
+        props: dict[str, Any] = {}
+        for per_device in json.loads(opts["load_config"]).values():
+            props.update(per_device)
+        opts["load_config"] = json.dumps({ov_device_name(device): props})
+    so.add_provider_for_devices([device], opts)
+    so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    # OpenVINO runs the graph on its own threads; idle onnxruntime workers spinning beside
+    # them would take cores from it.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 def create_session(
     path: Path,
     candidates: list[Provider],
     strict: bool,
-    so: ort.SessionOptions,
+    make_options: Callable[[], ort.SessionOptions],
     options_for: Callable[[Provider], dict[str, Any]],
 ) -> SessionChoice:
-    """A session on the first candidate that initialises. ``strict``: the only candidate must
-    work, else :class:`RuntimeFailure`. A model onnxruntime cannot load: :class:`InputError`."""
+    """A session on the first candidate that initialises; ``make_options`` gives fresh session
+    options for each try. ``strict``: the only candidate must work, else
+    :class:`RuntimeFailure` (:class:`InputError` when its plugin is not installed). A model
+    onnxruntime cannot load: :class:`InputError`."""
+    check_model_file(path)
+    # Why each provider was skipped is logged by us, one line each; onnxruntime's own
+    # "[E:onnxruntime:...] Failed to load library" lines would only repeat it on stderr.
+    ort.set_default_logger_severity(4)
     available = ort.get_available_providers()
     reasons: list[str] = []
 
-    def skip(reason: str) -> None:
+    def skip(reason: str, error: type[EdgeMTLError] = RuntimeFailure) -> None:
         if strict:
-            raise RuntimeFailure(f"{path}: provider {reason}")
+            raise error(f"{path}: provider {reason}")
         reasons.append(reason)
         log.warning("provider %s; trying the next one", reason)
 
@@ -159,30 +394,44 @@ def create_session(
     for p in candidates:
         if p is Provider.CPU and cpu_session is not None:
             return SessionChoice(cpu_session, p, reasons)  # what the failed one fell back to
-        if p.ort_name not in available:
+        so = make_options()
+        if p is Provider.OPENVINO:
+            try:
+                so = _openvino_session_options(so, options_for(p))
+            except ProviderUnavailable as e:
+                skip(e.reason, InputError if e.not_installed else RuntimeFailure)
+                continue
+            providers: list[Any] | None = None  # the session options carry the plugin's device
+        elif p.ort_name not in available:
             skip(f"{p.value}: not in this onnxruntime build (it offers {available})")
             continue
+        else:
+            fallback = [] if p is Provider.CPU else ["CPUExecutionProvider"]
+            providers = [(p.ort_name, options_for(p)), *fallback]
         captured = io.StringIO()
-        fallback = [] if p is Provider.CPU else ["CPUExecutionProvider"]
         try:
             # onnxruntime prints its own "EP Error ... falling back" banner to stdout.
             with contextlib.redirect_stdout(captured):
-                sess = ort.InferenceSession(
-                    str(path), so, providers=[(p.ort_name, options_for(p)), *fallback]
-                )
+                sess = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             last_error = e
+            why = _openvino_error(e) if p is Provider.OPENVINO else first_line(e)
+            if p is Provider.OPENVINO and strict:  # the plugin's compile error, not the file's
+                skip(f"{p.value}: failed to create a session ({why})")
             if p is candidates[-1] or strict:
                 break
-            skip(f"{p.value}: failed to create a session ({first_line(e)})")
+            skip(f"{p.value}: failed to create a session ({why})")
             continue
         got = sess.get_providers()[0]
         if got == p.ort_name:
             return SessionChoice(sess, p, reasons)
         skip(f"{p.value}: did not initialise ({_ep_reason(captured.getvalue(), p)})")
-        cpu_session = sess if got == Provider.CPU.ort_name else None
+        # Reuse the CPU session a failed GPU provider fell back to (the OpenVINO one carries
+        # settings meant for the plugin).
+        keep = got == Provider.CPU.ort_name and p is not Provider.OPENVINO
+        cpu_session = sess if keep else None
     if last_error is not None:
-        raise InputError(f"{path}: cannot load the model ({first_line(last_error)})") from None
+        raise invalid_model_error(path, last_error) from None
     raise RuntimeFailure(f"{path}: no usable execution provider ({'; '.join(reasons)})")
 
 
@@ -195,10 +444,19 @@ def first_line(e: BaseException) -> str:
     return line[:300]
 
 
+def _openvino_error(e: BaseException) -> str:
+    """OpenVINO nests its exceptions ("Exception from core.cpp: / Exception from plugin.cpp:
+    / ..."); the innermost, last line is the one that says what went wrong."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(e).__name__
+
+
 def _ep_reason(captured: str, p: Provider) -> str:
     for line in captured.splitlines():
         if line.startswith("EP Error"):
             return first_line(Exception(line.removeprefix("EP Error ").strip()))
+    if p is Provider.OPENVINO:
+        return "the plugin could not compile the model (see the onnxruntime message above)"
     return (
         f"onnxruntime lists {p.ort_name} but could not load it; its CUDA/cuDNN/TensorRT "
         "libraries or a GPU are missing (see the onnxruntime message above)"

@@ -28,11 +28,11 @@ TOP_KEYS = {"schema_version", "sessions", "results"}
 SESSION_KEYS = {"created", "command", "machine", "settings"}
 MACHINE_KEYS = {
     "hostname", "os", "python", "cpu_model", "cpu_count", "cpu_affinity", "isa", "onnxruntime",
-    "providers_available", "gpus", "notes",
+    "providers_available", "gpus", "notes", "isa_features",
 }  # fmt: skip
 SETTINGS_KEYS = {
     "providers", "batches", "imgsz", "runs", "seconds", "warmup", "threads", "e2e_source",
-    "e2e_frames",
+    "e2e_frames", "e2e_streams", "ov_device", "ov_precision", "ov_cache_dir",
 }  # fmt: skip
 ROW_KEYS = {
     "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",
@@ -43,7 +43,7 @@ ROW_KEYS = {
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "max"}
 E2E_KEYS = {
     "source", "frames", "seconds", "fps", "bare_fps", "ratio", "stage_ms", "latency_p50_ms",
-    "latency_p99_ms",
+    "latency_p99_ms", "streams",
 }  # fmt: skip
 STAGES = {"decode", "preprocess", "inference", "postprocess"}
 
@@ -155,12 +155,14 @@ def test_unavailable_providers_are_skipped_with_reasons(models, monkeypatch) -> 
     monkeypatch.setattr(
         "runtime.providers.ort.get_available_providers", lambda: ["CPUExecutionProvider"]
     )
+    monkeypatch.setattr("runtime.providers.find_openvino_plugin", lambda: None)
     settings = BenchSettings(providers=("auto", "cuda", "tensorrt"), runs=2, warmup=0, threads=1)
     rows = bench.bench_model(models["dense"], settings, bench.machine_info())
     auto, cuda, trt = rows
     assert auto.status == "ok" and auto.provider == "cpu" and auto.provider_requested == "auto"
-    assert len(auto.fallback_reasons) == 2
-    assert all("not in this onnxruntime build" in x for x in auto.fallback_reasons)
+    assert len(auto.fallback_reasons) == 3
+    assert all("not in this onnxruntime build" in x for x in auto.fallback_reasons[:2])
+    assert auto.fallback_reasons[2].startswith("openvino: plugin")
     for row, name in ((cuda, "cuda"), (trt, "tensorrt")):
         assert row.status == "skipped" and row.provider is None and row.latency_ms is None
         assert row.reason.startswith(f"provider {name}: not in this onnxruntime build")
@@ -183,7 +185,7 @@ def test_bad_inputs_give_one_line_errors(models, tmp_path, capsys) -> None:
     assert main(["bench", "--model", str(models["nometa"]), *FAST]) == 2  # needs --imgsz
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("edge-mtl bench: error: ") for line in err)
-    assert "not found" in err[0] and "cannot load" in err[1] and "--imgsz" in err[2]
+    assert "not found" in err[0] and "not a valid ONNX model" in err[1] and "--imgsz" in err[2]
 
 
 def test_model_without_metadata_uses_imgsz(models, tmp_path) -> None:
@@ -221,7 +223,7 @@ def test_merge_rejects_other_files(tmp_path, capsys) -> None:
     f = tmp_path / "x.json"
     f.write_text(json.dumps({"schema_version": 99, "sessions": [], "results": []}))
     assert main(["bench", "--merge", str(f)]) == 2
-    assert "schema_version 1, found 99" in capsys.readouterr().err
+    assert f"schema_version {bench.SCHEMA_VERSION}, found 99" in capsys.readouterr().err
 
 
 # ---- end to end ------------------------------------------------------------------------

@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend the installed onnxruntime is the CPU-only build."""
+    """Pretend the installed onnxruntime is the CPU-only build, without the OpenVINO plugin."""
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("runtime.providers.find_openvino_plugin", lambda: None)
 
 
 def _direct(model: Path, frames: list[np.ndarray], conf: float, iou: float, hw=(32, 32)):
@@ -133,16 +134,19 @@ def test_missing_and_corrupt_model(tmp_path) -> None:
         Engine(tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not protobuf")
-    with pytest.raises(InputError, match="cannot load the model"):
+    with pytest.raises(InputError, match="not a valid ONNX model"):
         Engine(bad, "cpu")
 
 
 def test_auto_falls_back_with_reasons(models, cpu_only) -> None:
     engine = Engine(models["dense"], "auto")
     assert engine.provider is Provider.CPU
-    assert len(engine.fallback_reasons) == 2
+    assert len(engine.fallback_reasons) == 3
     assert engine.fallback_reasons[0].startswith("tensorrt: not in this onnxruntime build")
     assert engine.fallback_reasons[1].startswith("cuda: not in this onnxruntime build")
+    assert engine.fallback_reasons[2].startswith(
+        "openvino: plugin onnxruntime-ep-openvino not installed"
+    )
     assert "skipped: tensorrt" in engine.describe()
 
 
@@ -164,11 +168,12 @@ def test_listed_but_unusable_provider_falls_back(models) -> None:
 
 
 def test_parse_providers() -> None:
-    assert parse_providers("auto") == ([Provider.TENSORRT, Provider.CUDA, Provider.CPU], False)
+    auto = [Provider.TENSORRT, Provider.CUDA, Provider.OPENVINO, Provider.CPU]
+    assert parse_providers("auto") == (auto, False)
     assert parse_providers("CUDA") == ([Provider.CUDA], True)
     assert parse_providers(["cuda", Provider.CPU]) == ([Provider.CUDA, Provider.CPU], False)
     with pytest.raises(InputError, match="unknown"):
-        parse_providers("openvino")
+        parse_providers("directml")
 
 
 def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:

@@ -1,0 +1,457 @@
+"""Several sources through one engine: the newest frame of each stream batched into one
+``session.run``, each result routed back to its own stream's sinks.
+
+Threads::
+
+    reader (one per stream)   source.read() -> letterbox + normalise -> the stream's buffer
+    batcher                   one frame from each stream that has one -> (N, 3, H, W) -> run
+    main (the caller)         postprocess, the stream's sinks, Ctrl-C
+
+A file stream's buffer holds ``queue_size`` frames and its reader waits while it is full
+(back-pressure: every frame, in order). A live stream's buffer holds one frame and its reader
+takes the next frame from the source's latest-frame capture thread only once the previous one
+has gone into a batch, so stale frames are replaced (and counted in ``drops``) by the source,
+never queued. The batcher waits for the first ready frame of any stream, then at most
+``max_wait_ms`` for the streams still running that have nothing ready, so one slow stream costs
+the others a few milliseconds per batch, never a stall. A stream whose source ends, raises, or
+blocks in ``read()`` longer than ``stall_timeout_s`` is removed and reported; the others go on.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.engine import Engine, FrameResult
+from runtime.errors import EdgeMTLError
+from runtime.preprocess import Letterbox
+from runtime.sinks import Sink, StageTimes
+from runtime.sources import Frame, FrameSource
+
+log = logging.getLogger("edge_mtl.runtime")
+
+_END = object()  # end of the batch stream, passed from the batcher to the main thread
+
+
+class StreamState(enum.Enum):
+    """Where a stream stands. Every state but ``RUNNING`` is final."""
+
+    RUNNING = "running"
+    ENDED = "ended"  # the source ended or max_frames was reached
+    FAILED = "failed"  # read() or preprocessing raised; ``error`` says what
+    STALLED = "stalled"  # read() blocked longer than stall_timeout_s; the reader was abandoned
+    STOPPED = "stopped"  # the run was stopped (Ctrl-C, a window's q, stop()) before it ended
+
+
+@dataclass(frozen=True)
+class MultiStreamConfig:
+    """How streams are batched. ``max_wait_ms``: after the first frame of a batch is ready, how
+    long to wait for the other running streams; ``max_batch``: frames per batch (``None``: one
+    per stream); ``queue_size``: frames a file stream may read ahead (live streams: 1);
+    ``stall_timeout_s``: a ``read()`` blocked this long removes the stream (``None``: never);
+    ``max_frames``: frames per stream."""
+
+    max_wait_ms: float = 3.0
+    max_batch: int | None = None
+    queue_size: int = 2
+    stall_timeout_s: float | None = 30.0
+    max_frames: int | None = None
+
+
+@dataclass
+class StreamSummary:
+    """One stream's share of a run. ``seconds`` runs from the start of the run to the stream's
+    last result; latencies (milliseconds) from capture to result ready."""
+
+    index: int
+    name: str
+    state: StreamState
+    frames: int = 0
+    seconds: float = 0.0
+    drops: int = 0
+    reconnects: int = 0
+    error: str | None = None
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        state = self.state.value + (f": {self.error}" if self.error else "")
+        return (
+            f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, latency "
+            f"p50 {self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms, drops "
+            f"{self.drops}, reconnects {self.reconnects}, {state}"
+        )
+
+
+@dataclass
+class MultiStreamSummary:
+    """What a multi-stream run did: one :class:`StreamSummary` per stream (in source order),
+    ``batches`` session runs holding ``batched_frames`` frames, ``inference_mean_ms`` per run."""
+
+    streams: list[StreamSummary] = field(default_factory=list)
+    seconds: float = 0.0
+    batches: int = 0
+    batched_frames: int = 0
+    inference_mean_ms: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.streams)
+
+    @property
+    def fps(self) -> float:
+        """Aggregate frames per second over all streams."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_frames / self.batches if self.batches else 0.0
+
+    def line(self) -> str:
+        """The aggregate line; ``lines()`` adds one line per stream before it."""
+        bad = [s for s in self.streams if s.state in (StreamState.FAILED, StreamState.STALLED)]
+        lost = f", {len(bad)} failed or stalled" if bad else ""
+        end = " (interrupted)" if self.interrupted else ""
+        return (
+            f"all {len(self.streams)} streams: {self.frames} frames in {self.seconds:.2f} s, "
+            f"{self.fps:.1f} FPS, {self.batches} batches of {self.mean_batch:.1f} frames on "
+            f"average, inference {self.inference_mean_ms:.1f} ms per batch{lost}{end}"
+        )
+
+    def lines(self) -> list[str]:
+        return [s.line() for s in self.streams] + [self.line()]
+
+
+@dataclass
+class _Item:
+    """A captured frame, preprocessed: ``x`` (1, 3, H, W) in the model's input dtype."""
+
+    stream: _Stream
+    frame: Frame
+    x: np.ndarray
+    letterbox: Letterbox
+    t_pre: float  # seconds
+
+
+@dataclass(eq=False)
+class _Stream:
+    index: int
+    name: str
+    source: FrameSource
+    sinks: list[Sink]
+    capacity: int
+    buf: deque[_Item] = field(default_factory=deque)
+    state: StreamState = StreamState.RUNNING
+    error: str | None = None
+    taken: int = 0  # frames put into the buffer
+    done: int = 0  # results delivered to the sinks
+    read_since: float | None = None  # perf_counter() when the reader entered read(), else None
+    t_last: float | None = None  # perf_counter() of the last result
+    latencies: list[float] = field(default_factory=list)
+    sinks_closed: bool = False
+    reader: threading.Thread | None = None
+
+
+class MultiStream:
+    """Runs ``engine`` over every source in ``sources`` until all have ended, failed or stalled,
+    a sink asks to stop (``stop_requested``), :meth:`stop` is called, or Ctrl-C.
+
+    ``sinks[i]`` are stream ``i``'s sinks (default: none); ``names[i]`` its name in summaries
+    (default: the source's ``name``). ``on_result(stream_index, frame, result, times)`` is
+    called on the main thread after that stream's sinks.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sources: Sequence[FrameSource],
+        sinks: Sequence[Sequence[Sink]] | None = None,
+        names: Sequence[str] | None = None,
+        config: MultiStreamConfig | None = None,
+        on_result: Callable[[int, Frame, FrameResult, StageTimes], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = c = config or MultiStreamConfig()
+        sinks = sinks if sinks is not None else [[] for _ in sources]
+        names = names if names is not None else [s.name for s in sources]
+        if not (len(sinks) == len(names) == len(sources) >= 1):
+            raise ValueError("MultiStream: one list of sinks and one name per source, >= 1 source")
+        self._streams = [
+            _Stream(i, n, src, list(sk), 1 if src.live else c.queue_size)
+            for i, (src, sk, n) in enumerate(zip(sources, sinks, names))
+        ]
+        self.on_result = on_result
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._q_post: queue.Queue[Any] = queue.Queue(2)
+        self._interrupted = False
+        self._error: BaseException | None = None
+        self._batch_sizes: list[int] = []
+        self._inference_s = 0.0
+        self._rotate = 0  # first stream considered when a batch cannot take every stream
+
+    def stop(self) -> None:
+        """End the run after the batch in hand (thread-safe); streams still running: STOPPED."""
+        self._interrupted = True
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    # ---- readers ------------------------------------------------------------------------------
+
+    def _read_loop(self, s: _Stream) -> None:
+        end, error = StreamState.ENDED, None
+        try:
+            while True:
+                with self._cond:
+                    while len(s.buf) >= s.capacity and not self._stop.is_set():
+                        self._cond.wait(0.1)
+                if self._stop.is_set():
+                    end = StreamState.STOPPED
+                    return
+                if self.config.max_frames is not None and s.taken >= self.config.max_frames:
+                    return
+                s.read_since = time.perf_counter()
+                frame = s.source.read()
+                s.read_since = None
+                if frame is None:
+                    return
+                t0 = time.perf_counter()
+                x, lbs = self.engine.preprocess([frame.image])
+                item = _Item(s, frame, x, lbs[0], time.perf_counter() - t0)
+                with self._cond:
+                    if s.state is not StreamState.RUNNING:  # declared stalled meanwhile
+                        return
+                    s.buf.append(item)
+                    s.taken += 1
+                    self._cond.notify_all()
+        except Exception as e:  # whatever breaks one stream must not stop the others
+            end = StreamState.FAILED
+            error = str(e) if isinstance(e, EdgeMTLError) else f"{type(e).__name__}: {e}"
+        finally:
+            with self._cond:
+                if s.state is StreamState.RUNNING:
+                    s.state, s.error = end, error
+                    if end is StreamState.FAILED:
+                        log.warning("stream %d %s failed: %s", s.index, s.name, error)
+                self._cond.notify_all()
+
+    # ---- batcher ------------------------------------------------------------------------------
+
+    def _check_stalls(self) -> None:
+        """Remove streams whose reader has been inside ``read()`` too long (lock held)."""
+        limit = self.config.stall_timeout_s
+        if limit is None:
+            return
+        now = time.perf_counter()
+        for s in self._streams:
+            since = s.read_since
+            if s.state is not StreamState.RUNNING or s.buf or since is None or now - since < limit:
+                continue
+            s.state = StreamState.STALLED
+            s.error = f"no frame for {limit:g} s"
+            log.warning("stream %d %s stalled: no frame for %g s", s.index, s.name, limit)
+
+    def _gather(self) -> list[_Item] | None:
+        """One frame from each stream that has one; ``None`` when no stream can give more."""
+        streams = self._streams
+        with self._cond:
+            while True:
+                self._check_stalls()
+                if self._stop.is_set():
+                    return None
+                if any(s.buf for s in streams):
+                    break
+                if all(s.state is not StreamState.RUNNING for s in streams):
+                    return None
+                self._cond.wait(0.05)
+            deadline = time.perf_counter() + self.config.max_wait_ms / 1e3
+            while not self._stop.is_set():
+                left = deadline - time.perf_counter()
+                missing = any(s.state is StreamState.RUNNING and not s.buf for s in streams)
+                if not missing or left <= 0:
+                    break
+                self._cond.wait(left)
+            n = len(streams)
+            order = [streams[(self._rotate + k) % n] for k in range(n)]
+            ready = [s for s in order if s.buf][: self.config.max_batch or n]
+            self._rotate = (ready[-1].index + 1) % n
+            items = [s.buf.popleft() for s in ready]
+            self._cond.notify_all()  # readers waiting for room
+        return items
+
+    def _batcher(self) -> None:
+        try:
+            while (items := self._gather()) is not None:
+                x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
+                t0 = time.perf_counter()
+                outputs = self.engine.run(x)  # (N, ...) per output, row k = items[k]
+                t_inf = time.perf_counter() - t0
+                self._inference_s += t_inf
+                self._batch_sizes.append(len(items))
+                if not self._put((items, outputs, t_inf)):
+                    return
+        except Exception as e:  # re-raised on the main thread by run()
+            self._error = e
+        finally:
+            self._put(_END)
+
+    def _put(self, item: Any) -> bool:
+        while True:
+            try:
+                self._q_post.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+
+    # ---- main thread --------------------------------------------------------------------------
+
+    def run(self) -> MultiStreamSummary:
+        """Run to the end; returns the summary. Every sink and source is closed on every exit
+        path; an inference or sink error is re-raised after cleanup. A failed, stalled or
+        ended stream does not end the run; Ctrl-C does, with ``interrupted=True``."""
+        for s in self._streams:
+            s.reader = threading.Thread(
+                target=self._read_loop, args=(s,), name=f"edge-mtl-read-{s.index}", daemon=True
+            )
+        batcher = threading.Thread(target=self._batcher, name="edge-mtl-batcher", daemon=True)
+        restore_sigint = self._catch_sigint()
+        t_start = time.perf_counter()
+        try:
+            for s in self._streams:
+                s.reader.start()
+            batcher.start()
+            while (item := self._get()) is not _END:
+                self._deliver(*item)
+                self._retire()
+                if self._stop.is_set() or any(
+                    getattr(k, "stop_requested", False) for s in self._streams for k in s.sinks
+                ):
+                    break
+        except KeyboardInterrupt:
+            self._interrupted = True
+        finally:
+            seconds = time.perf_counter() - t_start
+            restore_sigint()
+            self._shutdown(batcher)
+        if self._error is not None:
+            raise self._error
+        return self._summary(t_start, seconds)
+
+    def _get(self) -> Any:
+        while True:
+            try:
+                return self._q_post.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _END
+                self._retire()
+
+    def _deliver(self, items: list[_Item], outputs: dict[str, np.ndarray], t_inf: float) -> None:
+        for k, it in enumerate(items):
+            t0 = time.perf_counter()
+            row = {name: v[k : k + 1] for name, v in outputs.items()}
+            result = self.engine.postprocess(row, [it.letterbox])[0]
+            t1 = time.perf_counter()
+            total = (t1 - it.frame.t_capture) * 1e3
+            times = StageTimes(it.t_pre * 1e3, t_inf * 1e3, (t1 - t0) * 1e3, total)
+            s = it.stream
+            for sink in s.sinks:
+                sink.write(it.frame, result, times)
+            s.done += 1
+            s.t_last = t1
+            s.latencies.append(total)
+            if self.on_result is not None:
+                self.on_result(s.index, it.frame, result, times)
+
+    def _retire(self) -> None:
+        """Close the sinks of streams that are over and fully delivered (files complete now)."""
+        for s in self._streams:
+            if not s.sinks_closed and s.state is not StreamState.RUNNING and s.done == s.taken:
+                self._close_sinks(s)
+
+    def _close_sinks(self, s: _Stream) -> None:
+        s.sinks_closed = True
+        for sink in s.sinks:
+            try:
+                sink.close()
+            except Exception as e:  # close every sink, report the first failure
+                if self._error is None:
+                    self._error = e
+
+    def _catch_sigint(self) -> Callable[[], None]:
+        """First Ctrl-C: finish the batch in hand, then stop; a second one raises as usual."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self.stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _shutdown(self, batcher: threading.Thread) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        # Live sources first: closing wakes a reader waiting in read(). A file source is closed
+        # only once its reader has left read(); a stalled reader is abandoned (daemon thread).
+        for s in self._streams:
+            if s.source.live:
+                s.source.close()
+        if batcher.ident is not None:
+            batcher.join(timeout=10.0)
+        deadline = time.perf_counter() + 10.0
+        for s in self._streams:
+            if s.reader is not None and s.reader.ident is not None:
+                # A reader out of read() leaves within 0.1 s of the stop; a file read takes
+                # milliseconds, so one still inside read() after a second is not coming back.
+                inside = s.read_since is not None and not s.source.live
+                left = max(0.0, deadline - time.perf_counter())
+                if s.state is not StreamState.STALLED:
+                    s.reader.join(timeout=min(left, 1.0) if inside else left)
+                if s.reader.is_alive():
+                    log.warning("stream %d %s: reader still blocked in read()", s.index, s.name)
+                elif not s.source.live:
+                    s.source.close()
+            with self._cond:
+                if s.state is StreamState.RUNNING:
+                    s.state = StreamState.STOPPED
+            if not s.sinks_closed:
+                self._close_sinks(s)
+
+    def _summary(self, t_start: float, seconds: float) -> MultiStreamSummary:
+        # Over the span to the last result, like each stream's own FPS (not the shutdown).
+        last = max((s.t_last for s in self._streams if s.t_last is not None), default=None)
+        seconds = last - t_start if last is not None else seconds
+        out = MultiStreamSummary(seconds=seconds, interrupted=self._interrupted)
+        out.batches = len(self._batch_sizes)
+        out.batched_frames = sum(self._batch_sizes)
+        out.inference_mean_ms = 1e3 * self._inference_s / out.batches if out.batches else 0.0
+        for s in self._streams:
+            lat = s.latencies
+            row = StreamSummary(s.index, s.name, s.state, s.done, error=s.error)
+            row.seconds = (s.t_last - t_start) if s.t_last is not None else 0.0
+            row.drops, row.reconnects = int(s.source.drops), int(s.source.reconnects)
+            if lat:
+                row.latency_p50_ms = float(np.percentile(lat, 50))
+                row.latency_p99_ms = float(np.percentile(lat, 99))
+            out.streams.append(row)
+        return out
