@@ -60,7 +60,10 @@ class SourceConfig:
     ``categories`` maps dataset category (or folder) names to model class names, or to
     ``ignore`` to drop them on purpose; it overrides the per-format defaults. Names neither
     mapped nor equal to a model class (case-insensitive) are counted and reported as unknown.
-    ``name`` labels the source in logs (default ``<kind>[<index>]``).
+    ``name`` labels the source in logs (default ``<kind>[<index>]``). ``skip_bad`` skips
+    malformed entries (a bad box, frame or label line, a missing image file) and counts them in
+    the source's report line instead of stopping at the first; a file that cannot be parsed at
+    all (bad JSON, a missing label directory) is an error either way.
     """
 
     kind: str = "synthetic"
@@ -73,6 +76,7 @@ class SourceConfig:
     categories: dict[str, str] = field(default_factory=dict)
     task: str | None = None  # folder: the classification task its class folders label
     images: str | None = None  # coco: the images directory
+    skip_bad: bool = False  # skip and count malformed entries instead of raising
 
     def display_name(self, index: int) -> str:
         return self.name or f"{self.kind}[{index}]"

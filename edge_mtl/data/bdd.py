@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
 from runtime.errors import InputError
 from runtime.files import read_json
 
@@ -53,9 +54,16 @@ def read_bdd(
     det_classes: tuple[str, ...],
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
+    bad: BadEntries | None = None,
 ) -> tuple[list[Record], Counter]:
-    """Parse ``root/labels.json``. Returns records and a Counter of unknown categories
-    (reported, never silently dropped). Raises InputError naming the file and entry."""
+    """Parse ``root/labels.json`` (or the label file ``root``) into one Record per frame.
+
+    Returns the records and a Counter of unknown categories (reported, never silently
+    dropped). A malformed frame (a missing key, a degenerate or non-finite box, an image file
+    that is missing or empty) goes to ``bad``: an InputError naming the file and the frame by
+    default, or the whole frame skipped and counted. A label file that is missing or not a JSON
+    list of frames is always an InputError."""
+    bad = bad if bad is not None else BadEntries()
     root = Path(root)
     label_file = root / "labels.json" if root.is_dir() else root
     image_dir = label_file.parent / "images"
@@ -65,41 +73,59 @@ def read_bdd(
     unknown: Counter = Counter()
     records = []
     for i, fr in enumerate(frames):
-        where = f"{label_file}: frame {i}"
+        name = fr.get("name") if isinstance(fr, dict) else None
+        entry = f"frame {i}" + (f" ({name})" if isinstance(name, str) else "")
+        found: Counter = Counter()  # unknown categories, counted only if the frame is kept
         try:
-            name = fr["name"]
-            attrs = fr.get("attributes") or {}
-            boxes, classes = [], []
-            for lab in fr.get("labels") or []:
-                if "box2d" not in lab:
-                    continue  # lane / drivable-area polygons
-                cat = lab["category"]
-                if cat not in det_classes:
-                    unknown[cat] += 1
-                    continue
-                b = lab["box2d"]
-                box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
-                if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-                    raise InputError(f"{where} ({name}): degenerate box {box}")
-                boxes.append(box)
-                classes.append(det_classes.index(cat))
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{where}: malformed entry ({e!r})") from None
-        labels = {
-            t: (names.index(attrs[t]) if attrs.get(t) in names else -1)
-            for t, names in classify.items()
-        }
-        targets = {}
-        for t in regress:
-            v = attrs.get(t)
-            targets[t] = float(v) if isinstance(v, (int, float)) else float("nan")
-        records.append(
-            Record(
-                image=image_dir / name,
-                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                classes=np.asarray(classes, np.int64),
-                labels=labels,
-                targets=targets,
-            )
-        )
+            records.append(_frame_record(fr, image_dir, det_classes, classify, regress, found))
+        except MALFORMED as e:
+            bad.add(label_file, entry, e)
+            continue
+        unknown.update(found)
     return records, unknown
+
+
+def _frame_record(
+    fr: dict,
+    image_dir: Path,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+    unknown: Counter,
+) -> Record:
+    name = fr["name"]
+    if not isinstance(name, str):
+        raise EntryError(f"name {name!r} is not a string")
+    attrs = fr.get("attributes") or {}
+    boxes, classes = [], []
+    for lab in fr.get("labels") or []:
+        if "box2d" not in lab:
+            continue  # lane / drivable-area polygons
+        cat = lab["category"]
+        if cat not in det_classes:
+            unknown[cat] += 1
+            continue
+        b = lab["box2d"]
+        box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
+        if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+            raise EntryError(f"degenerate box {box}")
+        boxes.append(box)
+        classes.append(det_classes.index(cat))
+    labels = {
+        t: (names.index(attrs[t]) if attrs.get(t) in names else -1) for t, names in classify.items()
+    }
+    targets = {}
+    for t in regress:
+        v = attrs.get(t)
+        targets[t] = float(v) if isinstance(v, (int, float)) else float("nan")
+    image = image_dir / name
+    problem = image_problem(image)
+    if problem:
+        raise EntryError(f"{problem} ({image_dir.name}/{name})")
+    return Record(
+        image=image,
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        classes=np.asarray(classes, np.int64),
+        labels=labels,
+        targets=targets,
+    )

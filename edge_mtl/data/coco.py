@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
+from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
 from runtime.errors import InputError
 from runtime.files import read_json
 
@@ -36,15 +37,22 @@ def read_coco(
     images: str | Path | None = None,
     categories: Mapping[str, str] | None = None,
     ignored: Counter | None = None,
+    bad: BadEntries | None = None,
 ) -> tuple[list[Record], Counter]:
     """Parse a COCO detection file into one Record per image (in file order).
 
     ``images`` is the directory the ``file_name`` entries are relative to (default: ``images/``
     beside the JSON file). Crowd annotations and zero-size boxes are skipped and, like
     categories mapped to ``ignore``, counted in ``ignored`` when given; categories that map to
-    no class in ``det_classes`` are counted in the returned Counter. A box slightly past the
-    image edge is clipped to it. Raises InputError naming the file and the entry.
+    no class in ``det_classes`` are counted in the returned Counter. A box partly past the image
+    edge is clipped to it. Malformed entries go to ``bad`` (an InputError naming the file and
+    the entry by default, else skipped and counted): an image entry with missing fields or whose
+    file is missing or empty (the image and its annotations are skipped), an annotation with an
+    unknown image or category id, an invalid box or one wholly outside its image. Bad JSON, a
+    missing images directory, a malformed ``categories`` list and duplicate image ids are always
+    an InputError.
     """
+    bad = bad if bad is not None else BadEntries()
     json_path = Path(json_path)
     image_dir = Path(images) if images is not None else json_path.parent / "images"
     data = read_json(json_path, "COCO annotation file")
@@ -54,49 +62,34 @@ def read_coco(
         raise InputError(f"{json_path}: expected a COCO object with an 'images' list")
     cat_names = _category_names(json_path, data.get("categories"))
     frames: dict[int, tuple[str, float, float]] = {}
+    dropped: set[int] = set()  # ids of bad image entries: their annotations go with them
     for i, im in enumerate(data["images"]):
+        image_id = im.get("id") if isinstance(im, dict) else None
+        entry = f"images[{i}]" + (f" (id {image_id})" if isinstance(im, dict) else "")
+        if isinstance(image_id, Hashable) and (image_id in frames or image_id in dropped):
+            raise InputError(f"{json_path}: {entry}: duplicate image id")
         try:
-            frames[im["id"]] = (im["file_name"], float(im["width"]), float(im["height"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{json_path}: images[{i}]: malformed entry ({e!r})") from None
-    if len(frames) != len(data["images"]):
-        raise InputError(f"{json_path}: images: duplicate image ids")
+            frames[im["id"]] = _image_entry(im, image_dir)
+        except MALFORMED as e:
+            bad.add(json_path, entry, e)
+            if image_id is not None and isinstance(image_id, Hashable):
+                dropped.add(image_id)
 
     cmap = CategoryMap(det_classes, COCO_CATEGORIES, categories)
     skipped: Counter = Counter()
     boxes: dict[int, list[list[float]]] = {k: [] for k in frames}
     classes: dict[int, list[int]] = {k: [] for k in frames}
     for i, ann in enumerate(data.get("annotations") or []):
-        where = f"{json_path}: annotations[{i}]"
+        entry = f"annotations[{i}]" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
         try:
-            where += f" (id {ann.get('id')})"
-            image_id, cat_id = ann["image_id"], ann["category_id"]
-            if image_id not in frames:
-                raise InputError(f"{where}: image_id {image_id!r} is not in images")
-            if cat_id not in cat_names:
-                raise InputError(f"{where}: category_id {cat_id!r} is not in categories")
-            if ann.get("iscrowd", 0):
-                skipped[CROWD] += 1
-                continue
-            c = cmap.index(cat_names[cat_id])
-            if c is None:
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{where}: malformed entry ({e!r})") from None
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
-            raise InputError(f"{where}: invalid bbox {[x, y, w, h]} (x y width height)")
-        name, fw, fh = frames[image_id]
-        box = [max(x, 0.0), max(y, 0.0), min(x + w, fw), min(y + h, fh)]
-        if w == 0 or h == 0:
-            skipped[EMPTY] += 1
+            kept = _annotation(ann, frames, dropped, cat_names, cmap, skipped)
+        except MALFORMED as e:
+            bad.add(json_path, entry, e)
             continue
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise InputError(
-                f"{where}: bbox {[x, y, w, h]} lies outside the {fw:g}x{fh:g} image {name}"
-            )
-        boxes[image_id].append(box)
-        classes[image_id].append(c)
+        if kept is not None:
+            image_id, box, c = kept
+            boxes[image_id].append(box)
+            classes[image_id].append(c)
 
     records = [
         Record(
@@ -110,6 +103,55 @@ def read_coco(
         ignored.update(cmap.ignored)
         ignored.update(skipped)
     return records, cmap.unknown
+
+
+def _image_entry(im: dict, image_dir: Path) -> tuple[str, float, float]:
+    """(file_name, width, height) of one ``images`` entry whose file exists."""
+    name, fw, fh = im["file_name"], float(im["width"]), float(im["height"])
+    if not isinstance(name, str):
+        raise EntryError(f"file_name {name!r} is not a string")
+    if not (fw > 0 and fh > 0 and math.isfinite(fw * fh)):
+        raise EntryError(f"width and height must be positive, got {fw:g}x{fh:g}")
+    problem = image_problem(image_dir / name)
+    if problem:
+        raise EntryError(f"{problem} ({image_dir / name})")
+    return name, fw, fh
+
+
+def _annotation(
+    ann: dict,
+    frames: dict[int, tuple[str, float, float]],
+    dropped: set[int],
+    cat_names: dict[int, str],
+    cmap: CategoryMap,
+    skipped: Counter,
+) -> tuple[int, list[float], int] | None:
+    """(image id, xyxy box clipped to the image, class) of one annotation, or None when it is
+    dropped on purpose (crowd, zero size, unmapped category, an image skipped as bad)."""
+    image_id, cat_id = ann["image_id"], ann["category_id"]
+    if image_id in dropped:
+        return None
+    if image_id not in frames:
+        raise EntryError(f"image_id {image_id!r} is not in images")
+    if cat_id not in cat_names:
+        raise EntryError(f"category_id {cat_id!r} is not in categories")
+    if ann.get("iscrowd", 0):
+        skipped[CROWD] += 1
+        return None
+    c = cmap.index(cat_names[cat_id])
+    if c is None:
+        return None
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+        raise EntryError(f"invalid bbox {[x, y, w, h]} (x y width height)")
+    if w == 0 or h == 0:
+        skipped[EMPTY] += 1
+        return None
+    name, fw, fh = frames[image_id]
+    box = [max(x, 0.0), max(y, 0.0), min(x + w, fw), min(y + h, fh)]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise EntryError(f"bbox {[x, y, w, h]} lies outside the {fw:g}x{fh:g} image {name}")
+    return image_id, box, c
 
 
 def _category_names(json_path: Path, cats) -> dict[int, str]:

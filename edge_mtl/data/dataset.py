@@ -19,6 +19,7 @@ from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
+from edge_mtl.data.malformed import BadEntries
 from runtime.errors import InputError
 from runtime.preprocess import boxes_to_input, letterbox, normalize
 
@@ -90,29 +91,36 @@ def records_for(
     sources: tuple[SourceConfig, ...], cfg: Config, cache_root: Path, progress: bool = True
 ) -> list[Record]:
     """Resolve every source to records carrying its name (``Record.source``); print one line per
-    source with its images, boxes and the categories skipped as unknown or ignored on purpose.
-    Synthetic sources are rendered once into a cache dir."""
+    source with its images, boxes, the categories skipped as unknown or ignored on purpose and,
+    for a source with ``skip_bad``, the malformed entries skipped. Synthetic sources are
+    rendered once into a cache dir."""
     records: list[Record] = []
     for i, s in enumerate(sources):
         name = s.display_name(i)
         ignored: Counter = Counter()
-        recs, unknown = _read_source(s, cfg.model, cache_root, progress, ignored)
-        print(source_report(name, recs, unknown, ignored))
+        bad = BadEntries(skip=s.skip_bad)
+        recs, unknown = _read_source(s, cfg.model, cache_root, progress, ignored, bad)
+        print(source_report(name, recs, unknown, ignored, bad))
         records += [dataclasses.replace(r, source=name) for r in recs]
     return records
 
 
 def _read_source(
-    s: SourceConfig, m: ModelConfig, cache_root: Path, progress: bool, ignored: Counter
+    s: SourceConfig,
+    m: ModelConfig,
+    cache_root: Path,
+    progress: bool,
+    ignored: Counter,
+    bad: BadEntries,
 ) -> tuple[list[Record], Counter]:
     from edge_mtl.data.generate import write_synthetic
 
     if s.kind == "kitti":
-        return read_kitti(s.path, m.detect, s.categories, ignored)
+        return read_kitti(s.path, m.detect, s.categories, ignored, bad)
     if s.kind == "coco":
-        return read_coco(s.path, m.detect, s.images, s.categories, ignored)
+        return read_coco(s.path, m.detect, s.images, s.categories, ignored, bad)
     if s.kind == "folder":
-        return read_folder(s.path, s.task, m.classify, s.categories, ignored)
+        return read_folder(s.path, s.task, m.classify, s.categories, ignored, bad)
     if s.kind == "synthetic":
         root = (
             Path(s.path)
@@ -127,18 +135,18 @@ def _read_source(
         root = Path(s.path)
         if not root.exists():
             raise InputError(f"{root}: data directory not found")
-    return _read_bdd_mapped(root, m, s.categories, ignored)
+    return _read_bdd_mapped(root, m, s.categories, ignored, bad)
 
 
 def _read_bdd_mapped(
-    root: Path, m: ModelConfig, categories: dict[str, str], ignored: Counter
+    root: Path, m: ModelConfig, categories: dict[str, str], ignored: Counter, bad: BadEntries
 ) -> tuple[list[Record], Counter]:
     """read_bdd with a category mapping: the dataset names it mentions are read as extra
     classes, then folded onto model classes, or dropped and counted."""
     if not categories:
-        return read_bdd(root, m.detect, m.classify, m.regress)
+        return read_bdd(root, m.detect, m.classify, m.regress, bad)
     names = m.detect + tuple(k for k in categories if k not in m.detect)
-    recs, unknown = read_bdd(root, names, m.classify, m.regress)
+    recs, unknown = read_bdd(root, names, m.classify, m.regress, bad)
     found = np.concatenate([np.zeros(0, np.int64), *(r.classes for r in recs)])
     counts = np.bincount(found, minlength=len(names))
     cmap = CategoryMap(m.detect, overrides=categories)
@@ -153,8 +161,15 @@ def _read_bdd_mapped(
     return out, unknown
 
 
-def source_report(name: str, recs: list[Record], unknown: Counter, ignored: Counter) -> str:
-    """One line: ``kitti[0]: 3 images, 5 boxes; unknown categories skipped: Misc 1; ...``."""
+def source_report(
+    name: str,
+    recs: list[Record],
+    unknown: Counter,
+    ignored: Counter,
+    bad: BadEntries | None = None,
+) -> str:
+    """One line: ``kitti[0]: 3 images, 5 boxes; unknown categories skipped: Misc 1; ...;
+    skipped 1 bad entry (000004.txt:2: degenerate box ...)``."""
     line = f"{name}: {len(recs)} images"
     boxed = [r for r in recs if r.has_boxes]
     if boxed:
@@ -163,6 +178,8 @@ def source_report(name: str, recs: list[Record], unknown: Counter, ignored: Coun
         line += f"; unknown categories skipped (map them in categories): {_counts(unknown)}"
     if ignored:
         line += f"; ignored: {_counts(ignored)}"
+    if bad is not None and bad.count:
+        line += f"; {bad.summary()}"
     return line
 
 

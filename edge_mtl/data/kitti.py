@@ -17,6 +17,7 @@ import numpy as np
 from edge_mtl.config import IGNORE
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
+from edge_mtl.data.malformed import BadEntries, EntryError, image_problem
 from runtime.errors import InputError
 
 # KITTI type -> BDD100K-style model class. Misc is left unmapped on purpose: it is reported.
@@ -40,14 +41,19 @@ def read_kitti(
     det_classes: tuple[str, ...],
     categories: Mapping[str, str] | None = None,
     ignored: Counter | None = None,
+    bad: BadEntries | None = None,
 ) -> tuple[list[Record], Counter]:
     """Parse every ``label_2/*.txt`` under ``root`` (sorted by name) into one Record each.
 
     Boxes of types that map to no class in ``det_classes`` are skipped and counted in the
     returned Counter; types mapped to ``ignore`` (DontCare by default) are added to ``ignored``
-    when given. Raises InputError naming the file (and line) for a missing directory or image,
-    a malformed line or a degenerate box.
+    when given. Malformed entries go to ``bad`` (an InputError naming the file and line by
+    default, else skipped and counted): a line with the wrong number of fields, a field that is
+    not a number or a degenerate box (that line), a label file that is not text or whose image
+    is missing or empty (that image). A missing directory or no label files is always an
+    InputError.
     """
+    bad = bad if bad is not None else BadEntries()
     root = Path(root)
     label_dir, image_dir = root / "label_2", root / "image_2"
     for d in (label_dir, image_dir):
@@ -61,8 +67,18 @@ def read_kitti(
     records = []
     for lf in label_files:
         if lf.stem not in images:
-            raise InputError(f"{lf}: no image {lf.stem}.png in {image_dir}")
-        boxes, classes = _read_label_file(lf, cmap)
+            bad.add(lf, None, f"no image {lf.stem}.png in {image_dir}")
+            continue
+        problem = image_problem(images[lf.stem])
+        if problem:
+            bad.add(images[lf.stem], None, problem)
+            continue
+        try:
+            lines = lf.read_text().splitlines()
+        except UnicodeDecodeError:
+            bad.add(lf, None, "not a text file")
+            continue
+        boxes, classes = _read_lines(lf, lines, cmap, bad)
         records.append(
             Record(
                 image=images[lf.stem],
@@ -75,31 +91,38 @@ def read_kitti(
     return records, cmap.unknown
 
 
-def _read_label_file(path: Path, cmap: CategoryMap) -> tuple[list[list[float]], list[int]]:
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
+def _read_lines(
+    path: Path, lines: list[str], cmap: CategoryMap, bad: BadEntries
+) -> tuple[list[list[float]], list[int]]:
     boxes, classes = [], []
     for n, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
             continue
-        where = f"{path}:{n}"
-        if len(fields) not in (15, 16):
-            raise InputError(f"{where}: expected 15 fields ({' '.join(FIELDS)}), got {len(fields)}")
-        values = []
-        for name, text in zip(FIELDS[1:], fields[1:15]):
-            try:
-                values.append(float(text))
-            except ValueError:
-                raise InputError(f"{where}: {name} is not a number: {text!r}") from None
+        try:
+            box = _line_box(fields)
+        except EntryError as e:
+            bad.add(path, n, e)
+            continue
         c = cmap.index(fields[0])
         if c is None:
             continue
-        box = values[3:7]  # left, top, right, bottom
         if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-            raise InputError(f"{where}: degenerate box {box} (left top right bottom)")
+            bad.add(path, n, f"degenerate box {box} (left top right bottom)")
+            continue
         boxes.append(box)
         classes.append(c)
     return boxes, classes
+
+
+def _line_box(fields: list[str]) -> list[float]:
+    """The 2D box (left, top, right, bottom) of one label line; every numeric field must parse."""
+    if len(fields) not in (15, 16):
+        raise EntryError(f"expected 15 fields ({' '.join(FIELDS)}), got {len(fields)}")
+    values = []
+    for name, text in zip(FIELDS[1:], fields[1:15]):
+        try:
+            values.append(float(text))
+        except ValueError:
+            raise EntryError(f"{name} is not a number: {text!r}") from None
+    return values[3:7]

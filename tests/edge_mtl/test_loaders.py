@@ -2,7 +2,9 @@
 
 import json
 import math
+import re
 from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +17,7 @@ from edge_mtl.data.dataset import MultiTaskDataset, records_for
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
+from edge_mtl.data.malformed import BadEntries, EntryError
 from runtime.errors import InputError
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
@@ -202,7 +205,13 @@ def _coco(tmp_path, **changes):
     path = tmp_path / "coco" / "instances.json"
     (tmp_path / "coco" / "images").mkdir(parents=True)
     path.write_text(json.dumps(data))
+    _coco_images(path.parent / "images")
     return path
+
+
+def _coco_images(folder):
+    for name in ("a.jpg", "sub/b.jpg", "c.jpg"):
+        _image(folder / name)
 
 
 def test_coco_boxes_classes_and_counts(tmp_path):
@@ -222,7 +231,7 @@ def test_coco_boxes_classes_and_counts(tmp_path):
 
 def test_coco_images_dir_and_mapping(tmp_path):
     path = _coco(tmp_path)
-    (tmp_path / "elsewhere").mkdir()
+    _coco_images(tmp_path / "elsewhere")
     recs, unknown = read_coco(
         path, DET_CLASSES, tmp_path / "elsewhere", {"dog": "ignore", "bicycle": "person"}
     )
@@ -419,3 +428,166 @@ def test_config_new_source_keys_and_augment_range():
     d["data"]["augment"] = {"scale": 1.0}
     with pytest.raises(ConfigError, match=r"data.augment: .* got hflip=0.5, hsv=0.0, scale=1.0"):
         config_from_dict(d)
+
+
+# ---------------------------------------------------------------- malformed entries
+
+
+def _read_skipping(tmp_path, capsys, source):
+    """records_for on one source with ``skip_bad: true``: its records and its report line."""
+    d = tiny_cfg_dict()
+    d["data"] = {"train": [{**source, "skip_bad": True}], "val": []}
+    cfg = config_from_dict(d)
+    recs = records_for(cfg.data.train, cfg, tmp_path)
+    return recs, capsys.readouterr().out.rstrip("\n")
+
+
+def _assert_same(recs, expected):
+    assert [r.image for r in recs] == [r.image for r in expected]
+    for r, e in zip(recs, expected):
+        np.testing.assert_array_equal(r.boxes, e.boxes)
+        assert r.classes.tolist() == e.classes.tolist()
+        assert r.labels == e.labels and r.has_boxes == e.has_boxes
+
+
+def test_bad_entries_raise_or_count():
+    bad = BadEntries()
+    with pytest.raises(InputError, match=r"^/d/labels.txt:12: degenerate box$"):
+        bad.add(Path("/d/labels.txt"), 12, "degenerate box")
+    bad = BadEntries(skip=True)
+    assert bad.summary() == ""
+    bad.add(Path("/d/labels.json"), "frame 3", KeyError("name"))
+    assert (
+        bad.summary()
+        == "skipped 1 bad entry (labels.json: frame 3: malformed entry (KeyError('name')))"
+    )
+    for i in range(4):
+        bad.add(Path("/d/images") / f"{i}.jpg", None, EntryError("empty image file"))
+    assert bad.count == 5
+    assert bad.summary() == (
+        "skipped 5 bad entries (labels.json: frame 3: malformed entry (KeyError('name')); "
+        "0.jpg: empty image file; 1.jpg: empty image file; first 3 shown)"
+    )
+
+
+def test_bdd_bad_frame_raises_or_is_skipped(tmp_path, capsys):
+    root = _bdd(tmp_path)
+    good, _ = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
+    frames = json.loads((root / "labels.json").read_text())
+    box = {"x1": 5, "y1": 5, "x2": 5, "y2": 9}
+    labels = [{"category": "rider", "box2d": box}, {"category": "car", "box2d": box}]
+    frames.insert(1, {"name": "c.jpg", "labels": labels})
+    (root / "labels.json").write_text(json.dumps(frames))
+    _image(root / "images" / "c.jpg")
+    problem = "labels.json: frame 1 (c.jpg): degenerate box [5.0, 5.0, 5.0, 9.0]"
+    with pytest.raises(InputError, match=re.escape(f"{root}/{problem}")):
+        read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
+    bad = BadEntries(skip=True)
+    recs, unknown = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",), bad)
+    _assert_same(recs, good)
+    assert bad.count == 1 and unknown == Counter({"rider": 1})  # not the skipped frame's rider
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "bdd100k", "path": str(root)})
+    _assert_same(recs, good)
+    assert line == (
+        "bdd100k[0]: 2 images, 3 boxes; unknown categories skipped (map them in categories): "
+        f"rider 1; skipped 1 bad entry ({problem})"
+    )
+
+
+def test_bdd_frame_with_missing_image(tmp_path, capsys):
+    root = _bdd(tmp_path)
+    good, _ = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
+    (root / "images" / "a.jpg").unlink()
+    problem = "labels.json: frame 0 (a.jpg): image file not found (images/a.jpg)"
+    with pytest.raises(InputError, match=re.escape(f"{root}/{problem}")):
+        read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "bdd100k", "path": str(root)})
+    _assert_same(recs, good[1:])
+    assert line == f"bdd100k[0]: 1 images, 1 boxes; skipped 1 bad entry ({problem})"
+
+
+def test_bdd_unparseable_file_is_an_error_even_when_skipping(tmp_path):
+    root = _bdd(tmp_path)
+    (root / "labels.json").write_text('[{"name": "a.jpg"')
+    with pytest.raises(InputError, match=r"labels.json: not valid JSON"):
+        read_bdd(root, DET_CLASSES, ATTRIBUTES, (), BadEntries(skip=True))
+
+
+def test_kitti_bad_line_raises_or_is_skipped(tmp_path, capsys):
+    root = _kitti(tmp_path)
+    good, _ = read_kitti(root, DET_CLASSES)
+    with (root / "label_2" / "000001.txt").open("a") as f:
+        f.write("Car 0 0 0 50 60 40 70 1 1 1 1 1 1 1\n")
+    problem = "000001.txt:3: degenerate box [50.0, 60.0, 40.0, 70.0] (left top right bottom)"
+    with pytest.raises(InputError, match=re.escape(f"{root}/label_2/{problem}")):
+        read_kitti(root, DET_CLASSES)
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "kitti", "path": str(root)})
+    _assert_same(recs, good)
+    assert line == (
+        "kitti[0]: 3 images, 4 boxes; unknown categories skipped (map them in categories): "
+        f"Misc 1, Cyclist 1; ignored: DontCare 1; skipped 1 bad entry ({problem})"
+    )
+
+
+def test_kitti_missing_image_is_skipped(tmp_path, capsys):
+    root = _kitti(tmp_path)
+    good, _ = read_kitti(root, DET_CLASSES)
+    (root / "label_2" / "000007.txt").write_text(KITTI_1)
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "kitti", "path": str(root)})
+    _assert_same(recs, good)
+    assert line.endswith(
+        f"; skipped 1 bad entry (000007.txt: no image 000007.png in {root / 'image_2'})"
+    )
+
+
+def test_coco_bad_annotation_raises_or_is_skipped(tmp_path, capsys):
+    path = _coco(tmp_path)
+    good, _ = read_coco(path, DET_CLASSES)
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 17, "image_id": 3, "category_id": 3, "bbox": [70, 1, 2, 2]})
+    path.write_text(json.dumps(data))
+    problem = (
+        "instances.json: annotations[7] (id 17): bbox [70.0, 1.0, 2.0, 2.0] lies outside the "
+        "64x48 image c.jpg"
+    )
+    with pytest.raises(InputError, match=re.escape(f"{path.parent}/{problem}")):
+        read_coco(path, DET_CLASSES)
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "coco", "path": str(path)})
+    _assert_same(recs, good)
+    assert line == (
+        "coco[0]: 3 images, 3 boxes; unknown categories skipped (map them in categories): "
+        f"dog 1, bicycle 1; ignored: iscrowd 1, empty box 1; skipped 1 bad entry ({problem})"
+    )
+
+
+def test_coco_missing_image_drops_it_and_its_annotations(tmp_path):
+    path = _coco(tmp_path)
+    good, _ = read_coco(path, DET_CLASSES)
+    missing = path.parent / "images" / "sub" / "b.jpg"
+    missing.unlink()
+    with pytest.raises(
+        InputError, match=re.escape(f"images[1] (id 2): image file not found ({missing})")
+    ):
+        read_coco(path, DET_CLASSES)
+    bad = BadEntries(skip=True)
+    recs, unknown = read_coco(path, DET_CLASSES, bad=bad)
+    _assert_same(recs, [good[0], good[2]])
+    assert bad.count == 1 and unknown == Counter()  # b.jpg's dog and bicycle went with it
+    path.write_text('{"images": [')
+    with pytest.raises(InputError, match=r"instances.json: not valid JSON"):
+        read_coco(path, DET_CLASSES, bad=BadEntries(skip=True))
+
+
+def test_folder_empty_image_raises_or_is_skipped(tmp_path, capsys):
+    root = _folders(tmp_path)
+    good, _ = read_folder(root, "weather", ATTRIBUTES)
+    (root / "clear" / "0.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match=re.escape(f"{root}/clear/0.jpg: empty image file")):
+        read_folder(root, "weather", ATTRIBUTES)
+    source = {"kind": "folder", "path": str(root), "task": "weather"}
+    recs, line = _read_skipping(tmp_path, capsys, source)
+    _assert_same(recs, good)
+    assert line == (
+        "folder[0]: 3 images; unknown categories skipped (map them in categories): sunny 2; "
+        "skipped 1 bad entry (0.jpg: empty image file)"
+    )
