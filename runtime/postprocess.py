@@ -46,22 +46,38 @@ def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes (Ka, 4) x (Kb, 4) -> (Ka, Kb), the arithmetic of
+    :func:`box_iou_one_to_many` row by row. Degenerate boxes give IoU 0."""
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS. boxes (K, 4) xyxy, scores (K,). Returns kept indices, highest score first.
 
     Suppresses a box when its IoU with a kept box is strictly greater than ``iou_threshold``
-    (the ONNX NonMaxSuppression rule), so in-graph and numpy NMS agree.
+    (the ONNX NonMaxSuppression rule), so in-graph and numpy NMS agree. The IoUs are computed
+    once as a matrix, so the greedy pass is one vector OR per kept box (this runs per frame).
     """
     order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    over = ~(box_iou_matrix(b, b) <= iou_threshold)  # a NaN IoU suppresses, as it always did
+    suppressed = np.zeros(len(order), bool)
     keep: list[int] = []
-    while order.size:
-        i = order[0]
-        keep.append(int(i))
-        if order.size == 1:
-            break
-        ious = box_iou_one_to_many(boxes[i], boxes[order[1:]])
-        order = order[1:][ious <= iou_threshold]
-    return np.asarray(keep, np.int64)
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[np.asarray(keep, np.int64)]
 
 
 def postprocess_detections(

@@ -76,3 +76,27 @@ def test_softmax_rows() -> None:
     np.testing.assert_allclose(p[0], [0.5, 0.5])
     np.testing.assert_allclose(p[1], [1.0, 0.0])
     assert p[2, 1] == pytest.approx(np.exp(2) / (np.exp(1) + np.exp(2)))
+
+
+def _greedy_reference(boxes, scores, thr):
+    """The textbook loop: keep the best, drop what overlaps it, repeat."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        ious = box_iou_one_to_many(boxes[i], boxes[order[1:]])
+        order = order[1:][ious <= thr]
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_matrix_nms_equals_the_greedy_loop(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, 300))
+    xy = rng.uniform(0, 200, (k, 2)).astype(np.float32)
+    wh = rng.uniform(0, 60, (k, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + wh], 1)
+    scores = rng.choice([0.3, 0.5, 0.9], k).astype(np.float32)  # ties on purpose
+    thr = float(rng.choice([0.3, 0.5, 0.7]))
+    assert nms(boxes, scores, thr).tolist() == _greedy_reference(boxes, scores, thr)
