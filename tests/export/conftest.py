@@ -56,23 +56,24 @@ def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
     return model.eval()
 
 
+def write_checkpoint(path: Path) -> Path:
+    """A tiny model's ``best.pt`` in the format ``edge_mtl.train`` writes (EMA = weights)."""
+    cfg = tiny_config()
+    state = tiny_model(cfg).state_dict()
+    record = {
+        "format": "edge-mtl",
+        "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(),
+        "model": state,
+        "ema": state,
+        "ema_updates": 0,
+        "metrics": {},
+    }
+    save_atomic(record, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``best.pt`` in the format ``edge_mtl.train`` writes (EMA weights used by load_model)."""
-    cfg = tiny_config()
-    model = tiny_model(cfg)
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    state = model.state_dict()
-    save_atomic(
-        {
-            "format": "edge-mtl",
-            "version": CHECKPOINT_VERSION,
-            "config": cfg.to_dict(),
-            "model": state,
-            "ema": state,
-            "ema_updates": 0,
-            "metrics": {},
-        },
-        path,
-    )
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("run") / "best.pt")

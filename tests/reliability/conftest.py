@@ -179,25 +179,10 @@ def locked_readable(path: str) -> bool:
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A tiny real training checkpoint and damaged copies (skips without torch)."""
     pytest.importorskip("torch")
-    from edge_mtl.checkpoint import CHECKPOINT_VERSION, save_atomic
-    from tests.export.conftest import tiny_config, tiny_model
+    from tests.export.conftest import write_checkpoint
 
     d = tmp_path_factory.mktemp("checkpoints")
-    cfg = tiny_config()
-    state = tiny_model(cfg).state_dict()
-    good = d / "best.pt"
-    save_atomic(
-        {
-            "format": "edge-mtl",
-            "version": CHECKPOINT_VERSION,
-            "config": cfg.to_dict(),
-            "model": state,
-            "ema": state,
-            "ema_updates": 0,
-            "metrics": {},
-        },
-        good,
-    )
+    good = write_checkpoint(d / "best.pt")
     out = {"ckpt": good}
     data = good.read_bytes()
     for name, blob in {
