@@ -118,7 +118,9 @@ def evaluate(
     reg_pred: dict[str, list] = {t: [] for t in m.regress}
     reg_true: dict[str, list] = {t: [] for t in m.regress}
     records = loader.dataset.records
-    for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+    for images, targets in tqdm(
+        loader, desc="eval", leave=False, disable=None if progress else True
+    ):
         images = images.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(images)

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ def train(
     info = ddp.from_env()
     if not info.is_main:
         log, progress = (lambda *a, **k: None), False
+    # a progress bar only on a terminal; in a log file, a line every 50 steps instead
+    progress = progress and sys.stderr.isatty()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):

@@ -56,7 +56,9 @@ def write_synthetic(
     image_dir = _prepare(out)
     jobs = [(seed + i, hw, str(image_dir)) for i in range(n)]
     workers = workers or min(os.cpu_count() or 1, 4)
-    bar = tqdm(total=n, desc=f"synth {out}", unit="img", disable=not progress, leave=False)
+    bar = tqdm(
+        total=n, desc=f"synth {out}", unit="img", disable=None if progress else True, leave=False
+    )
     frames = []
     if workers > 1 and n >= 32:
         with mp.get_context("spawn").Pool(workers) as pool:
@@ -95,7 +97,7 @@ def write_video(
             total=n_frames,
             desc=f"video {path}",
             unit="frame",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         ):
             writer.write(scene.image)
