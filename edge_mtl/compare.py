@@ -37,11 +37,6 @@ class Variant:
     tasks: tuple[str, ...]
 
 
-def task_names(cfg: Config) -> list[str]:
-    m = cfg.model
-    return (["det"] if m.detect else []) + list(m.classify) + list(m.regress)
-
-
 def headline(cfg: Config, task: str) -> tuple[str, bool]:
     """(metric key in evaluate()'s dict, higher is better) for ``task``."""
     if task == "det":
@@ -53,7 +48,7 @@ def headline(cfg: Config, task: str) -> tuple[str, bool]:
 
 def variants(cfg: Config) -> list[Variant]:
     """The multi-task model first, then one single-task model per task."""
-    tasks = task_names(cfg)
+    tasks = cfg.model.task_names()
     if len(tasks) < 2:
         raise ValueError(f"{cfg.source}: compare needs at least two tasks, found {tasks}")
     out = [Variant(MTL, cfg, tuple(tasks))]
@@ -148,7 +143,7 @@ def build_report(
     """Per-task rows (MTL vs single, delta, negative-transfer flag) and cost totals."""
     mtl = results[MTL]
     rows = []
-    for task in task_names(cfg):
+    for task in cfg.model.task_names():
         key, higher = headline(cfg, task)
         m = mtl["metrics"].get(key, math.nan)
         s = results[task]["metrics"].get(key, math.nan)
@@ -164,7 +159,7 @@ def build_report(
                 "negative_transfer": bool(delta < 0),
             }
         )
-    singles = [results[t] for t in task_names(cfg)]
+    singles = [results[t] for t in cfg.model.task_names()]
     cost = {
         "mtl_params": mtl["params"],
         "singles_params": sum(r["params"] for r in singles),
@@ -173,7 +168,7 @@ def build_report(
     }
     if lat:
         cost["mtl_latency_ms"] = lat[MTL]["p50_ms"]
-        cost["singles_latency_ms"] = sum(lat[t]["p50_ms"] for t in task_names(cfg))
+        cost["singles_latency_ms"] = sum(lat[t]["p50_ms"] for t in cfg.model.task_names())
         cost["latency_ratio"] = cost["mtl_latency_ms"] / cost["singles_latency_ms"]
     return {
         "config": cfg.source,

@@ -42,6 +42,10 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     strides: tuple[int, ...] = (8, 16, 32)
 
+    def task_names(self) -> list[str]:
+        """Loss task names in a fixed order: ``det``, then classification, then regression."""
+        return (["det"] if self.detect else []) + list(self.classify) + list(self.regress)
+
 
 SOURCE_KINDS = ("synthetic", "bdd100k", "kitti", "coco", "folder")
 IGNORE = "ignore"  # category mapping target: drop these annotations on purpose
@@ -217,7 +221,7 @@ def validate(cfg: Config) -> Config:
         )
     if not (m.detect or m.classify or m.regress):
         raise ConfigError(f"{src}: model: no tasks (set detect, classify or regress)")
-    tasks = set(m.classify) | set(m.regress) | ({"det"} if m.detect else set())
+    tasks = set(m.task_names())
     for name in cfg.train.loss_weights:
         if name not in tasks:
             raise ConfigError(f"{src}: train.loss_weights.{name}: no such task ({sorted(tasks)})")

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -124,3 +124,32 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         *argv,
     ]
     return subprocess.call(cmd)
+
+
+def max_over_ranks(values: Sequence[float], info: DistInfo) -> list[float]:
+    """Element-wise maximum over ranks (e.g. [stop requested, elapsed seconds]), so every rank
+    takes the same decision."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def average_grads(params: Iterable[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of parameters DDP does not manage (they live outside its module)."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= info.world
+
+
+def broadcast_from_main(tensors: Iterable[torch.Tensor], info: DistInfo) -> None:
+    """Overwrite ``tensors`` on every rank with rank 0's values."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, 0)

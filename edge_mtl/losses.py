@@ -147,11 +147,6 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(pred.float()[:, 0][mask], target[mask], beta=0.1)
 
 
-def task_names(cfg: ModelConfig) -> list[str]:
-    """Loss task names in a fixed order: ``det``, then classification, then regression tasks."""
-    return (["det"] if cfg.detect else []) + list(cfg.classify) + list(cfg.regress)
-
-
 class MultiTaskLoss:
     """Per-task losses combined by a weighting strategy (``edge_mtl.weighting``).
 
@@ -172,7 +167,7 @@ class MultiTaskLoss:
         return self.weighting.weights()
 
     def tasks(self) -> list[str]:
-        return task_names(self.cfg)
+        return self.cfg.task_names()
 
     def labelled(self, targets: list[dict]) -> set[str]:
         """Tasks with at least one label in the batch."""

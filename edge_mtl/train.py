@@ -33,10 +33,11 @@ from edge_mtl.data.bdd import Record
 from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
 from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilities
 from edge_mtl.evaluate import evaluate, score
-from edge_mtl.losses import MultiTaskLoss, task_names
+from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
 from edge_mtl.weighting import build_weighting
 from runtime.errors import InputError, RuntimeFailure
+from runtime.files import check_writable_dir
 from runtime.hardware import cpu_model, has_native_bf16, isa_summary
 
 
@@ -121,10 +122,7 @@ def train(
         log, progress = (lambda *a, **k: None), False
     # a progress bar only on a terminal; in a log file, a line every 50 steps instead
     progress = progress and sys.stderr.isatty()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise InputError(f"{out}: output directory is not writable")
+    out = check_writable_dir(out_dir, "run folder")
     dev = ddp.init(info, pick_device(device))
     try:
         return _train(cfg, out, dev, info, resume, progress, Path(data_root), log)
@@ -192,7 +190,7 @@ def _train(
         f"model: {cfg.model.backbone} + FPN({cfg.model.neck_channels}), "
         f"{count_parameters(model) / 1e6:.2f} M parameters, input {cfg.model.input_hw}"
     )
-    weighting = build_weighting(tc, task_names(cfg.model), model.shared_parameter()).to(dev)
+    weighting = build_weighting(tc, cfg.model.task_names(), model.shared_parameter()).to(dev)
     net: torch.nn.Module = model  # what the forward pass runs: the DDP wrapper when distributed
     if info.enabled:
         if tc.sync_bn and dev.type == "cuda":
@@ -330,12 +328,13 @@ def _train(
                         scaler.scale(loss / tc.accumulate).backward()
                     for k, v in p.items():
                         parts[k] = parts.get(k, 0.0) + v / tc.accumulate
-                if info.enabled:
-                    problem = _agree(problem, info)
+                if ddp.any_rank(problem is not None, info):  # skipped on every rank alike
+                    problem = problem or "non-finite loss on another process"
                 overflow = False  # fp16 gradients overflowed: the scaler's business, not ours
                 if problem is None:
                     scaler.unscale_(opt)
-                    _sync_weighting_grads(weighting, info)
+                    # learned task weights live outside the DDP module: average them by hand
+                    ddp.average_grads(weighting.parameters(), info)
                     norm = torch.nn.utils.clip_grad_norm_(stepped, tc.grad_clip)
                     if not torch.isfinite(norm):
                         problem = "non-finite gradient (loss finite)"
@@ -346,7 +345,8 @@ def _train(
                     scaler.update()
                     ema.update(model)
                     weighting.after_step()
-                    _broadcast_weighting(weighting, info)
+                    # GradNorm/DWA update from local statistics: rank 0's state wins
+                    ddp.broadcast_from_main([*weighting.parameters(), *weighting.buffers()], info)
                     st.bad_in_a_row = 0
                 elif overflow:
                     scaler.update()  # lowers the loss scale; the next step tries again
@@ -359,7 +359,10 @@ def _train(
                 st.elapsed += now - t_last
                 t_last = now
                 if info.enabled:  # every rank must take the same stop / time-up decision
-                    stop["requested"], st.elapsed = _agree_stop(stop["requested"], st.elapsed)
+                    requested, st.elapsed = ddp.max_over_ranks(
+                        [float(stop["requested"]), st.elapsed], info
+                    )
+                    stop["requested"] = bool(requested)
                 if problem is None:
                     count += 1
                     for k, v in parts.items():
@@ -457,40 +460,6 @@ def label_counts(records: list[Record], cfg: Config) -> dict[str, int]:
     for t in m.regress:
         counts[t] = sum(math.isfinite(r.targets.get(t, math.nan)) for r in records)
     return counts
-
-
-def _agree(problem: str | None, info: ddp.DistInfo) -> str | None:
-    """A step is skipped on every rank when any rank saw a non-finite loss."""
-    if ddp.any_rank(problem is not None, info):
-        return problem or "non-finite loss on another process"
-    return None
-
-
-def _agree_stop(requested: bool, elapsed: float) -> tuple[bool, float]:
-    """Max over ranks of (stop requested, elapsed seconds): identical decisions everywhere."""
-    t = torch.tensor([float(requested), elapsed], dtype=torch.float64)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t[0].item()), float(t[1].item())
-
-
-def _sync_weighting_grads(weighting: torch.nn.Module, info: ddp.DistInfo) -> None:
-    """Learned task weights live outside the DDP module: average their gradients by hand."""
-    if not info.enabled:
-        return
-    for p in weighting.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= info.world
-
-
-def _broadcast_weighting(weighting: torch.nn.Module, info: ddp.DistInfo) -> None:
-    """Rank 0's weighting state wins after each step (GradNorm and DWA update it from local
-    statistics), so every rank weights the tasks alike."""
-    if not info.enabled:
-        return
-    with torch.no_grad():
-        for t in [*weighting.parameters(), *weighting.buffers()]:
-            torch.distributed.broadcast(t.data, 0)
 
 
 def _nonfinite_loss(loss: torch.Tensor, parts: dict[str, float]) -> str | None:
