@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
 from runtime.errors import InputError
 from runtime.files import read_json
@@ -55,14 +57,18 @@ def read_bdd(
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
     bad: BadEntries | None = None,
+    categories: Mapping[str, str] | None = None,
+    ignored: Counter | None = None,
 ) -> tuple[list[Record], Counter]:
     """Parse ``root/labels.json`` (or the label file ``root``) into one Record per frame.
 
-    Returns the records and a Counter of unknown categories (reported, never silently
-    dropped). A malformed frame (a missing key, a degenerate or non-finite box, an image file
-    that is missing or empty) goes to ``bad``: an InputError naming the file and the frame by
-    default, or the whole frame skipped and counted. A label file that is missing or not a JSON
-    list of frames is always an InputError."""
+    Returns the records and a Counter of categories that map to no class in ``det_classes``
+    (reported, never silently dropped); ``categories`` maps other names onto model classes, and
+    those mapped to ``ignore`` are counted in ``ignored`` when given. Categories are counted only
+    for frames that are kept. A malformed frame (a missing key, a degenerate or non-finite box,
+    an image file that is missing or empty) goes to ``bad``: an InputError naming the file and
+    the frame by default, or the whole frame skipped and counted. A label file that is missing
+    or not a JSON list of frames is always an InputError."""
     bad = bad if bad is not None else BadEntries()
     root = Path(root)
     label_file = root / "labels.json" if root.is_dir() else root
@@ -70,28 +76,31 @@ def read_bdd(
     frames = read_json(label_file, "label file")
     if not isinstance(frames, list):
         raise InputError(f"{label_file}: expected a list of frames")
-    unknown: Counter = Counter()
+    cmap = CategoryMap(det_classes, overrides=categories)
     records = []
     for i, fr in enumerate(frames):
         name = fr.get("name") if isinstance(fr, dict) else None
         entry = f"frame {i}" + (f" ({name})" if isinstance(name, str) else "")
-        found: Counter = Counter()  # unknown categories, counted only if the frame is kept
+        dropped: Counter = Counter()  # unmapped categories, counted only if the frame is kept
         try:
-            records.append(_frame_record(fr, image_dir, det_classes, classify, regress, found))
+            records.append(_frame_record(fr, image_dir, cmap, classify, regress, dropped))
         except MALFORMED as e:
             bad.add(label_file, entry, e)
             continue
-        unknown.update(found)
-    return records, unknown
+        for cat, n in dropped.items():
+            cmap.index(cat, n)  # tallies it as unknown or ignored
+    if ignored is not None:
+        ignored.update(cmap.ignored)
+    return records, cmap.unknown
 
 
 def _frame_record(
     fr: dict,
     image_dir: Path,
-    det_classes: tuple[str, ...],
+    cmap: CategoryMap,
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
-    unknown: Counter,
+    dropped: Counter,
 ) -> Record:
     name = fr["name"]
     if not isinstance(name, str):
@@ -102,15 +111,16 @@ def _frame_record(
         if "box2d" not in lab:
             continue  # lane / drivable-area polygons
         cat = lab["category"]
-        if cat not in det_classes:
-            unknown[cat] += 1
+        c = cmap.index(cat, count=0)
+        if c is None:
+            dropped[cat] += 1
             continue
         b = lab["box2d"]
         box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
         if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
             raise EntryError(f"degenerate box {box}")
         boxes.append(box)
-        classes.append(det_classes.index(cat))
+        classes.append(c)
     labels = {
         t: (names.index(attrs[t]) if attrs.get(t) in names else -1) for t, names in classify.items()
     }

@@ -15,7 +15,6 @@ from torch.utils.data import Dataset
 from edge_mtl.config import AugmentConfig, Config, ModelConfig, SourceConfig
 from edge_mtl.data.augment import augment
 from edge_mtl.data.bdd import Record, read_bdd
-from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
@@ -135,30 +134,7 @@ def _read_source(
         root = Path(s.path)
         if not root.exists():
             raise InputError(f"{root}: data directory not found")
-    return _read_bdd_mapped(root, m, s.categories, ignored, bad)
-
-
-def _read_bdd_mapped(
-    root: Path, m: ModelConfig, categories: dict[str, str], ignored: Counter, bad: BadEntries
-) -> tuple[list[Record], Counter]:
-    """read_bdd with a category mapping: the dataset names it mentions are read as extra
-    classes, then folded onto model classes, or dropped and counted."""
-    if not categories:
-        return read_bdd(root, m.detect, m.classify, m.regress, bad)
-    names = m.detect + tuple(k for k in categories if k not in m.detect)
-    recs, unknown = read_bdd(root, names, m.classify, m.regress, bad)
-    found = np.concatenate([np.zeros(0, np.int64), *(r.classes for r in recs)])
-    counts = np.bincount(found, minlength=len(names))
-    cmap = CategoryMap(m.detect, overrides=categories)
-    resolved = [cmap.index(n, int(k)) for n, k in zip(names, counts)]
-    lut = np.array([-1 if c is None else c for c in resolved], np.int64)  # read -> model class
-    out = []
-    for r in recs:
-        c = lut[r.classes]
-        out.append(dataclasses.replace(r, boxes=r.boxes[c >= 0], classes=c[c >= 0]))
-    unknown.update(cmap.unknown)
-    ignored.update(cmap.ignored)
-    return out, unknown
+    return read_bdd(root, m.detect, m.classify, m.regress, bad, s.categories, ignored)
 
 
 def source_report(

@@ -13,7 +13,7 @@ from edge_mtl.data.bdd import frame_entry
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.synthetic import render_clip, render_scene
 from runtime.errors import InputError
-from runtime.files import write_json_atomic
+from runtime.files import check_writable, check_writable_dir, write_json_atomic
 
 
 def _render_one(job: tuple[int, tuple[int, int], str]) -> dict:
@@ -26,16 +26,6 @@ def _render_one(job: tuple[int, tuple[int, int], str]) -> dict:
     Path(image_dir, name).write_bytes(buf.tobytes())
     attrs = dict(scene.attributes, curvature=round(scene.curvature, 5))
     return frame_entry(name, scene.boxes, scene.classes, DET_CLASSES, attrs)
-
-
-def _prepare(out: Path) -> Path:
-    try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{out}: cannot create output directory ({e.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise InputError(f"{out}: output directory is not writable")
-    return out / "images"
 
 
 def write_synthetic(
@@ -53,7 +43,8 @@ def write_synthetic(
     out = Path(out)
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
-    image_dir = _prepare(out)
+    check_writable_dir(out)  # labels.json goes here
+    image_dir = check_writable_dir(out / "images")
     jobs = [(seed + i, hw, str(image_dir)) for i in range(n)]
     workers = workers or min(os.cpu_count() or 1, 4)
     bar = tqdm(
@@ -84,9 +75,7 @@ def write_video(
 ) -> Path:
     """Render a driving clip of ``n_frames`` to an mp4 (mp4v codec); written to a temp name
     and renamed when complete."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise InputError(f"{path.parent}: directory does not exist")
+    path = check_writable(path, "video file", create_parents=False)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.mp4'}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
     if not writer.isOpened():
