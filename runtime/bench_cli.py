@@ -140,10 +140,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure, merge, print, save. Returns 0."""
     from runtime import bench
     from runtime.bench_report import render_markdown, render_text, save_plot
+    from runtime.files import check_writable, write_text_atomic
 
     settings = _settings(args)
-    from runtime.files import check_writable
-
     for flag, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
         if path:
             check_writable(path, f"{flag} file")
@@ -174,11 +173,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.write_json(doc, args.json)
         log(f"wrote {args.json}")
     if args.md:
-        from pathlib import Path
-
-        from runtime.files import write_text_atomic
-
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.md, render_markdown(doc))
         log(f"wrote {args.md}")
     if args.plot:

@@ -218,7 +218,7 @@ def _run_many(
     save: list[str | None],
 ) -> int:
     from runtime.errors import RuntimeFailure
-    from runtime.multistream import MultiStream, MultiStreamConfig, StreamState
+    from runtime.multistream import MultiStream, MultiStreamConfig
     from runtime.sources import open_source
 
     sources: list[Any] = []
@@ -242,7 +242,7 @@ def _run_many(
     for line in summary.lines()[:-1]:
         print(f"edge-mtl run: {line}")
     print(f"edge-mtl run: {summary.line()}, provider {engine.provider.value}")
-    lost = [s for s in summary.streams if s.state in (StreamState.FAILED, StreamState.STALLED)]
+    lost = summary.lost
     if lost:
         more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
         s = lost[0]

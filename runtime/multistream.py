@@ -122,10 +122,14 @@ class MultiStreamSummary:
     def mean_batch(self) -> float:
         return self.batched_frames / self.batches if self.batches else 0.0
 
+    @property
+    def lost(self) -> list[StreamSummary]:
+        """The streams that failed or stalled, in source order."""
+        return [s for s in self.streams if s.state in (StreamState.FAILED, StreamState.STALLED)]
+
     def line(self) -> str:
         """The aggregate line; ``lines()`` adds one line per stream before it."""
-        bad = [s for s in self.streams if s.state in (StreamState.FAILED, StreamState.STALLED)]
-        lost = f", {len(bad)} failed or stalled" if bad else ""
+        lost = f", {len(self.lost)} failed or stalled" if self.lost else ""
         end = " (interrupted)" if self.interrupted else ""
         return (
             f"all {len(self.streams)} streams: {self.frames} frames in {self.seconds:.2f} s, "
@@ -451,7 +455,7 @@ class MultiStream:
             row.seconds = (s.t_last - t_start) if s.t_last is not None else 0.0
             row.drops, row.reconnects = int(s.source.drops), int(s.source.reconnects)
             if lat:
-                row.latency_p50_ms = float(np.percentile(lat, 50))
-                row.latency_p99_ms = float(np.percentile(lat, 99))
+                p50, p99 = np.percentile(lat, [50, 99])
+                row.latency_p50_ms, row.latency_p99_ms = float(p50), float(p99)
             out.streams.append(row)
         return out
