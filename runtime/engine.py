@@ -19,7 +19,6 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import InputError, MetadataError, RuntimeFailure
-from runtime.files import check_model_file
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from runtime.postprocess import Detections, detections_to_frame, postprocess_detections, softmax
 from runtime.preprocess import (
@@ -154,7 +153,6 @@ class Engine:
     ) -> None:
         self.path = Path(model_path)
         self.config = config or EngineConfig()
-        check_model_file(self.path)
         candidates, strict = parse_providers(providers)
         c = self.config
         self.session, self.provider, self.fallback_reasons = create_session(

@@ -226,9 +226,9 @@ def precision_paths(
     """Which precision x provider paths are expected to be fast here, and why, from the ISA and
     the providers that initialise. Speed-ups are rules of thumb, not measurements."""
     ok = {p["name"]: p["initialises"] for p in providers}
-    vnni = [n for f, n in hardware.ISA_FEATURES if isa.get(f) and f in _VNNI]
-    bf16 = [n for f, n in hardware.ISA_FEATURES if isa.get(f) and f in ("amx_bf16", "avx512_bf16")]
-    fp16 = [n for f, n in hardware.ISA_FEATURES if isa.get(f) and f in ("avx512_fp16", "amx_fp16")]
+    vnni = hardware.isa_names(isa, hardware.VNNI_FLAGS)
+    bf16 = hardware.isa_names(isa, hardware.BF16_FLAGS)
+    fp16 = hardware.isa_names(isa, hardware.FP16_FLAGS)
     vec = "AVX-512F" if isa.get("avx512f") else "AVX2" if isa.get("avx2") else "SSE"
     paths = [
         _path("fp32", "cpu", True, f"{vec} + FMA kernels: the baseline"),
@@ -261,9 +261,6 @@ def precision_paths(
     return paths
 
 
-_VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
 def gb(mb: float | None) -> str:
     """Megabytes (10^6 bytes) as gigabytes for the screen."""
     return "?" if mb is None else f"{mb / 1e3:.1f} GB"
@@ -279,8 +276,8 @@ def _path(precision: str, provider: str, fast: bool, why: str) -> dict[str, Any]
 def render(doc: dict[str, Any]) -> str:
     """The one-screen text form of :func:`collect`'s report."""
     cpu, mem = doc["cpu"], doc["memory"]
-    have = [n for f, n in hardware.ISA_FEATURES if cpu["isa"].get(f)]
-    lack = [n for f, n in hardware.ISA_FEATURES if not cpu["isa"].get(f)]
+    have = hardware.isa_names(cpu["isa"])
+    lack = hardware.isa_names(cpu["isa"], present=False)
     phys = cpu["physical_cores"] if cpu["physical_cores"] is not None else "?"
     gpus = "; ".join(
         f"{g['name']} ({gb(g['memory_total_mb'])}, driver {g['driver']})" for g in doc["gpus"]

@@ -24,6 +24,9 @@ ISA_FEATURES: tuple[tuple[str, str], ...] = (
     ("avx512_fp16", "AVX512-FP16"),
     ("amx_fp16", "AMX-FP16"),
 )
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # int8 dot products
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # bf16 arithmetic
+FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})  # fp16 arithmetic (F16C only converts)
 
 
 @functools.cache
@@ -67,25 +70,32 @@ def isa_features() -> dict[str, bool]:
     return {flag: flag in flags for flag, _ in ISA_FEATURES}
 
 
-def isa_names(present: bool = True) -> list[str]:
-    """Display names of the extensions of :data:`ISA_FEATURES` that are (or are not) present."""
-    flags = cpu_flags()
-    return [name for flag, name in ISA_FEATURES if (flag in flags) == present]
+def isa_names(
+    isa: dict[str, bool], among: frozenset[str] | None = None, present: bool = True
+) -> list[str]:
+    """Display names, in :data:`ISA_FEATURES` order, of the extensions that ``isa`` (an
+    :func:`isa_features` dict, maybe another machine's) marks present (or absent), limited to
+    the flags in ``among``."""
+    return [
+        name
+        for flag, name in ISA_FEATURES
+        if bool(isa.get(flag)) == present and (among is None or flag in among)
+    ]
 
 
 def has_native_bf16() -> bool:
     """True on CPUs that compute bf16 in hardware (AMX or AVX-512 BF16)."""
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    return bool(BF16_FLAGS & cpu_flags())
 
 
 def has_native_fp16() -> bool:
     """True on CPUs with fp16 arithmetic (AVX512-FP16 or AMX-FP16); F16C only converts."""
-    return bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
+    return bool(FP16_FLAGS & cpu_flags())
 
 
 def has_vnni() -> bool:
     """True on CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8)."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+    return bool(VNNI_FLAGS & cpu_flags())
 
 
 def isa_summary() -> str:

@@ -33,22 +33,11 @@ class Detections:
 
 def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box (4,) with many (K, 4) -> (K,). Degenerate boxes give IoU 0."""
-    ix1 = np.maximum(box[0], boxes[:, 0])
-    iy1 = np.maximum(box[1], boxes[:, 1])
-    ix2 = np.minimum(box[2], boxes[:, 2])
-    iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    area_b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return box_iou_matrix(np.asarray(box)[None], boxes)[0]
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes (Ka, 4) x (Kb, 4) -> (Ka, Kb), the arithmetic of
-    :func:`box_iou_one_to_many` row by row. Degenerate boxes give IoU 0."""
+    """Pairwise IoU of xyxy boxes (Ka, 4) x (Kb, 4) -> (Ka, Kb). Degenerate boxes give IoU 0."""
     ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix2 = np.minimum(a[:, None, 2], b[None, :, 2])

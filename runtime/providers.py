@@ -269,8 +269,9 @@ def openvino_options(
     device, which is where the plugin takes precision, threads and the model cache."""
     device = device.upper()
     props: dict[str, str] = {}
-    if OVPrecision(precision) is not OVPrecision.AUTO:
-        props["INFERENCE_PRECISION_HINT"] = OVPrecision(precision).value
+    hint = OVPrecision(precision)
+    if hint is not OVPrecision.AUTO:
+        props["INFERENCE_PRECISION_HINT"] = hint.value
     if threads > 0 and device.startswith("CPU"):
         props["INFERENCE_NUM_THREADS"] = str(int(threads))
     if cache_dir is not None:

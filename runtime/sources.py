@@ -114,7 +114,6 @@ class ImageFilesSource:
             raise InputError(f"source {name}: no image files found")
         self.name, self._paths, self._next = name, paths, 0
         self.drops = self.reconnects = self.stalls = self.corrupt = 0
-        self._delivered = 0
 
     def read(self) -> Frame | None:
         while self._next < len(self._paths):
@@ -122,14 +121,13 @@ class ImageFilesSource:
             self._next += 1
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
-                self._delivered += 1
                 return _frame(image, self._next - 1, path.name)
             self.corrupt += 1
             if len(self._paths) == 1:
                 why = "corrupt or not an image" if os.access(path, os.R_OK) else "not readable"
                 raise InputError(f"source {path}: cannot decode image ({why})")
             log.warning("source %s: skipped %s (cannot decode image)", self.name, path.name)
-        if self._delivered == 0 and self.corrupt:
+        if self.corrupt == len(self._paths):  # read to the end and not one image decoded
             raise InputError(
                 f"source {self.name}: none of its {self.corrupt} images can be decoded"
             )

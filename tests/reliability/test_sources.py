@@ -4,17 +4,16 @@ with a corrupt image. Fake captures stand in for cameras (sources take a capture
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-import cv2
 import numpy as np
 import pytest
 
 from runtime.errors import InputError, RuntimeFailure
 from runtime.sources import Frame, LiveSource, as_bgr, iter_frames, open_source
+from tests.runtime.test_http_stream import MjpegServer
 
 GOOD = np.full((4, 6, 3), 7, np.uint8)
 
@@ -201,45 +200,8 @@ def test_pipeline_runs_through_drops_stalls_and_corrupt_frames(art) -> None:
 # ---- a real HTTP stream that goes silent ------------------------------------------------
 
 
-class SilentAfter:
-    """An MJPEG-over-HTTP server on 127.0.0.1: each connection gets ``frames`` frames, then the
-    server keeps the socket open and sends nothing (a stall, not a disconnect)."""
-
-    def __init__(self, frames: int) -> None:
-        jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
-        self.release = threading.Event()
-        release = self.release
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                try:
-                    for _ in range(frames):
-                        self.wfile.write(head % len(jpeg) + jpeg + b"\r\n")
-                        time.sleep(0.02)
-                    release.wait(30)  # silent, connection open
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/live.mjpg"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_silent_http_stream_is_a_stall_and_recovers() -> None:
-    server = SilentAfter(frames=3)
+    server = MjpegServer(frames=3)
     src = open_source(server.url, reconnect_timeout_s=1.0)  # stall timeout = 1 s
     try:
         assert isinstance(src, LiveSource)
