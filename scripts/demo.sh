@@ -30,8 +30,8 @@ edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.fp16.onnx" --dynamic-
 MODELS=("$OUT/model.onnx" "$OUT/model.fp16.onnx")
 if edge-mtl quantize --help >/dev/null 2>&1; then
   step "quantize int8"
-  edge-mtl quantize --onnx "$OUT/model.onnx" --calib data/synthetic-s0-n4000-360x640 --per-channel \
-    --out "$OUT/model.int8.onnx" --eval data/synthetic-s1000000-n300-360x640 \
+  edge-mtl quantize --onnx "$OUT/model.onnx" --calib data/synthetic-v2-s0-n4000-360x640 --per-channel \
+    --out "$OUT/model.int8.onnx" --eval data/synthetic-v2-s1000000-n300-360x640 \
     --report "$OUT/quantize.json"
   MODELS+=("$OUT/model.int8.onnx")
 fi

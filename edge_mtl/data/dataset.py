@@ -19,6 +19,7 @@ from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.data.malformed import BadEntries
+from edge_mtl.data.synthetic import synthetic_cache_name
 from runtime.errors import InputError
 from runtime.preprocess import boxes_to_input, letterbox, normalize
 
@@ -124,7 +125,7 @@ def _read_source(
         root = (
             Path(s.path)
             if s.path
-            else cache_root / (f"synthetic-s{s.seed}-n{s.n}-{s.frame_hw[0]}x{s.frame_hw[1]}")
+            else cache_root / synthetic_cache_name(s.seed, s.n, s.frame_hw)
         )
         if not (root / "labels.json").is_file():
             print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")

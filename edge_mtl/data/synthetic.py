@@ -21,7 +21,13 @@ from edge_mtl.data.labels import DET_CLASSES, SCENE, TIMEOFDAY, WEATHER
 
 CAM_H = 1.5  # camera height above the road, metres
 Z_NEAR = 3.0  # distance at which the ground meets the bottom image row, metres
-CURV_GAIN = 0.004  # lateral road offset = CURV_GAIN * curvature * z**2, metres
+# Lateral road offset = CURV_GAIN * curvature * z**2 metres: curvature 1 is a bend of radius
+# 1 / (2 * CURV_GAIN) = 50 m. At 0.004 (125 m) a full bend moved the road by a few pixels near the
+# horizon at training size and the curvature head never left the mean predictor.
+CURV_GAIN = 0.010
+# Part of the cache folder name of rendered scenes: bump it whenever the same seed renders
+# different pixels or labels, so stale caches are not reused.
+GENERATOR_VERSION = 2
 LANE_W = 3.5
 # world sizes (width, height) in metres per class
 _SIZES = {
@@ -618,3 +624,8 @@ def render_clip(seed: int, n_frames: int, hw: tuple[int, int] = (360, 640), spee
             if o.z - travel * (1 - o.speed) < Z_NEAR * 1.3:
                 o.z += float(rng.uniform(50, 70))
         yield render_spec(spec, travel, rng)
+
+
+def synthetic_cache_name(seed: int, n: int, hw: tuple[int, int]) -> str:
+    """The folder name under which ``n`` scenes rendered from ``seed`` at ``hw`` are cached."""
+    return f"synthetic-v{GENERATOR_VERSION}-s{seed}-n{n}-{hw[0]}x{hw[1]}"
