@@ -485,6 +485,14 @@ class TimedSource:
     def reconnects(self) -> int:
         return int(self.inner.reconnects)
 
+    @property
+    def stalls(self) -> int:
+        return int(self.inner.stalls)
+
+    @property
+    def corrupt(self) -> int:
+        return int(self.inner.corrupt)
+
     def read(self) -> Any:
         t0 = time.perf_counter_ns()
         frame = self.inner.read()

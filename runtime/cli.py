@@ -205,7 +205,7 @@ def _run_one(
         source.close()
         raise
     summary = Pipeline(engine, source, sinks, max_frames=args.max_frames).run()
-    print(f"edge-mtl run: {summary.line()}, provider {engine.provider.value}")
+    print(f"edge-mtl run: {summary.line()}, {_ran_on(engine)}")
     return 0
 
 
@@ -241,7 +241,7 @@ def _run_many(
     summary = MultiStream(engine, sources, sinks, names, config).run()
     for line in summary.lines()[:-1]:
         print(f"edge-mtl run: {line}")
-    print(f"edge-mtl run: {summary.line()}, provider {engine.provider.value}")
+    print(f"edge-mtl run: {summary.line()}, {_ran_on(engine)}")
     lost = summary.lost
     if lost:
         more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
@@ -357,3 +357,9 @@ def stream_outputs(value: str | None, flag: str, ext: str, names: list[str]) -> 
         first[path] = i
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+def _ran_on(engine: Any) -> str:
+    """The end of a run's summary line: the provider and the precision the model really ran in
+    (an FP16 file on the CPU provider, for instance, runs in fp32)."""
+    return f"provider {engine.provider.value}, precision {engine.precision}"

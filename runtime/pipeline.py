@@ -215,8 +215,8 @@ class Pipeline:
             summary.stage_mean_ms = dict(zip(("preprocess", "inference", "postprocess"), means))
         summary.drops = self.source.drops
         summary.reconnects = self.source.reconnects
-        summary.stalls = getattr(self.source, "stalls", 0)
-        summary.corrupt = getattr(self.source, "corrupt", 0)
+        summary.stalls = self.source.stalls
+        summary.corrupt = self.source.corrupt
         return summary
 
     def _catch_sigint(self) -> Callable[[], None]:

@@ -64,6 +64,8 @@ class FrameSource(Protocol):
     fps: float | None
     drops: int  # frames replaced before anyone read them (live sources)
     reconnects: int  # losses of a live source: failed reads and stalls
+    stalls: int  # reads that waited ``stall_timeout_s`` for nothing (live sources)
+    corrupt: int  # frames or images that could not be decoded, skipped
 
     def read(self) -> Frame | None: ...
 

@@ -32,7 +32,7 @@ class RepeatingFrames:
 
     live = False
     fps: float | None = None
-    drops = reconnects = 0
+    drops = reconnects = stalls = corrupt = 0
 
     def __init__(self, images: list[np.ndarray], n: int) -> None:
         self.name, self._images, self._n, self._i = "memory", images, n, 0

@@ -83,7 +83,7 @@ class BlockingSource:
 
     def __init__(self) -> None:
         self.name = "blocked"
-        self.drops = self.reconnects = 0
+        self.drops = self.reconnects = self.stalls = self.corrupt = 0
         self.release = threading.Event()
         self.entered = threading.Event()
 
@@ -105,7 +105,7 @@ class DyingSource:
     def __init__(self, inner, n: int) -> None:
         self.inner, self.n = inner, n
         self.name = "dying"
-        self.drops = self.reconnects = 0
+        self.drops = self.reconnects = self.stalls = self.corrupt = 0
         self.given = 0
 
     def read(self) -> Frame | None:
@@ -146,7 +146,7 @@ def test_four_file_streams_each_jsonl_has_every_frame_in_order(
     for i, (line, name) in enumerate(zip(printed, ["front", "clip1", "rear", "imgs"])):
         assert line.startswith(f"edge-mtl run: stream {i} {name}: ") and line.endswith("ended")
     assert printed[-1].startswith("edge-mtl run: all 4 streams: 22 frames in ")
-    assert printed[-1].endswith("provider cpu")
+    assert printed[-1].endswith("provider cpu, precision fp32")
 
     engine = Engine(models["dense"], "cpu")
     specs = [str(clips[0]), str(clips[1]), str(clips[2]), str(folder)]

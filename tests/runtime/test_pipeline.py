@@ -36,7 +36,8 @@ def test_video_runs_end_to_end_into_jsonl_and_video(tmp_path, models, kit, capsy
     rc = main(argv)
     assert rc == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("edge-mtl run: 12 frames in ") and "provider cpu" in summary
+    assert summary.startswith("edge-mtl run: 12 frames in ")
+    assert summary.endswith("provider cpu, precision fp32"), summary
     assert "drops 0" in summary
 
     records = _records(jsonl)
