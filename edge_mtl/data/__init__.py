@@ -1,1 +1,2 @@
-"""Datasets. ``synthetic`` and ``bdd`` are torch-free; ``dataset`` builds torch datasets."""
+"""Datasets. ``synthetic`` (scenes sampled in ``synthetic_spec``) and ``bdd`` are torch-free;
+``dataset`` builds torch datasets."""

@@ -123,9 +123,7 @@ def _read_source(
         return read_folder(s.path, s.task, m.classify, s.categories, ignored, bad)
     if s.kind == "synthetic":
         root = (
-            Path(s.path)
-            if s.path
-            else cache_root / synthetic_cache_name(s.seed, s.n, s.frame_hw)
+            Path(s.path) if s.path else cache_root / synthetic_cache_name(s.seed, s.n, s.frame_hw)
         )
         if not (root / "labels.json").is_file():
             print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")

@@ -7,17 +7,22 @@ tight box of its *visible* pixels, so occluded and border-cut objects are labell
 Time of day, weather and scene type change many cues at once (sky, light level, tint, particles,
 fog by depth, buildings/houses/guardrails), with brightness jittered so no single statistic
 such as mean brightness gives the class away.
+
+The random choices of a scene are drawn in ``synthetic_spec`` (``sample_spec`` -> ``SceneSpec``);
+this module renders them through the camera and is the public API (``render_scene``,
+``render_clip``, ``synthetic_cache_name``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from edge_mtl.data.labels import DET_CLASSES, SCENE, TIMEOFDAY, WEATHER
+from edge_mtl.data.labels import DET_CLASSES
+from edge_mtl.data.synthetic_spec import LANE_W, SceneSpec, _Obj, sample_spec
 
 CAM_H = 1.5  # camera height above the road, metres
 Z_NEAR = 3.0  # distance at which the ground meets the bottom image row, metres
@@ -26,9 +31,8 @@ Z_NEAR = 3.0  # distance at which the ground meets the bottom image row, metres
 # horizon at training size and the curvature head never left the mean predictor.
 CURV_GAIN = 0.010
 # Part of the cache folder name of rendered scenes: bump it whenever the same seed renders
-# different pixels or labels, so stale caches are not reused.
+# different pixels or labels (here or in synthetic_spec.py), so stale caches are not reused.
 GENERATOR_VERSION = 2
-LANE_W = 3.5
 # world sizes (width, height) in metres per class
 _SIZES = {
     "car": (1.8, 1.5),
@@ -38,17 +42,6 @@ _SIZES = {
     "traffic light": (0.45, 1.1),
     "traffic sign": (0.75, 0.75),
 }
-_VEHICLE_COLORS = [
-    (40, 40, 40),
-    (200, 200, 200),
-    (30, 30, 160),
-    (150, 80, 20),
-    (60, 110, 60),
-    (220, 220, 230),
-    (80, 80, 90),
-    (20, 120, 200),
-    (120, 40, 120),
-]
 
 
 @dataclass(frozen=True)
@@ -63,38 +56,6 @@ class Scene:
     attributes: dict[str, str]
     curvature: float
     ids: np.ndarray
-
-
-@dataclass
-class _Obj:
-    kind: str
-    x: float  # lateral position relative to the road centre, metres
-    z: float  # distance, metres
-    elevation: float = 0.0  # height of the object's bottom above the road, metres
-    color: tuple[int, int, int] = (128, 128, 128)
-    variant: int = 0
-    speed: float = 0.0  # own forward speed, m/frame (clips only)
-
-
-@dataclass
-class SceneSpec:
-    """Everything random about a scene; ``render_spec`` draws it at a given camera travel."""
-
-    hw: tuple[int, int]
-    timeofday: str
-    weather: str
-    scene: str
-    curvature: float
-    horizon: float
-    brightness: float
-    road_half: float
-    lanes: int
-    cam_x: float
-    objects: list[_Obj] = field(default_factory=list)
-    buildings: list[tuple] = field(default_factory=list)
-    trees: list[tuple] = field(default_factory=list)
-    fog_visibility: float = 1e9
-    seed: int = 0
 
 
 class _Camera:
@@ -113,140 +74,6 @@ class _Camera:
         u = self.w / 2 + self.f * (np.add(x, self.road_x(z)) - self.cam_x) / z
         v = self.hy + self.f * (CAM_H - np.asarray(y)) / z
         return u, v
-
-
-def sample_spec(seed: int, hw: tuple[int, int] = (360, 640)) -> SceneSpec:
-    """Draw the random choices of one scene from ``seed``."""
-    rng = np.random.default_rng(seed)
-    h, _ = hw
-    scene = SCENE[rng.integers(len(SCENE))]
-    lanes = {"highway": int(rng.integers(3, 5)), "city street": 2, "residential": 2}[scene]
-    road_half = lanes * LANE_W / 2 + (0.5 if scene == "highway" else 0.2)
-    spec = SceneSpec(
-        hw=hw,
-        timeofday=TIMEOFDAY[rng.integers(len(TIMEOFDAY))],
-        weather=WEATHER[rng.integers(len(WEATHER))],
-        scene=scene,
-        curvature=float(rng.uniform(-1, 1)),
-        horizon=float(h * rng.uniform(0.36, 0.48)),
-        brightness=float(rng.uniform(0.7, 1.25)),
-        road_half=road_half,
-        lanes=lanes,
-        cam_x=float(rng.uniform(-0.3, 0.3) * LANE_W * (lanes / 2 - 0.5)),
-        seed=seed,
-    )
-    if spec.weather == "foggy":
-        spec.fog_visibility = float(rng.uniform(60, 120))
-    _sample_furniture(spec, rng)
-    _sample_objects(spec, rng)
-    return spec
-
-
-def _sample_furniture(spec: SceneSpec, rng: np.random.Generator) -> None:
-    side_off = spec.road_half + (3.0 if spec.scene == "city street" else 5.0)
-    if spec.scene == "city street":
-        for side in (-1, 1):
-            z = float(rng.uniform(4, 10))
-            while z < 160:
-                length = float(rng.uniform(8, 25))
-                height = float(rng.uniform(6, 25))
-                gray = int(rng.integers(60, 190))
-                tint = rng.integers(-25, 25, 3)
-                color = tuple(int(np.clip(gray + t, 0, 255)) for t in tint)
-                spec.buildings.append((side, side_off, z, z + length, height, color, "city"))
-                z += length + float(rng.uniform(0, 3))
-    elif spec.scene == "residential":
-        for side in (-1, 1):
-            z = float(rng.uniform(5, 14))
-            while z < 120:
-                length = float(rng.uniform(7, 12))
-                color = tuple(int(c) for c in rng.integers(90, 230, 3))
-                spec.buildings.append((side, side_off + 3, z, z + length, 4.5, color, "house"))
-                spec.trees.append(
-                    (
-                        side * (side_off + float(rng.uniform(-1, 1))),
-                        z + length + 1,
-                        float(rng.uniform(1.5, 3.0)),
-                        float(rng.uniform(4, 7)),
-                    )
-                )
-                z += length + float(rng.uniform(4, 10))
-    else:
-        for _ in range(int(rng.integers(2, 8))):
-            side = rng.choice([-1, 1])
-            spec.trees.append(
-                (
-                    side * (side_off + float(rng.uniform(5, 30))),
-                    float(rng.uniform(30, 150)),
-                    float(rng.uniform(2, 4)),
-                    float(rng.uniform(5, 9)),
-                )
-            )
-
-
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
-def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
-    lane_centres = [(i - (spec.lanes - 1) / 2) * LANE_W for i in range(spec.lanes)]
-    n_veh = int(rng.integers(1, {"highway": 7, "city street": 6, "residential": 4}[spec.scene]))
-    for _ in range(n_veh):
-        kind = str(rng.choice(["car", "truck", "bus"], p=[0.6, 0.2, 0.2]))
-        color = _VEHICLE_COLORS[rng.integers(len(_VEHICLE_COLORS))]
-        if kind == "bus":
-            color = [(0, 200, 240), (30, 30, 200), (160, 90, 30), (240, 240, 240)][rng.integers(4)]
-        x = lane_centres[rng.integers(len(lane_centres))] + float(rng.normal(0, 0.3))
-        spec.objects.append(
-            _Obj(
-                kind,
-                x,
-                _log_uniform(rng, 5.5, 70),
-                color=color,
-                variant=int(rng.integers(4)),
-                speed=float(rng.uniform(-0.2, 0.3)),
-            )
-        )
-    n_ped = int(rng.integers(0, {"highway": 2, "city street": 6, "residential": 4}[spec.scene]))
-    for _ in range(n_ped):
-        on_road = rng.random() < 0.25
-        x = (
-            float(rng.uniform(-spec.road_half, spec.road_half))
-            if on_road
-            else float(rng.choice([-1, 1]) * (spec.road_half + rng.uniform(0.6, 2.8)))
-        )
-        shirt = tuple(int(c) for c in rng.integers(20, 240, 3))
-        spec.objects.append(
-            _Obj("person", x, _log_uniform(rng, 4.5, 45), color=shirt, variant=int(rng.integers(3)))
-        )
-    n_light = int(rng.integers(0, {"highway": 2, "city street": 4, "residential": 2}[spec.scene]))
-    for _ in range(n_light):
-        overhead = rng.random() < 0.5
-        x = (
-            float(rng.uniform(-spec.road_half * 0.6, spec.road_half * 0.6))
-            if overhead
-            else float(rng.choice([-1, 1]) * (spec.road_half + 0.8))
-        )
-        spec.objects.append(
-            _Obj(
-                "traffic light",
-                x,
-                _log_uniform(rng, 9, 50),
-                elevation=float(rng.uniform(4.0, 5.5) if overhead else 2.6),
-                variant=int(rng.integers(3)),
-            )
-        )
-    for _ in range(int(rng.integers(0, 4))):
-        x = float(rng.choice([-1, 1]) * (spec.road_half + rng.uniform(0.6, 1.5)))
-        spec.objects.append(
-            _Obj(
-                "traffic sign",
-                x,
-                _log_uniform(rng, 6, 45),
-                elevation=float(rng.uniform(1.8, 2.6)),
-                variant=int(rng.integers(3)),
-            )
-        )
 
 
 # ---------------------------------------------------------------------------------- rendering
