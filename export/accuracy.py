@@ -1,7 +1,8 @@
-"""What quantization costs, measured through the runtime engine on CPU.
+"""What quantization costs, measured through the runtime engine on one execution provider.
 
 Every model (FP32, INT8, optionally FP16) runs over the same images through :class:`Engine` with
-the evaluation thresholds, so the figures are what a deployment sees: detection mAP@0.5 and
+the evaluation thresholds on the same provider (CPU unless told; INT8 kernels differ between
+providers), so the figures are what a deployment sees: detection mAP@0.5 and
 mAP@0.5:0.95 (COCO protocol), accuracy per classification task, MAE per regression task, and
 how often the cheaper model agrees with the reference (FP32) output by output.
 """
@@ -20,6 +21,7 @@ from runtime.engine import Engine, EngineConfig, FrameResult
 from runtime.errors import InputError
 from runtime.metadata import ModelMeta, TaskKind
 from runtime.postprocess import Detections, box_iou_one_to_many
+from runtime.providers import Provider
 
 EVAL_CONF = 0.001  # edge_mtl.evaluate's COCO settings: low-score detections count toward mAP
 EVAL_IOU = 0.6
@@ -70,15 +72,17 @@ class Predictions:
             self.reg.setdefault(name, []).append(v)
 
 
-def cpu_engine(path: str | Path, threads: int = 2) -> Engine:
-    """``path`` on the CPU provider with evaluation thresholds and ``threads`` intra-op threads."""
+def eval_engine(path: str | Path, provider: Provider = Provider.CPU, threads: int = 2) -> Engine:
+    """``path`` on ``provider`` alone with evaluation thresholds and ``threads`` intra-op threads.
+    Strict, as a named provider is in ``edge-mtl run``: raises :class:`RuntimeFailure` when the
+    provider cannot run here (:class:`InputError` when its plugin is not installed)."""
     cfg = EngineConfig(
         conf_threshold=EVAL_CONF,
         iou_threshold=EVAL_IOU,
         max_det=EVAL_MAX_DET,
         intra_op_threads=threads,
     )
-    return Engine(path, providers="cpu", config=cfg)
+    return Engine(path, providers=provider, config=cfg)
 
 
 def predict_all(engines: dict[str, Engine], data: EvalSet) -> dict[str, Predictions]:
@@ -164,12 +168,14 @@ def match_count(a: Detections, b: Detections, iou: float = MATCH_IOU) -> int:
 @dataclass
 class AccuracyReport:
     """``table``: row name -> {model label: value}; ``reference`` is the label others are
-    compared with. Metric rows come first, agreement rows (reference column empty) after."""
+    compared with; ``provider`` ran every model. Metric rows come first, agreement rows
+    (reference column empty) after."""
 
     table: dict[str, dict[str, float]]
     labels: tuple[str, ...]
     reference: str
     images: int
+    provider: Provider
 
     def max_drop(self, label: str) -> float:
         """Largest loss of ``label`` against the reference over detection mAP@0.5 and the
@@ -195,7 +201,12 @@ class AccuracyReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"reference": self.reference, "images": self.images, "table": self.table}
+        return {
+            "provider": self.provider.value,
+            "reference": self.reference,
+            "images": self.images,
+            "table": self.table,
+        }
 
 
 def compare(
@@ -204,14 +215,19 @@ def compare(
     reference: str = "fp32",
     threads: int = 2,
     cache: dict[str, Predictions] | None = None,
+    provider: Provider = Provider.CPU,
 ) -> AccuracyReport:
-    """Run ``models`` (label -> ONNX path, including ``reference``) over ``data`` on CPU and
-    tabulate metrics (labelled data) and agreement with the reference. ``cache`` (label ->
-    predictions) skips models already run, and is filled with the new ones."""
+    """Run ``models`` (label -> ONNX path, including ``reference``) over ``data`` on
+    ``provider`` (see :func:`eval_engine`) and tabulate metrics (labelled data) and agreement
+    with the reference. ``cache`` (label -> predictions, all from ``provider``) skips models
+    already run, and is filled with the new ones."""
     cache = {} if cache is None else cache
-    todo = {k: cpu_engine(p, threads) for k, p in models.items() if k not in cache}
+    todo = {k: eval_engine(p, provider, threads) for k, p in models.items() if k not in cache}
     cache.update(predict_all(todo, data) if todo else {})
-    meta = (todo.get(reference) or cpu_engine(models[reference], threads)).meta
+    # Every model carries the reference's tasks and thresholds (an INT8 file keeps the FP32
+    # metadata), so a cached reference needs no session of its own (on TensorRT, an engine load).
+    made = todo.get(reference) or next(iter(todo.values()), None)
+    meta = (made or eval_engine(models[reference], provider, threads)).meta
     labels = tuple(models)
     table: dict[str, dict[str, float]] = {}
     for label in labels:
@@ -222,7 +238,7 @@ def compare(
             continue
         for row, v in agreement(cache[reference], cache[label], meta).items():
             table.setdefault(row, {})[label] = v
-    return AccuracyReport(table, labels, reference, len(data.images))
+    return AccuracyReport(table, labels, reference, len(data.images), provider)
 
 
 def _above(d: Detections, threshold: float) -> Detections:

@@ -8,7 +8,9 @@ last Conv/Gemm on the way to an output (reshape, sigmoid, box arithmetic, concat
 it costs nothing to run and 8 bits cannot hold pixel coordinates up to the input width.
 
 The same QDQ file serves TensorRT (explicit quantization) when quantized with
-``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires).
+``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires). Accuracy (and the
+search that reuses it) is measured on ``eval_provider``, since INT8 kernels differ between
+providers; latency is always measured on CPU.
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from calibration.reader import CalibrationReader
 from calibration.select import DEFAULT_SIZE, select_calibration
-from export.accuracy import AccuracyReport, EvalSet, Predictions, compare, image_list
+from export.accuracy import (
+    AccuracyReport,
+    EvalSet,
+    Predictions,
+    compare,
+    eval_engine,
+    image_list,
+)
 from export.onnx_export import save_atomic
 from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
 from runtime.files import check_model_file, check_writable, invalid_model_error
 from runtime.hardware import has_vnni
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from runtime.providers import Provider
 
 log = logging.getLogger("edge_mtl.export")
 
@@ -87,7 +97,8 @@ class Target(str, Enum):
 class QuantizeConfig:
     """One quantization run. ``exclude``: node names kept float, or ``("auto",)`` for the
     sensitivity search; ``tolerance`` in points (metric drop on ``eval_data``, or 100 minus
-    output agreement on calibration images without it); ``threads`` for evaluation and timing."""
+    output agreement on calibration images without it); ``eval_provider`` runs FP32 and INT8
+    for the accuracy report and the search; ``threads`` for evaluation and timing."""
 
     onnx: str
     calib: str
@@ -102,6 +113,7 @@ class QuantizeConfig:
     seed: int = 0
     tolerance: float = 1.0
     max_auto_exclude: int = 32
+    eval_provider: Provider = Provider.CPU
     threads: int = 2
     latency_seconds: float = 3.0
 
@@ -278,6 +290,8 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
     selection = select_calibration(qc.calib, qc.calib_size, qc.seed)
     reader = CalibrationReader.from_meta(selection.paths, meta)
     eval_set = EvalSet.labelled(qc.eval_data, meta) if qc.eval_data else None
+    if eval_set is not None or qc.auto:
+        check_eval_provider(fp32, qc)
 
     with tempfile.TemporaryDirectory(prefix="edge_mtl_quant.") as tmp:
         work = Path(tmp)
@@ -295,7 +309,10 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
         judge = eval_set or image_list(selection.paths[:AUTO_AGREEMENT_IMAGES])
         report = None
         if eval_set is not None or qc.auto:
-            report = compare({"fp32": fp32, "int8": base}, judge, threads=qc.threads, cache=preds)
+            report = compare(
+                {"fp32": fp32, "int8": base}, judge, threads=qc.threads, cache=preds,
+                provider=qc.eval_provider,
+            )  # fmt: skip
         chosen, kept, search = base, explicit, []
         if qc.auto and report is not None:
             chosen, kept, report, search = _search(q, base, tail, judge, fp32, preds, report)
@@ -307,6 +324,16 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
     drop = report.max_drop("int8") if report is not None else None
     accuracy = report if eval_set is not None else None
     return QuantizeResult(out, final, kept, tail, search, latency, accuracy, drop)
+
+
+def check_eval_provider(fp32: Path, qc: QuantizeConfig) -> None:
+    """Fail in seconds rather than after calibration: a strict session of the FP32 model on
+    ``qc.eval_provider``. Raises the runtime's error (one line naming the provider and why it
+    cannot run here: :class:`RuntimeFailure`, or :class:`InputError` for a missing plugin)."""
+    try:
+        eval_engine(fp32, qc.eval_provider, qc.threads)
+    except EdgeMTLError as e:
+        raise type(e)(f"--eval-provider: {e}") from None
 
 
 def _search(
@@ -332,7 +359,10 @@ def _search(
         kept = ranked[:k]
         path = q.build(tail + kept, q.work / f"int8_keep{k}.onnx")
         preds.pop("int8", None)
-        rep = compare({"fp32": fp32, "int8": path}, judge, threads=qc.threads, cache=preds)
+        rep = compare(
+            {"fp32": fp32, "int8": path}, judge, threads=qc.threads, cache=preds,
+            provider=qc.eval_provider,
+        )  # fmt: skip
         drop = rep.max_drop("int8")
         search.append((k, drop))
         if drop < best[0]:
@@ -401,11 +431,10 @@ def measure_latency(
 ) -> dict[str, float]:
     """Median inference latency (ms, batch 1, CPU, ``threads`` intra-op threads) per model on a
     real calibration image; models alternate in ``rounds`` so drift hits them alike."""
-    from export.accuracy import cpu_engine
     from runtime.bench import time_calls
 
     x = reader.tensor(reader.paths[0])
-    engines = {k: cpu_engine(p, threads) for k, p in models.items()}
+    engines = {k: eval_engine(p, Provider.CPU, threads) for k, p in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for k, eng in engines.items():

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from runtime.cli import PROVIDER_CHOICES
+
+# Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
+# providers, and the row would compare kernels rather than quantization.
+EVAL_PROVIDERS = tuple(p for p in PROVIDER_CHOICES if p != "auto")
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``quantize`` subcommand to the ``edge-mtl`` parser."""
@@ -13,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="INT8 (QDQ) quantization with calibration, accuracy report and CPU latency",
         description=(
             "Quantize an FP32 edge-mtl ONNX export to INT8 (QDQ) with ONNX Runtime, calibrated on "
-            "a condition-balanced subset of --calib, then report FP32 vs INT8 accuracy (--eval) "
-            "and batch-1 CPU latency measured side by side. The QDQ file also runs on TensorRT "
-            "(explicit quantization; quantize with --target tensorrt)."
+            "a condition-balanced subset of --calib, then report FP32 vs INT8 accuracy (--eval, "
+            "on --eval-provider) and batch-1 CPU latency measured side by side. The QDQ file "
+            "also runs on TensorRT (explicit quantization; quantize with --target tensorrt)."
         ),
     )
     p.add_argument("--onnx", required=True, help="FP32 model exported by `edge-mtl export`")
@@ -41,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="node names to keep float, or 'auto' for the sensitivity search",
     )  # fmt: skip
     p.add_argument("--eval", dest="eval_data", help="labelled BDD-format folder for the report")
+    p.add_argument(
+        "--eval-provider", choices=EVAL_PROVIDERS, default="cpu",
+        help="execution provider that runs FP32 and INT8 for --eval and --exclude auto (INT8 "
+        "kernels differ per provider); it must initialise here, checked before calibration. "
+        "Latency is always measured on CPU (default cpu)",
+    )  # fmt: skip
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     p.add_argument(
@@ -56,6 +68,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from export.quantize import Method, QuantizeConfig, ReduceRange, Target, quantize
     from runtime.errors import InputError
     from runtime.hardware import cpu_model, isa_summary
+    from runtime.providers import Provider
 
     if "auto" in args.exclude and len(args.exclude) > 1:
         raise InputError("--exclude: give either 'auto' or node names, not both")
@@ -72,6 +85,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib_size=args.calib_size,
         seed=args.seed,
         tolerance=args.tolerance,
+        eval_provider=Provider(args.eval_provider),
         threads=args.threads,
     )
     res = quantize(qc)
@@ -91,27 +105,35 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"float tail (decode, kept float): {len(res.float_tail)} nodes")
     if qc.auto:
         steps = ", ".join(f"{k} kept -> {d:.2f} pts" for k, d in res.search)
-        print(f"--exclude auto (tolerance {qc.tolerance:g} pts): {steps}")
+        where = f"tolerance {qc.tolerance:g} pts, provider {qc.eval_provider.value}"
+        print(f"--exclude auto ({where}): {steps}")
     if res.kept_float:
         print(f"kept float: {', '.join(res.kept_float)}")
     if res.accuracy is not None:
-        print(f"\naccuracy on {res.accuracy.images} images of {args.eval_data} (CPU):")
-        print(res.accuracy.markdown())
+        acc = res.accuracy
+        print(
+            f"\naccuracy on {acc.images} images of {args.eval_data} "
+            f"(provider {acc.provider.value}):"
+        )
+        print(acc.markdown())
     fp32 = res.latency_ms.get("fp32")
     print(f"\nlatency, batch 1, {qc.threads} threads, CPU {cpu_model()} ({isa_summary()}):")
     for label, ms in res.latency_ms.items():
         ratio = f"  {ms / fp32:.2f}x fp32" if fp32 and label != "fp32" else ""
         print(f"  {label:<22} p50 {ms:8.2f} ms{ratio}")
     if args.report:
-        _write_report(args.report, res)
+        evaluated = res.accuracy is not None or qc.auto
+        _write_report(args.report, res, qc.eval_provider.value if evaluated else None)
     return 0
 
 
-def _write_report(path: str, res) -> None:
+def _write_report(path: str, res, eval_provider: str | None) -> None:
+    """``eval_provider``: the provider behind the accuracy and search figures (None: none)."""
     from runtime.files import write_json_atomic
 
     data = {
         "model": str(res.path),
+        "eval_provider": eval_provider,
         "calibration": res.meta.calibration,
         "search": res.search,
         "latency_ms": res.latency_ms,

@@ -1,6 +1,10 @@
 """INT8 quantization of a tiny exported model: checker, metadata, ORT CPU run, agreement with
-FP32 on calibration-like inputs, and the one-line errors of ``edge-mtl quantize``."""
+FP32 on calibration-like inputs, the evaluation provider, and the one-line errors of
+``edge-mtl quantize``."""
 
+import contextlib
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,9 @@ from edge_mtl.cli import main
 from edge_mtl.data.generate import write_synthetic
 from export.onnx_export import ExportConfig, export
 from export.quantize import QuantizeConfig, float_tail, quantize
+from runtime.env import probe_provider
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from runtime.providers import Provider
 
 # Stated tolerance, INT8 vs FP32 on calibration-like scenes: every dense output within 10% of
 # that output's FP32 range (8-bit activations through ~45 layers of a random-weight model).
@@ -142,3 +148,82 @@ def test_unknown_exclude_node_and_non_onnx_are_refused(fp32_onnx, scenes, tmp_pa
     bogus.write_text("not onnx")
     code, err = _cli(capsys, "--onnx", str(bogus), "--calib", str(scenes), "--out", out)
     assert code == 2 and "not a valid ONNX model" in err
+
+
+# ---- --eval-provider --------------------------------------------------------------------------
+
+
+def _quantize_cli(fp32_onnx: Path, scenes: Path, out: Path, *extra: str) -> tuple[str, dict]:
+    """stdout and the --report JSON of one ``edge-mtl quantize --eval`` run."""
+    report = out.with_suffix(".json")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([
+            "quantize", "--onnx", str(fp32_onnx), "--calib", str(scenes), "--out", str(out),
+            "--calib-size", "4", "--eval", str(scenes), "--threads", "1", "--report",
+            str(report), *extra,
+        ])  # fmt: skip
+    assert code == 0
+    return stdout.getvalue(), json.loads(report.read_text())
+
+
+@pytest.fixture(scope="module")
+def default_and_cpu(fp32_onnx, scenes, tmp_path_factory):
+    """The same quantization twice: without --eval-provider, and with --eval-provider cpu."""
+    tmp = tmp_path_factory.mktemp("evalp")
+    return (
+        _quantize_cli(fp32_onnx, scenes, tmp / "default.onnx"),
+        _quantize_cli(fp32_onnx, scenes, tmp / "cpu.onnx", "--eval-provider", "cpu"),
+    )
+
+
+def _accuracy_section(stdout: str) -> str:
+    """The printed accuracy header and table (latency, which is timed, left out)."""
+    return stdout[stdout.index("accuracy on") : stdout.index("latency, batch 1")]
+
+
+def test_eval_provider_cpu_reports_what_the_default_reports(default_and_cpu):
+    (out_default, rep_default), (out_cpu, rep_cpu) = default_and_cpu
+    assert _accuracy_section(out_cpu) == _accuracy_section(out_default)
+    assert rep_cpu["accuracy"] == rep_default["accuracy"]
+    assert rep_cpu["accuracy"]["table"]["det agreement"]["int8"] > 0
+
+
+def test_report_names_the_eval_provider(default_and_cpu, quantized):
+    for stdout, report in default_and_cpu:
+        assert "(provider cpu):" in _accuracy_section(stdout)
+        assert report["eval_provider"] == "cpu" and report["accuracy"]["provider"] == "cpu"
+    assert quantized.accuracy.provider is Provider.CPU
+    assert quantized.accuracy.to_dict()["provider"] == "cpu"
+
+
+@pytest.fixture(scope="module")
+def unavailable_provider() -> str:
+    """A provider that cannot run here (on a CPU-only machine: all but cpu), by the runtime's
+    own probe."""
+    for p in (Provider.OPENVINO, Provider.CUDA, Provider.TENSORRT):
+        ok, _ = probe_provider(p)
+        if not ok:
+            return p.value
+    pytest.skip("every execution provider initialises on this machine")
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["eval", "exclude-auto"])
+def test_unavailable_eval_provider_fails_before_calibration(
+    auto, fp32_onnx, scenes, unavailable_provider, tmp_path, capfd, monkeypatch
+):
+    calibrated: list[object] = []
+    # onnxruntime's calibration entry point, recorded instead of run: it must never be reached.
+    monkeypatch.setattr("export.quantize.quantize_static", lambda *a, **k: calibrated.append(a))
+    out = tmp_path / "m.onnx"
+    evaluate = ["--exclude", "auto"] if auto else ["--eval", str(scenes)]
+    code = main([
+        "quantize", "--onnx", str(fp32_onnx), "--calib", str(scenes), "--out", str(out),
+        "--calib-size", "2", "--eval-provider", unavailable_provider, *evaluate,
+    ])  # fmt: skip
+    err = capfd.readouterr().err.strip()  # file-descriptor level: onnxruntime's C++ logs too
+    assert code in (1, 2) and calibrated == [] and not out.exists()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("edge-mtl quantize: error: --eval-provider: ")
+    reason = err.split(f"provider {unavailable_provider}: ", 1)[1]
+    assert len(reason) > 10  # says why, not just which
