@@ -2,8 +2,10 @@
 
 Every task in the config gets its own single-task model (same trunk, data, schedule and
 budget, only that task's head); the multi-task model has them all. The report gives, per task,
-the metric of each and the delta (positive = the shared model is better; negative = negative
-transfer, flagged), plus parameters, GFLOPs and CPU latency of the one MTL model against the
+the metric of each, the delta (positive = the shared model is better) and its standard error
+(SE) from the validation set size: negative transfer is flagged only when the multi-task model
+is worse by more than 2 SE, a smaller difference is "within noise", and a metric without an SE
+(mAP) is "not tested". Then parameters, GFLOPs and CPU latency of the one MTL model against the
 sum of the single-task models it replaces.
 
 Each variant trains into ``OUT/<variant>/`` and records ``result.json`` when done, so an
@@ -12,7 +14,10 @@ interrupted comparison picks up where it stopped (``--resume`` semantics are the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +31,16 @@ MTL = "mtl"
 # Per task kind: the headline metric, and whether larger is better.
 _HEADLINE = {"det": ("det/map50", True), "classify": ("acc", True), "regress": ("mae", False)}
 LatencyFn = Callable[[dict[str, Path], Path], dict[str, dict[str, float]]]
+NOISE_SE = 2.0  # a delta within this many standard errors of zero is read as noise
+
+
+class Verdict(enum.StrEnum):
+    """How a task's delta reads against its standard error (SE)."""
+
+    NEGATIVE = "negative transfer"  # the multi-task model is worse by more than NOISE_SE SE
+    NOISE = "within noise"
+    BETTER = "multi-task better"  # better by more than NOISE_SE SE
+    UNTESTED = "not tested"  # no SE for this metric
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,47 @@ def headline(cfg: Config, task: str) -> tuple[str, bool]:
     kind = "classify" if task in cfg.model.classify else "regress"
     suffix, higher = _HEADLINE[kind]
     return f"{task}/{suffix}", higher
+
+
+def delta_se(
+    cfg: Config, task: str, mtl: dict[str, float], single: dict[str, float], n: int
+) -> tuple[float | None, str]:
+    """Standard error of the delta of ``task``'s headline metric between two models scored on
+    the same ``n`` validation samples and how it was estimated, or (None, why there is none).
+
+    Accuracy: binomial, sqrt(p (1 - p) / n) per model, combined as sqrt(se1^2 + se2^2). That
+    treats the two models as independent; scored on the same images their errors are usually
+    positively correlated, which makes the true SE smaller, so this errs towards "within noise".
+    MAE: the SD of the per-image absolute errors (``<task>/mae_sd``, from evaluate()) / sqrt(n)
+    per model, combined the same way; metrics without it (an older run) get none.
+    mAP: no closed form; a bootstrap over images would need the per-image detections, which are
+    not kept.
+    """
+    key, _ = headline(cfg, task)
+    if n <= 0:
+        return None, "no labelled validation samples"
+    if task == "det":
+        return None, "mAP has no closed-form SE"
+    if task in cfg.model.classify:
+        p1, p2 = mtl.get(key, math.nan), single.get(key, math.nan)
+        if not (math.isfinite(p1) and math.isfinite(p2)):
+            return None, f"{key} missing"
+        return math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n), "binomial"
+    sd = f"{task}/mae_sd"
+    if sd in mtl and sd in single:
+        return math.sqrt((mtl[sd] ** 2 + single[sd] ** 2) / n), "per-image error SD"
+    return None, "no per-image error SD recorded"
+
+
+def verdict(delta: float, se: float | None) -> Verdict:
+    """NEGATIVE only when ``delta`` (positive = multi-task better) is below -NOISE_SE * ``se``."""
+    if se is None or not (math.isfinite(delta) and math.isfinite(se)):
+        return Verdict.UNTESTED
+    if delta < -NOISE_SE * se:
+        return Verdict.NEGATIVE
+    if delta > NOISE_SE * se:
+        return Verdict.BETTER
+    return Verdict.NOISE
 
 
 def variants(cfg: Config) -> list[Variant]:
@@ -131,23 +187,43 @@ def compare(
     if latency is not None:
         log("measuring CPU latency of every variant side by side")
         lat = latency({k: Path(r["weights"]) for k, r in results.items()}, out)
-    report = build_report(cfg, results, lat)
+    report = build_report(cfg, results, lat, eval_sizes(cfg, Path(data_root)))
     write_json_atomic(out / "compare.json", report)
     write_text_atomic(out / "compare.md", to_markdown(report))
     return report
 
 
+def eval_sizes(cfg: Config, data_root: Path) -> dict[str, int]:
+    """Labelled validation samples per task: the n every variant's metrics were computed on
+    (detection: images with box labels)."""
+    from edge_mtl.data.dataset import records_for
+    from edge_mtl.train import label_counts
+
+    with contextlib.redirect_stdout(io.StringIO()):  # training has reported the sources already
+        val = records_for(cfg.data.val, cfg, data_root, progress=False)
+    return label_counts(val, cfg)
+
+
 def build_report(
-    cfg: Config, results: dict[str, dict[str, Any]], lat: dict[str, dict[str, float]]
+    cfg: Config,
+    results: dict[str, dict[str, Any]],
+    lat: dict[str, dict[str, float]],
+    sizes: dict[str, int],
 ) -> dict[str, Any]:
-    """Per-task rows (MTL vs single, delta, negative-transfer flag) and cost totals."""
+    """Per-task rows (MTL vs single, delta, its SE over ``sizes[task]`` validation samples,
+    verdict) and cost totals. ``se`` and ``negative_transfer`` are None where the delta has no
+    SE, and ``se_basis`` says why; otherwise it says how the SE was estimated."""
     mtl = results[MTL]
     rows = []
     for task in cfg.model.task_names():
         key, higher = headline(cfg, task)
+        single = results[task]["metrics"]
         m = mtl["metrics"].get(key, math.nan)
-        s = results[task]["metrics"].get(key, math.nan)
+        s = single.get(key, math.nan)
         delta = (m - s) if higher else (s - m)  # positive = the multi-task model is better
+        n = sizes.get(task, 0)
+        se, basis = delta_se(cfg, task, mtl["metrics"], single, n)
+        v = verdict(delta, se)
         rows.append(
             {
                 "task": task,
@@ -156,7 +232,11 @@ def build_report(
                 "mtl": m,
                 "single": s,
                 "delta": delta,
-                "negative_transfer": bool(delta < 0),
+                "n": n,
+                "se": se,
+                "se_basis": basis,
+                "verdict": v.value,
+                "negative_transfer": None if v is Verdict.UNTESTED else v is Verdict.NEGATIVE,
             }
         )
     singles = [results[t] for t in cfg.model.task_names()]
@@ -187,16 +267,25 @@ def build_report(
 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| task | metric | single-task | multi-task | delta | |",
-        "|---|---|---:|---:|---:|---|",
+        "| task | metric | single-task | multi-task | delta | SE | n | |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["tasks"]:
-        flag = "negative transfer" if r["negative_transfer"] else ""
         arrow = "higher" if r["higher_is_better"] else "lower"
+        se = "n/a" if r["se"] is None else f"{r['se']:.3f}"
         lines.append(
             f"| {r['task']} | {r['metric']} ({arrow} is better) | {r['single']:.3f} | "
-            f"{r['mtl']:.3f} | {r['delta']:+.3f} | {flag} |"
+            f"{r['mtl']:.3f} | {r['delta']:+.3f} | {se} | {r['n']} | {r['verdict']} |"
         )
+    note = [
+        f"Negative transfer is flagged only when the delta is worse than -{NOISE_SE:g} SE (the "
+        "standard error of the difference over n validation samples); closer to zero it is "
+        "within noise."
+    ]
+    note += [
+        f"SE n/a for {r['task']}: {r['se_basis']}." for r in report["tasks"] if r["se"] is None
+    ]
+    lines += ["", " ".join(note)]
     c = report["cost"]
     lines += [
         "",

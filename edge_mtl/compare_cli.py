@@ -15,9 +15,12 @@ def register(sub: argparse._SubParsersAction, latency: Callable[[], LatencyFn]) 
         help="multi-task model vs single-task models on the same data and budget",
         description="Train one single-task model per task and the multi-task model with the "
         "same data, schedule and budget (train.time_limit_min / train.epochs each), then "
-        "report per task the metric of each and the delta (negative = negative transfer, "
-        "flagged), parameters, GFLOPs and CPU latency of the one multi-task model against "
-        "the sum of the single-task models. Writes OUT/compare.json and OUT/compare.md. "
+        "report per task the metric of each, the delta and its standard error (SE) from the "
+        "validation set size: negative transfer is flagged only when the multi-task model is "
+        "worse by more than 2 SE, a smaller difference is 'within noise', and mAP (no "
+        "closed-form SE) is 'not tested'. Then parameters, GFLOPs and CPU latency of the one "
+        "multi-task model against the sum of the single-task models. Writes "
+        "OUT/compare.json and OUT/compare.md. "
         "Interrupted? Run the same command again: finished variants are reused and the "
         "unfinished one resumes from its last.pt.",
     )
@@ -53,6 +56,12 @@ def cmd_compare(args: argparse.Namespace, latency: Callable[[], LatencyFn]) -> i
     print(to_markdown(report), end="")
     flagged = [r["task"] for r in report["tasks"] if r["negative_transfer"]]
     if flagged:
-        print(f"negative transfer (multi-task worse than single-task): {', '.join(flagged)}")
+        print(
+            "negative transfer (multi-task worse than single-task by more than 2 standard "
+            f"errors): {', '.join(flagged)}"
+        )
+    untested = [r["task"] for r in report["tasks"] if r["negative_transfer"] is None]
+    if untested:
+        print(f"not tested against noise (no standard error): {', '.join(untested)}")
     print(f"wrote {args.out}/compare.json and {args.out}/compare.md")
     return 0

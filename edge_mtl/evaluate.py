@@ -108,7 +108,8 @@ def evaluate(
     """Run ``model`` over ``loader`` (a non-augmented MultiTaskDataset) and compute all metrics.
 
     Keys: ``det/map50``, ``det/map``, ``<task>/acc``, ``<task>/f1``, ``<task>/mae``,
-    ``<task>/std`` (label standard deviation, to read MAE against).
+    ``<task>/std`` (label standard deviation, to read MAE against), ``<task>/mae_sd`` (spread of
+    the per-image absolute errors, for the MAE's standard error).
     """
     model.eval()
     m = cfg.model
@@ -157,6 +158,7 @@ def evaluate(
         ok = np.isfinite(y)
         metrics[f"{task}/mae"] = float(np.abs(p[ok] - y[ok]).mean()) if ok.any() else math.nan
         metrics[f"{task}/std"] = float(y[ok].std()) if ok.any() else math.nan
+        metrics[f"{task}/mae_sd"] = float(np.abs(p[ok] - y[ok]).std()) if ok.any() else math.nan
     return metrics
 
 
