@@ -66,7 +66,8 @@ class SourceConfig:
     mapped nor equal to a model class (case-insensitive) are counted and reported as unknown.
     ``name`` labels the source in logs (default ``<kind>[<index>]``). ``skip_bad`` skips
     malformed entries (a bad box, frame or label line, a missing image file) and counts them in
-    the source's report line instead of stopping at the first; a file that cannot be parsed at
+    the source's report line instead of stopping at the first; an image with a bad object is
+    dropped whole, so the object is not learnt as background. A file that cannot be parsed at
     all (bad JSON, a missing label directory) is an error either way.
     """
 

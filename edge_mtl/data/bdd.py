@@ -65,10 +65,12 @@ def read_bdd(
     Returns the records and a Counter of categories that map to no class in ``det_classes``
     (reported, never silently dropped); ``categories`` maps other names onto model classes, and
     those mapped to ``ignore`` are counted in ``ignored`` when given. Categories are counted only
-    for frames that are kept. A malformed frame (a missing key, a degenerate or non-finite box,
-    an image file that is missing or empty) goes to ``bad``: an InputError naming the file and
-    the frame by default, or the whole frame skipped and counted. A label file that is missing
-    or not a JSON list of frames is always an InputError."""
+    for frames that are kept. Malformed entries go to ``bad`` (an InputError naming the file and
+    the frame by default, else skipped and counted): a frame with a missing key or whose image
+    file is missing or empty, and a label with a missing key or a degenerate or non-finite box.
+    Either way the whole frame is skipped: kept without a bad label, the object's pixels would
+    train as background. A label file that is missing or not a JSON list of frames is always an
+    InputError."""
     bad = bad if bad is not None else BadEntries()
     root = Path(root)
     label_file = root / "labels.json" if root.is_dir() else root
@@ -81,46 +83,46 @@ def read_bdd(
     for i, fr in enumerate(frames):
         name = fr.get("name") if isinstance(fr, dict) else None
         entry = f"frame {i}" + (f" ({name})" if isinstance(name, str) else "")
-        dropped: Counter = Counter()  # unmapped categories, counted only if the frame is kept
         try:
-            records.append(_frame_record(fr, image_dir, cmap, classify, regress, dropped))
+            image, objects, labels, targets = _frame(fr, image_dir, classify, regress)
         except MALFORMED as e:
             bad.add(label_file, entry, e)
             continue
-        for cat, n in dropped.items():
+        kept = _read_labels(label_file, entry, objects, image, cmap, bad)
+        if kept is None:
+            continue
+        boxes, classes, unmapped = kept
+        for cat, n in unmapped.items():
             cmap.index(cat, n)  # tallies it as unknown or ignored
+        records.append(
+            Record(
+                image=image,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                classes=np.asarray(classes, np.int64),
+                labels=labels,
+                targets=targets,
+            )
+        )
     if ignored is not None:
         ignored.update(cmap.ignored)
     return records, cmap.unknown
 
 
-def _frame_record(
+def _frame(
     fr: dict,
     image_dir: Path,
-    cmap: CategoryMap,
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
-    dropped: Counter,
-) -> Record:
+) -> tuple[Path, list, dict[str, int], dict[str, float]]:
+    """(image path, the frame's label list, classification labels, regression targets) of one
+    frame whose image file looks usable."""
     name = fr["name"]
     if not isinstance(name, str):
         raise EntryError(f"name {name!r} is not a string")
     attrs = fr.get("attributes") or {}
-    boxes, classes = [], []
-    for lab in fr.get("labels") or []:
-        if "box2d" not in lab:
-            continue  # lane / drivable-area polygons
-        cat = lab["category"]
-        c = cmap.index(cat, count=0)
-        if c is None:
-            dropped[cat] += 1
-            continue
-        b = lab["box2d"]
-        box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
-        if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-            raise EntryError(f"degenerate box {box}")
-        boxes.append(box)
-        classes.append(c)
+    objects = fr.get("labels") or []
+    if not isinstance(objects, list):
+        raise EntryError(f"labels is a {type(objects).__name__}, not a list")
     labels = {
         t: (names.index(attrs[t]) if attrs.get(t) in names else -1) for t, names in classify.items()
     }
@@ -132,10 +134,34 @@ def _frame_record(
     problem = image_problem(image)
     if problem:
         raise EntryError(f"{problem} ({image_dir.name}/{name})")
-    return Record(
-        image=image,
-        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-        classes=np.asarray(classes, np.int64),
-        labels=labels,
-        targets=targets,
-    )
+    return image, objects, labels, targets
+
+
+def _read_labels(
+    label_file: Path, entry: str, objects: list, image: Path, cmap: CategoryMap, bad: BadEntries
+) -> tuple[list[list[float]], list[int], Counter] | None:
+    """Boxes (xyxy frame pixels), classes and the categories mapped to no class (for the caller
+    to tally) of one frame's labels; None when a label is malformed (each bad label goes to
+    ``bad`` as an object of ``image``, and the caller drops the frame)."""
+    boxes, classes, unmapped = [], [], Counter()
+    ok = True
+    for j, lab in enumerate(objects):
+        try:
+            if "box2d" not in lab:
+                continue  # lane / drivable-area polygons
+            cat = lab["category"]
+            c = cmap.index(cat, count=0)
+            if c is None:
+                unmapped[cat] += 1
+                continue
+            b = lab["box2d"]
+            box = [float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])]
+            if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+                raise EntryError(f"degenerate box {box}")
+        except MALFORMED as e:
+            bad.add(label_file, f"{entry}, labels[{j}]", e, image=image)
+            ok = False
+            continue
+        boxes.append(box)
+        classes.append(c)
+    return (boxes, classes, unmapped) if ok else None

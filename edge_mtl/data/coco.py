@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,11 @@ def read_coco(
     edge is clipped to it. Malformed entries go to ``bad`` (an InputError naming the file and
     the entry by default, else skipped and counted): an image entry with missing fields or whose
     file is missing or empty (the image and its annotations are skipped), an annotation with an
-    unknown image or category id, an invalid box or one wholly outside its image. Bad JSON, a
-    missing images directory, a malformed ``categories`` list and duplicate image ids are always
-    an InputError.
+    unknown image or category id, an invalid box or one wholly outside its image (the whole
+    image it belongs to is dropped, so the object is not learnt as background). What is counted
+    in ``ignored`` or the returned Counter comes from kept images only. Bad JSON, a missing
+    images directory, a malformed ``categories`` list and duplicate image ids are always an
+    InputError.
     """
     bad = bad if bad is not None else BadEntries()
     json_path = Path(json_path)
@@ -76,29 +79,36 @@ def read_coco(
                 dropped.add(image_id)
 
     cmap = CategoryMap(det_classes, COCO_CATEGORIES, categories)
-    skipped: Counter = Counter()
-    boxes: dict[int, list[list[float]]] = {k: [] for k in frames}
-    classes: dict[int, list[int]] = {k: [] for k in frames}
+    objects = {k: _Objects() for k in frames}
+    spoilt: set[int] = set()  # ids of images with a malformed annotation: dropped whole
     for i, ann in enumerate(data.get("annotations") or []):
         entry = f"annotations[{i}]" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
         try:
-            kept = _annotation(ann, frames, dropped, cat_names, cmap, skipped)
+            _annotation(ann, frames, dropped, cat_names, cmap, objects)
         except MALFORMED as e:
-            bad.add(json_path, entry, e)
-            continue
-        if kept is not None:
-            image_id, box, c = kept
-            boxes[image_id].append(box)
-            classes[image_id].append(c)
+            owner = ann.get("image_id") if isinstance(ann, dict) else None
+            if isinstance(owner, Hashable) and owner in frames:
+                bad.add(json_path, entry, e, image=image_dir / frames[owner][0])
+                spoilt.add(owner)
+            else:
+                bad.add(json_path, entry, e)
 
-    records = [
-        Record(
-            image=image_dir / name,
-            boxes=np.asarray(boxes[k], np.float32).reshape(-1, 4),
-            classes=np.asarray(classes[k], np.int64),
+    records = []
+    skipped: Counter = Counter()
+    for k, (name, _, _) in frames.items():
+        if k in spoilt:
+            continue
+        obj = objects[k]
+        for cat, n in obj.unmapped.items():
+            cmap.index(cat, n)  # tallies it as unknown or ignored
+        skipped.update(obj.skipped)
+        records.append(
+            Record(
+                image=image_dir / name,
+                boxes=np.asarray(obj.boxes, np.float32).reshape(-1, 4),
+                classes=np.asarray(obj.classes, np.int64),
+            )
         )
-        for k, (name, _, _) in frames.items()
-    ]
     if ignored is not None:
         ignored.update(cmap.ignored)
         ignored.update(skipped)
@@ -118,40 +128,54 @@ def _image_entry(im: dict, image_dir: Path) -> tuple[str, float, float]:
     return name, fw, fh
 
 
+@dataclass
+class _Objects:
+    """The annotations of one image: boxes kept, and those set aside on purpose (tallied only
+    if the image is kept)."""
+
+    boxes: list[list[float]] = field(default_factory=list)  # xyxy frame pixels
+    classes: list[int] = field(default_factory=list)
+    unmapped: Counter = field(default_factory=Counter)  # category name -> annotations
+    skipped: Counter = field(default_factory=Counter)  # CROWD / EMPTY -> annotations
+
+
 def _annotation(
     ann: dict,
     frames: dict[int, tuple[str, float, float]],
     dropped: set[int],
     cat_names: dict[int, str],
     cmap: CategoryMap,
-    skipped: Counter,
-) -> tuple[int, list[float], int] | None:
-    """(image id, xyxy box clipped to the image, class) of one annotation, or None when it is
-    dropped on purpose (crowd, zero size, unmapped category, an image skipped as bad)."""
+    objects: dict[int, _Objects],
+) -> None:
+    """Add one annotation to its image's ``objects``: its box clipped to the image, or what set
+    it aside (crowd, zero size, unmapped category). Nothing for an image skipped as bad."""
     image_id, cat_id = ann["image_id"], ann["category_id"]
     if image_id in dropped:
-        return None
+        return
     if image_id not in frames:
         raise EntryError(f"image_id {image_id!r} is not in images")
     if cat_id not in cat_names:
         raise EntryError(f"category_id {cat_id!r} is not in categories")
+    obj = objects[image_id]
     if ann.get("iscrowd", 0):
-        skipped[CROWD] += 1
-        return None
-    c = cmap.index(cat_names[cat_id])
+        obj.skipped[CROWD] += 1
+        return
+    c = cmap.index(cat_names[cat_id], count=0)
     if c is None:
-        return None
+        obj.unmapped[cat_names[cat_id]] += 1
+        return
     x, y, w, h = (float(v) for v in ann["bbox"])
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
         raise EntryError(f"invalid bbox {[x, y, w, h]} (x y width height)")
     if w == 0 or h == 0:
-        skipped[EMPTY] += 1
-        return None
+        obj.skipped[EMPTY] += 1
+        return
     name, fw, fh = frames[image_id]
     box = [max(x, 0.0), max(y, 0.0), min(x + w, fw), min(y + h, fh)]
     if box[2] <= box[0] or box[3] <= box[1]:
         raise EntryError(f"bbox {[x, y, w, h]} lies outside the {fw:g}x{fh:g} image {name}")
-    return image_id, box, c
+    obj.boxes.append(box)
+    obj.classes.append(c)
 
 
 def _category_names(json_path: Path, cats) -> dict[int, str]:

@@ -49,8 +49,9 @@ def read_kitti(
     returned Counter; types mapped to ``ignore`` (DontCare by default) are added to ``ignored``
     when given. Malformed entries go to ``bad`` (an InputError naming the file and line by
     default, else skipped and counted): a line with the wrong number of fields, a field that is
-    not a number or a degenerate box (that line), a label file that is not text or whose image
-    is missing or empty (that image). A missing directory or no label files is always an
+    not a number or a degenerate box (the whole image is dropped, so the object is not learnt as
+    background; types are tallied only for images kept), a label file that is not text or whose
+    image is missing or empty (that image). A missing directory or no label files is always an
     InputError.
     """
     bad = bad if bad is not None else BadEntries()
@@ -78,7 +79,12 @@ def read_kitti(
         except UnicodeDecodeError:
             bad.add(lf, None, "not a text file")
             continue
-        boxes, classes = _read_lines(lf, lines, cmap, bad)
+        objects = _read_lines(lf, lines, images[lf.stem], cmap, bad)
+        if objects is None:
+            continue
+        boxes, classes, unmapped = objects
+        for name, n in unmapped.items():
+            cmap.index(name, n)  # tallies it as unknown or ignored
         records.append(
             Record(
                 image=images[lf.stem],
@@ -92,9 +98,13 @@ def read_kitti(
 
 
 def _read_lines(
-    path: Path, lines: list[str], cmap: CategoryMap, bad: BadEntries
-) -> tuple[list[list[float]], list[int]]:
-    boxes, classes = [], []
+    path: Path, lines: list[str], image: Path, cmap: CategoryMap, bad: BadEntries
+) -> tuple[list[list[float]], list[int], Counter] | None:
+    """Boxes, classes and the types mapped to no class (for the caller to tally) of one label
+    file; None when a line is malformed (each bad line goes to ``bad`` as an object of
+    ``image``, and the caller drops the image)."""
+    boxes, classes, unmapped = [], [], Counter()
+    ok = True
     for n, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
@@ -102,17 +112,20 @@ def _read_lines(
         try:
             box = _line_box(fields)
         except EntryError as e:
-            bad.add(path, n, e)
+            bad.add(path, n, e, image=image)
+            ok = False
             continue
-        c = cmap.index(fields[0])
+        c = cmap.index(fields[0], count=0)
         if c is None:
+            unmapped[fields[0]] += 1
             continue
         if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-            bad.add(path, n, f"degenerate box {box} (left top right bottom)")
+            bad.add(path, n, f"degenerate box {box} (left top right bottom)", image=image)
+            ok = False
             continue
         boxes.append(box)
         classes.append(c)
-    return boxes, classes
+    return (boxes, classes, unmapped) if ok else None
 
 
 def _line_box(fields: list[str]) -> list[float]:

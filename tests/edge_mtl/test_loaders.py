@@ -468,6 +468,23 @@ def test_bad_entries_raise_or_count():
         "skipped 5 bad entries (labels.json: frame 3: malformed entry (KeyError('name')); "
         "0.jpg: empty image file; 1.jpg: empty image file; first 3 shown)"
     )
+    assert bad.images_dropped == 0
+
+
+def test_bad_objects_count_their_image_once():
+    bad = BadEntries(skip=True)
+    bad.add(Path("/d/7.txt"), 2, "degenerate box", image=Path("/d/7.png"))
+    assert (
+        bad.summary()
+        == "skipped 1 bad entry (7.txt:2: degenerate box); 1 image dropped for bad objects"
+    )
+    bad.add(Path("/d/7.txt"), 5, "degenerate box", image=Path("/d/7.png"))
+    bad.add(Path("/d/8.txt"), 1, "degenerate box", image=Path("/d/8.png"))
+    bad.add(Path("/d/9.png"), None, "empty image file")
+    assert bad.count == 4 and bad.images_dropped == 2
+    assert bad.summary().endswith("; first 3 shown); 2 images dropped for bad objects")
+    with pytest.raises(InputError, match=r"^/d/7.txt:2: degenerate box$"):
+        BadEntries().add(Path("/d/7.txt"), 2, "degenerate box", image=Path("/d/7.png"))
 
 
 def test_bdd_bad_frame_raises_or_is_skipped(tmp_path, capsys):
@@ -479,18 +496,45 @@ def test_bdd_bad_frame_raises_or_is_skipped(tmp_path, capsys):
     frames.insert(1, {"name": "c.jpg", "labels": labels})
     (root / "labels.json").write_text(json.dumps(frames))
     _image(root / "images" / "c.jpg")
-    problem = "labels.json: frame 1 (c.jpg): degenerate box [5.0, 5.0, 5.0, 9.0]"
+    problem = "labels.json: frame 1 (c.jpg), labels[1]: degenerate box [5.0, 5.0, 5.0, 9.0]"
     with pytest.raises(InputError, match=re.escape(f"{root}/{problem}")):
         read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
     bad = BadEntries(skip=True)
     recs, unknown = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",), bad)
     _assert_same(recs, good)
-    assert bad.count == 1 and unknown == Counter({"rider": 1})  # not the skipped frame's rider
+    assert bad.count == 1 and bad.images_dropped == 1
+    assert unknown == Counter({"rider": 1})  # not the skipped frame's rider
     recs, line = _read_skipping(tmp_path, capsys, {"kind": "bdd100k", "path": str(root)})
     _assert_same(recs, good)
     assert line == (
         "bdd100k[0]: 2 images, 3 boxes; unknown categories skipped (map them in categories): "
-        f"rider 1; skipped 1 bad entry ({problem})"
+        f"rider 1; skipped 1 bad entry ({problem}); 1 image dropped for bad objects"
+    )
+
+
+def test_bdd_bad_labels_drop_their_frame(tmp_path, capsys):
+    root = _bdd(tmp_path)
+    good, _ = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",))
+    frames = json.loads((root / "labels.json").read_text())
+    # a.jpg: a car, a rider (unknown to this model) and a sign, plus two labels that do not
+    # parse; keeping a.jpg without them would teach their pixels as background
+    frames[0]["labels"] += [
+        {"category": "car", "box2d": {"x1": 1, "y1": 1, "x2": 4}},
+        {"category": "bus", "box2d": {"x1": 1, "y1": 1, "x2": "nan", "y2": 4}},
+    ]
+    (root / "labels.json").write_text(json.dumps(frames))
+    bad = BadEntries(skip=True)
+    recs, unknown = read_bdd(root, DET_CLASSES, ATTRIBUTES, ("curvature",), bad)
+    _assert_same(recs, good[1:])
+    assert bad.count == 2 and bad.images_dropped == 1
+    assert unknown == Counter()  # a.jpg's rider went with it
+    recs, line = _read_skipping(tmp_path, capsys, {"kind": "bdd100k", "path": str(root)})
+    _assert_same(recs, good[1:])
+    assert line == (
+        "bdd100k[0]: 1 images, 1 boxes; skipped 2 bad entries "
+        "(labels.json: frame 0 (a.jpg), labels[4]: malformed entry (KeyError('y2')); "
+        "labels.json: frame 0 (a.jpg), labels[5]: degenerate box [1.0, 1.0, nan, 4.0]); "
+        "1 image dropped for bad objects"
     )
 
 
@@ -522,11 +566,26 @@ def test_kitti_bad_line_raises_or_is_skipped(tmp_path, capsys):
     with pytest.raises(InputError, match=re.escape(f"{root}/label_2/{problem}")):
         read_kitti(root, DET_CLASSES)
     recs, line = _read_skipping(tmp_path, capsys, {"kind": "kitti", "path": str(root)})
-    _assert_same(recs, good)
+    # 000001.png goes whole: kept without the bad box, that car would train as background
+    _assert_same(recs, [good[0], good[2]])
     assert line == (
-        "kitti[0]: 3 images, 4 boxes; unknown categories skipped (map them in categories): "
-        f"Misc 1, Cyclist 1; ignored: DontCare 1; skipped 1 bad entry ({problem})"
+        "kitti[0]: 2 images, 2 boxes; unknown categories skipped (map them in categories): "
+        f"Misc 1, Cyclist 1; ignored: DontCare 1; skipped 1 bad entry ({problem}); "
+        "1 image dropped for bad objects"
     )
+
+
+def test_kitti_bad_lines_drop_their_image_once(tmp_path):
+    root = _kitti(tmp_path)
+    good, _ = read_kitti(root, DET_CLASSES)
+    with (root / "label_2" / "000000.txt").open("a") as f:
+        f.write("Car 0 0 0 50 60 40 70 1 1 1 1 1 1 1\n")  # degenerate box
+        f.write("Car 0.00 0 -1.58 587.01 173.33 614.12\n")  # too few fields
+    bad, ignored = BadEntries(skip=True), Counter()
+    recs, unknown = read_kitti(root, DET_CLASSES, ignored=ignored, bad=bad)
+    _assert_same(recs, good[1:])
+    assert bad.count == 2 and bad.images_dropped == 1
+    assert unknown == Counter() and ignored == Counter()  # 000000's Misc, Cyclist, DontCare
 
 
 def test_kitti_missing_image_is_skipped(tmp_path, capsys):
@@ -553,11 +612,31 @@ def test_coco_bad_annotation_raises_or_is_skipped(tmp_path, capsys):
     with pytest.raises(InputError, match=re.escape(f"{path.parent}/{problem}")):
         read_coco(path, DET_CLASSES)
     recs, line = _read_skipping(tmp_path, capsys, {"kind": "coco", "path": str(path)})
-    _assert_same(recs, good)
+    _assert_same(recs, good[:2])  # c.jpg goes whole with its bad annotation
     assert line == (
-        "coco[0]: 3 images, 3 boxes; unknown categories skipped (map them in categories): "
-        f"dog 1, bicycle 1; ignored: iscrowd 1, empty box 1; skipped 1 bad entry ({problem})"
+        "coco[0]: 2 images, 3 boxes; unknown categories skipped (map them in categories): "
+        f"dog 1, bicycle 1; ignored: iscrowd 1, empty box 1; skipped 1 bad entry ({problem}); "
+        "1 image dropped for bad objects"
     )
+
+
+def test_coco_bad_annotations_drop_their_image_once(tmp_path):
+    path = _coco(tmp_path)
+    good, _ = read_coco(path, DET_CLASSES)
+    data = json.loads(path.read_text())
+    data["annotations"] += [
+        {"id": 20, "image_id": 2, "category_id": 3, "bbox": [1, 1, -2, 2]},  # invalid bbox
+        {"id": 21, "image_id": 2, "category_id": 4, "bbox": [1, 1, 2, 2]},  # unknown category
+        {"id": 22, "image_id": 99, "category_id": 3, "bbox": [1, 1, 2, 2]},  # unknown image
+    ]
+    path.write_text(json.dumps(data))
+    bad, ignored = BadEntries(skip=True), Counter()
+    recs, unknown = read_coco(path, DET_CLASSES, ignored=ignored, bad=bad)
+    # b.jpg goes whole; the annotation of an image that does not exist drops no image
+    _assert_same(recs, [good[0], good[2]])
+    assert bad.count == 3 and bad.images_dropped == 1
+    assert unknown == Counter()  # b.jpg's dog and bicycle went with it
+    assert ignored == Counter({"iscrowd": 1, "empty box": 1})  # a.jpg's, kept
 
 
 def test_coco_missing_image_drops_it_and_its_annotations(tmp_path):
