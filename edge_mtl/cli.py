@@ -57,6 +57,11 @@ def _side_by_side_latency():
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Log lines reach a file or a pipe (``train ... > run.log``, CI) as they are printed, not in
+    # 8 KB blocks: a long run's progress is visible while it runs.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -186,3 +186,37 @@ def test_training_command_without_the_train_extras_says_what_to_install(tmp_path
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edge-mtl train: error: needs the training")
     assert lines[0].endswith("pip install 'edge-mtl[train]'")
+
+
+def test_train_log_lines_reach_a_pipe_while_the_run_goes_on(tmp_path):
+    """``edge-mtl train ... > run.log``: each line is written when it is printed, not when an
+    8 KB buffer fills or the process ends, so a long run can be followed."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    from edge_mtl.data.synthetic import synthetic_cache_name
+
+    d = tiny_cfg_dict(hw=(256, 448))  # steps slow enough that 8 KB of log takes minutes
+    d["train"].update(epochs=1000, time_limit_min=5, batch_size=2)
+    # Render the data here: starting the renderer's worker processes would flush stdout and
+    # hide a block-buffered stream.
+    for s in d["data"]["train"] + d["data"]["val"]:
+        root = tmp_path / "data" / synthetic_cache_name(s["seed"], s["n"], tuple(s["frame_hw"]))
+        write_synthetic(root, s["n"], s["seed"], tuple(s["frame_hw"]), workers=1)
+    cfg = _write(tmp_path, d)
+    argv = [sys.executable, "-m", "edge_mtl", "train", "--config", str(cfg)]
+    argv += ["--out", str(tmp_path / "r"), "--quiet", "--data-root", str(tmp_path / "data")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 90)
+        assert ready, "no log line within 90 s of a 5-minute run"
+        assert proc.stdout.readline().startswith("device cpu")
+        assert proc.poll() is None  # the line came while training was still running
+    finally:
+        proc.kill()
+        proc.wait()
