@@ -426,7 +426,11 @@ def _train(
             s = score(metrics)
             log(
                 f"epoch {st.epoch} step {st.step} {st.elapsed / 60:.1f} min | "
-                + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.endswith(("/std", "/mae_sd")))
+                + " ".join(
+                    f"{k} {v:.3f}"
+                    for k, v in metrics.items()
+                    if not k.endswith(("/std", "/mae_sd"))
+                )
                 + f" | {tc.weighting} weights "
                 + " ".join(f"{k} {v:.3f}" for k, v in weights.items())
                 + (f" | {st.skipped} steps skipped" if st.skipped else "")

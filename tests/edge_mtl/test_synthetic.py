@@ -99,7 +99,7 @@ def test_curvature_bends_the_road_visibly_before_the_horizon():
     ur, vr = _Camera(right).project(0.0, 0.0, 30.0)
     assert vl == vr and ur - ul > 150
     a, b = render_spec(left).image, render_spec(right).image
-    row = int(round(vl))
+    row = round(float(vl))
     assert np.abs(a[row].astype(int) - b[row].astype(int)).sum(-1).mean() > 20
 
 
