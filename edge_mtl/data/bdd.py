@@ -92,8 +92,7 @@ def read_bdd(
         if kept is None:
             continue
         boxes, classes, unmapped = kept
-        for cat, n in unmapped.items():
-            cmap.index(cat, n)  # tallies it as unknown or ignored
+        cmap.tally(unmapped)
         records.append(
             Record(
                 image=image,

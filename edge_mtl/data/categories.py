@@ -42,3 +42,9 @@ class CategoryMap:
         if i is None and count:
             (self.ignored if target == IGNORE else self.unknown)[name] += count
         return i
+
+    def tally(self, unmapped: Counter) -> None:
+        """Count the unmapped categories of an image that was kept (name -> objects), once its
+        objects are known to be good: a dropped image adds nothing to the report."""
+        for name, n in unmapped.items():
+            self.index(name, n)

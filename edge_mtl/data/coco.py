@@ -99,8 +99,7 @@ def read_coco(
         if k in spoilt:
             continue
         obj = objects[k]
-        for cat, n in obj.unmapped.items():
-            cmap.index(cat, n)  # tallies it as unknown or ignored
+        cmap.tally(obj.unmapped)
         skipped.update(obj.skipped)
         records.append(
             Record(

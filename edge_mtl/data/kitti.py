@@ -83,8 +83,7 @@ def read_kitti(
         if objects is None:
             continue
         boxes, classes, unmapped = objects
-        for name, n in unmapped.items():
-            cmap.index(name, n)  # tallies it as unknown or ignored
+        cmap.tally(unmapped)
         records.append(
             Record(
                 image=images[lf.stem],
