@@ -240,6 +240,7 @@ def _train(
         return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
     def checkpoint(path: Path, metrics: dict | None = None) -> None:
+        """``last.pt``: everything a resume needs (weights, EMA, optimizer, RNG, ...)."""
         save_atomic(
             {
                 "format": "edge-mtl",
@@ -253,6 +254,23 @@ def _train(
                 "weighting": weighting.state_dict(),
                 "state": st.__dict__.copy(),
                 "rng": torch.get_rng_state(),
+                "metrics": metrics or {},
+            },
+            path,
+        )
+
+    def deployable(path: Path, metrics: dict | None = None) -> None:
+        """``best.pt``: only what eval, export and compare read, the EMA weights as the model.
+        AdamW's two moments and the raw weights would make it 4x larger for nothing: a run
+        resumes from ``last.pt``."""
+        save_atomic(
+            {
+                "format": "edge-mtl",
+                "version": CHECKPOINT_VERSION,
+                "config": cfg.to_dict(),
+                "model": ema.model.state_dict(),
+                "weights": "ema",
+                "state": st.__dict__.copy(),
                 "metrics": metrics or {},
             },
             path,
@@ -437,14 +455,14 @@ def _train(
             )
             if s > st.best:
                 st.best = s
-                checkpoint(out / "best.pt", metrics)
+                deployable(out / "best.pt", metrics)
             checkpoint(out / "last.pt", metrics)
             ddp.barrier(info)
     finally:
         for sig, handler in prev.items():
             signal.signal(sig, handler)
     if info.is_main and not (out / "best.pt").exists():
-        checkpoint(out / "best.pt", metrics)
+        deployable(out / "best.pt", metrics)
     return metrics
 
 

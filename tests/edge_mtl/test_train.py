@@ -68,6 +68,15 @@ def test_interrupted_run_resumes_to_the_same_step_and_weights(tmp_path, monkeypa
         torch.testing.assert_close(v, b["ema"][k], rtol=1e-5, atol=1e-6)
     model, loaded_cfg, _ = load_model(tmp_path / "resumed" / "best.pt")
     assert loaded_cfg.model == cfg.model and not model.training
+    # best.pt is the deployable file: the EMA weights as the model, no optimizer, no raw weights
+    best = load_checkpoint(tmp_path / "straight" / "best.pt")
+    assert best["weights"] == "ema" and not {"ema", "optimizer", "rng"} & best.keys()
+    assert best["model"].keys() == a["ema"].keys()
+    if best["state"]["step"] == a["state"]["step"]:  # the last epoch scored best
+        for k, v in a["ema"].items():
+            torch.testing.assert_close(best["model"][k], v)
+    last_size = (tmp_path / "straight" / "last.pt").stat().st_size
+    assert (tmp_path / "straight" / "best.pt").stat().st_size < last_size / 3
 
 
 def _poison_task_losses(monkeypatch, poison):
