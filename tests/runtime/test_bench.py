@@ -237,11 +237,14 @@ def test_e2e_reports_stages_and_ratio(models, kit, tmp_path) -> None:
     assert two["e2e"] is None  # the pipeline runs batch 1
     e = one["e2e"]
     assert set(e) == E2E_KEYS and set(e["stage_ms"]) == STAGES
-    assert e["frames"] == kit.count_video_frames(clip) and e["source"] == str(clip)
+    # 3 rounds, each reopening the clip and taking all of its 12 frames (300 // 3 > 12)
+    assert e["frames"] == 3 * kit.count_video_frames(clip) and e["source"] == str(clip)
     assert all(v >= 0 for v in e["stage_ms"].values()) and e["fps"] > 0
-    assert e["bare_fps"] == pytest.approx(one["throughput_ips"])
+    assert e["bare_fps"] > 0  # measured between the passes, not copied from the row
     assert e["ratio"] == pytest.approx(e["fps"] / e["bare_fps"])
     assert e["latency_p50_ms"] <= e["latency_p99_ms"]
+    short = _bench(tmp_path, "s", *argv[:-1], "--e2e", str(clip), "--e2e-frames", "6")
+    assert short["results"][0]["e2e"]["frames"] == 6  # 3 rounds of 2 frames
 
 
 # ---- torch ---------------------------------------------------------------------------------
