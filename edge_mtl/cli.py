@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import NoReturn
 
-from runtime.errors import EdgeMTLError
+from runtime.errors import DEBUG_ENV, EdgeMTLError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:  # read by runtime.providers, here and in any worker process
+        os.environ[DEBUG_ENV] = "1"
     try:
         return int(args.func(args) or 0)
     except EdgeMTLError as e:

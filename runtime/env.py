@@ -128,6 +128,7 @@ def probe_provider(p: Any) -> tuple[bool, str]:
 
     from runtime.errors import EdgeMTLError
     from runtime.providers import (
+        SEE_ORT,
         GraphOptLevel,
         OVPrecision,
         Provider,
@@ -155,7 +156,7 @@ def probe_provider(p: Any) -> tuple[bool, str]:
             )
         except EdgeMTLError as e:
             why = str(e).removeprefix(f"{model}: ").removeprefix(f"provider {p.value}: ")
-            return False, why.replace(" (see the onnxruntime message above)", "")
+            return False, why.replace(f" {SEE_ORT}", "")
     return True, ""
 
 

@@ -5,6 +5,10 @@ the CLI prints their message on one line and exits with ``exit_code``. ``runtime
 base class because it imports nothing of ours and every other package may import it.
 """
 
+# Set by ``edge-mtl --debug`` (and inherited by worker processes): tracebacks and onnxruntime's
+# own log lines are shown.
+DEBUG_ENV = "EDGE_MTL_DEBUG"
+
 
 class EdgeMTLError(Exception):
     """A problem with the user's input or environment, explained in one line."""

@@ -28,10 +28,12 @@ from typing import Any, NamedTuple
 
 import onnxruntime as ort
 
-from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
+from runtime.errors import DEBUG_ENV, EdgeMTLError, InputError, MetadataError, RuntimeFailure
 from runtime.files import check_model_file, invalid_model_error
 from runtime.hardware import cpu_flags, cpu_model, cpu_vendor, has_native_bf16, has_native_fp16
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+
+SEE_ORT = "(edge-mtl --debug shows onnxruntime's own message)"
 
 log = logging.getLogger("edge_mtl.runtime")
 
@@ -379,8 +381,9 @@ def create_session(
     onnxruntime cannot load: :class:`InputError`."""
     check_model_file(path)
     # Why each provider was skipped is logged by us, one line each; onnxruntime's own
-    # "[E:onnxruntime:...] Failed to load library" lines would only repeat it on stderr.
-    ort.set_default_logger_severity(4)
+    # "[E:onnxruntime:...] Failed to load library" lines repeat it on stderr, and name the
+    # missing library: shown only with ``edge-mtl --debug``.
+    ort.set_default_logger_severity(2 if os.environ.get(DEBUG_ENV) else 4)
     available = ort.get_available_providers()
     reasons: list[str] = []
 
@@ -457,8 +460,8 @@ def _ep_reason(captured: str, p: Provider) -> str:
         if line.startswith("EP Error"):
             return first_line(Exception(line.removeprefix("EP Error ").strip()))
     if p is Provider.OPENVINO:
-        return "the plugin could not compile the model (see the onnxruntime message above)"
+        return f"the plugin could not compile the model {SEE_ORT}"
     return (
         f"onnxruntime lists {p.ort_name} but could not load it; its CUDA/cuDNN/TensorRT "
-        "libraries or a GPU are missing (see the onnxruntime message above)"
+        f"libraries or a GPU are missing {SEE_ORT}"
     )

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from runtime.engine import Engine, EngineConfig, Provider
-from runtime.errors import InputError, MetadataError, RuntimeFailure
+from runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
 from runtime.postprocess import detections_to_frame, postprocess_detections, softmax
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from runtime.providers import parse_providers
@@ -165,6 +165,22 @@ def test_listed_but_unusable_provider_falls_back(models) -> None:
         pytest.skip("TensorRT works on this machine")
     assert engine.provider is Provider.CPU
     assert engine.fallback_reasons[0].startswith("tensorrt: did not initialise")
+
+
+def test_unusable_cuda_points_to_debug_which_shows_onnxruntimes_reason(
+    models, monkeypatch, capfd
+) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build does not list CUDA")
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    engine = Engine(models["dense"], ["cuda", "cpu"], EngineConfig(warmup_runs=0))
+    if engine.provider is Provider.CUDA:
+        pytest.skip("CUDA works on this machine")
+    assert "(edge-mtl --debug shows onnxruntime's own message)" in engine.fallback_reasons[0]
+    assert "onnxruntime" not in capfd.readouterr().err  # quiet without --debug ...
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    Engine(models["dense"], ["cuda", "cpu"], EngineConfig(warmup_runs=0))
+    assert "CUDA" in capfd.readouterr().err  # ... its own lines with it
 
 
 def test_parse_providers() -> None:
