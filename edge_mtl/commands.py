@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from edge_mtl.checkpoint import load_model
     from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
-    from edge_mtl.evaluate import evaluate
+    from edge_mtl.evaluate import evaluate, jsonable
     from edge_mtl.train import pick_autocast, pick_device
 
     model, cfg, _ = load_model(args.weights)
@@ -191,11 +192,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     amp_dtype, _ = pick_autocast(cfg.train.amp, dev)
     metrics = evaluate(model.to(dev), loader, cfg, dev, amp_dtype, progress=not args.json)
     if args.json:
-        print(json.dumps({"weights": str(args.weights), "images": len(recs), **metrics}))
+        print(json.dumps({"weights": str(args.weights), "images": len(recs), **jsonable(metrics)}))
     else:
         print(f"{args.weights} on {len(recs)} images")
         print(format_metrics(metrics))
     return 0
+
+
+def _f3(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else "—"  # e.g. no objects of that size
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -205,6 +210,16 @@ def format_metrics(metrics: dict[str, float]) -> str:
             f"  detection  mAP@0.5 {metrics['det/map50']:.3f}  "
             f"mAP@0.5:0.95 {metrics['det/map']:.3f}"
         )
+        sizes = [(s, metrics.get(f"det/map_{s}", math.nan)) for s in ("small", "medium", "large")]
+        if any(math.isfinite(v) for _, v in sizes):
+            rows.append("    by size  mAP@0.5:0.95 " + "  ".join(f"{s} {_f3(v)}" for s, v in sizes))
+        per_class = [
+            (k.removeprefix("det/ap50/"), v)
+            for k, v in metrics.items()
+            if k.startswith("det/ap50/")
+        ]
+        if per_class:
+            rows.append("    by class AP@0.5 " + "  ".join(f"{c} {_f3(v)}" for c, v in per_class))
     for k in metrics:
         if k.endswith("/acc"):
             t = k[:-4]

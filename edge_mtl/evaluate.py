@@ -28,7 +28,11 @@ def coco_map(
     image_hw: list[tuple[int, int]],
 ) -> dict[str, float]:
     """mAP@0.5 and mAP@0.5:0.95 with pycocotools. ``gts``: per image (boxes (K,4) xyxy,
-    classes (K,)); ``dets``: per image (boxes (M,4), scores (M,), classes (M,))."""
+    classes (K,)); ``dets``: per image (boxes (M,4), scores (M,), classes (M,)).
+
+    Also COCO's breakdowns: ``map_small``/``map_medium``/``map_large`` (mAP@0.5:0.95 over
+    objects under 32x32 px, up to 96x96, larger; NaN where there are none) and ``ap50`` (AP@0.5
+    per class id, NaN for a class without labelled objects)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -59,7 +63,7 @@ def coco_map(
     if not anns:
         return {"map50": math.nan, "map": math.nan}
     if not results:
-        return {"map50": 0.0, "map": 0.0}
+        return {"map50": 0.0, "map": 0.0}  # the breakdowns say nothing more
     gt = COCO()
     gt.dataset = {
         "images": images,
@@ -74,7 +78,18 @@ def coco_map(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {"map": float(ev.stats[0]), "map50": float(ev.stats[1])}
+    # precision: (IoU thresholds, recall points, classes, area ranges, max dets); -1 = no objects
+    p50 = ev.eval["precision"][0, :, :, 0, -1]
+    ap50 = [float(p[p > -1].mean()) if (p > -1).any() else math.nan for p in p50.T]
+    small, medium, large = (float(v) if v > -1 else math.nan for v in ev.stats[3:6])
+    return {
+        "map": float(ev.stats[0]),
+        "map50": float(ev.stats[1]),
+        "map_small": small,
+        "map_medium": medium,
+        "map_large": large,
+        "ap50": ap50,
+    }
 
 
 def accuracy_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> tuple[float, float]:
@@ -107,7 +122,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``model`` over ``loader`` (a non-augmented MultiTaskDataset) and compute all metrics.
 
-    Keys: ``det/map50``, ``det/map``, ``<task>/acc``, ``<task>/f1``, ``<task>/mae``,
+    Keys: ``det/map50``, ``det/map``, ``det/map_{small,medium,large}``, ``det/ap50/<class>``,
+    ``<task>/acc``, ``<task>/f1``, ``<task>/mae``,
     ``<task>/std`` (label standard deviation, to read MAE against), ``<task>/mae_sd`` (spread of
     the per-image absolute errors, for the MAE's standard error).
     """
@@ -150,6 +166,10 @@ def evaluate(
     if m.detect and gts:
         r = coco_map(gts, dets, len(m.detect), sizes)
         metrics["det/map50"], metrics["det/map"] = r["map50"], r["map"]
+        for size in ("small", "medium", "large"):
+            metrics[f"det/map_{size}"] = r.get(f"map_{size}", math.nan)
+        for name, ap in zip(m.detect, r.get("ap50", [math.nan] * len(m.detect))):
+            metrics[f"det/ap50/{name}"] = ap
     for task, names in m.classify.items():
         acc, f1 = accuracy_f1(np.array(cls_pred[task]), np.array(cls_true[task]), len(names))
         metrics[f"{task}/acc"], metrics[f"{task}/f1"] = acc, f1
@@ -160,6 +180,18 @@ def evaluate(
         metrics[f"{task}/std"] = float(y[ok].std()) if ok.any() else math.nan
         metrics[f"{task}/mae_sd"] = float(np.abs(p[ok] - y[ok]).std()) if ok.any() else math.nan
     return metrics
+
+
+def is_breakdown(key: str) -> bool:
+    """Metrics kept in ``metrics.jsonl`` and shown by ``eval`` but left out of the training log
+    line: label spreads and detection's per-size and per-class figures."""
+    return key.endswith(("/std", "/mae_sd")) or key.startswith(("det/map_", "det/ap50/"))
+
+
+def jsonable(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (no objects of a size, no labels for a task) as ``null``: strict JSON readers and
+    ``jq`` refuse a bare ``NaN``."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
 
 
 def score(metrics: dict[str, float]) -> float:

@@ -32,7 +32,7 @@ from edge_mtl.config import Config
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
 from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilities
-from edge_mtl.evaluate import evaluate, score
+from edge_mtl.evaluate import evaluate, is_breakdown, jsonable, score
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
 from edge_mtl.weighting import build_weighting
@@ -438,17 +438,13 @@ def _train(
                 "weights": weights,
                 "skipped_steps": st.skipped,
                 **{f"loss/{k}": v / n for k, v in sums.items()},
-                **metrics,
+                **jsonable(metrics),
             }
             _append_jsonl(out / "metrics.jsonl", rec)
             s = score(metrics)
             log(
                 f"epoch {st.epoch} step {st.step} {st.elapsed / 60:.1f} min | "
-                + " ".join(
-                    f"{k} {v:.3f}"
-                    for k, v in metrics.items()
-                    if not k.endswith(("/std", "/mae_sd"))
-                )
+                + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not is_breakdown(k))
                 + f" | {tc.weighting} weights "
                 + " ".join(f"{k} {v:.3f}" for k, v in weights.items())
                 + (f" | {st.skipped} steps skipped" if st.skipped else "")

@@ -156,10 +156,13 @@ def test_cli_train_then_eval_json(tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()[-1]
     import json
 
-    m = json.loads(out)
+    m = json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
     assert code == 0 and m["images"] == 8
     assert {"det/map50", "det/map", "weather/acc", "scene/f1", "curvature/mae"} <= set(m)
     assert 0.0 <= m["det/map50"] <= 1.0 and np.isfinite(m["curvature/mae"])
+    per_class = {k for k in m if k.startswith("det/ap50/")}
+    assert per_class == {f"det/ap50/{c}" for c in d["model"]["detect"]}
+    assert {"det/map_small", "det/map_medium", "det/map_large"} <= set(m)
 
 
 def test_training_command_without_the_train_extras_says_what_to_install(tmp_path):

@@ -44,6 +44,17 @@ def test_no_detections_is_zero_and_no_labels_is_nan():
     assert math.isnan(coco_map([_one([], [])], [empty], 1, [(50, 50)])["map50"])
 
 
+def test_breakdowns_by_size_and_class():
+    # a small car (20x20 px) found, a large truck (120x120 px) missed, no medium object
+    gts = [_one([[10, 10, 30, 30], [50, 50, 170, 170]], [0, 1])]
+    dets = [(gts[0][0][:1], np.array([0.9], np.float32), np.array([0]))]
+    r = coco_map(gts, dets, 3, [(200, 200)])
+    assert r["map_small"] == pytest.approx(1.0) and r["map_large"] == 0.0
+    assert math.isnan(r["map_medium"])
+    assert r["ap50"][:2] == [pytest.approx(1.0), 0.0] and math.isnan(r["ap50"][2])  # no bus
+    assert r["map50"] == pytest.approx(0.5)  # the mean over the two labelled classes
+
+
 def test_accuracy_and_macro_f1_by_hand():
     true = np.array([0, 0, 1, 1, 2, -1])
     pred = np.array([0, 1, 1, 1, 0, 2])
