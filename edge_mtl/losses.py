@@ -21,6 +21,7 @@ from edge_mtl.config import ModelConfig, TrainConfig
 from edge_mtl.weighting import Fixed, Weighting
 
 CENTER_RADIUS = 2.5  # in strides
+MIN_BOX_STRIDES = 1.5  # boxes are assigned and centred as if at least this many strides wide
 LEVEL_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # max(l,t,r,b), pixels
 
 
@@ -43,6 +44,19 @@ def level_info(
     return torch.cat(pts), torch.cat(strides), torch.cat(ranges)
 
 
+def grown_to_grid(boxes: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+    """``boxes`` (..., 4) xyxy grown about their centres to at least ``MIN_BOX_STRIDES`` x
+    ``strides`` (...) wide and high. A box thinner than the grid step (a traffic light 6 px
+    wide on a stride-8 map) may hold no cell centre, or hold one near its edge where its
+    centerness is ~0, so its detections would score ~0. Measured against the grown box, the
+    nearest cell centre (at most half a stride off in x and y) is always inside with a
+    centerness of at least 0.2 per axis. Boxes already that large are unchanged."""
+    c = (boxes[..., :2] + boxes[..., 2:]) / 2
+    least = strides[..., None] * (MIN_BOX_STRIDES / 2)
+    half = torch.maximum((boxes[..., 2:] - boxes[..., :2]) / 2, least)
+    return torch.cat([c - half, c + half], -1)
+
+
 @torch.no_grad()
 def assign(points, strides, ranges, gt_boxes: torch.Tensor) -> torch.Tensor:
     """Index of the assigned box per location (A,), -1 for background."""
@@ -50,10 +64,11 @@ def assign(points, strides, ranges, gt_boxes: torch.Tensor) -> torch.Tensor:
     if gt_boxes.numel() == 0:
         return torch.full((a,), -1, dtype=torch.long, device=points.device)
     x, y = points[:, 0:1], points[:, 1:2]  # (A, 1)
-    l = x - gt_boxes[:, 0]
-    t = y - gt_boxes[:, 1]
-    r = gt_boxes[:, 2] - x
-    b = gt_boxes[:, 3] - y
+    grown = grown_to_grid(gt_boxes[None], strides[:, None])  # (A, G, 4)
+    l = x - grown[..., 0]
+    t = y - grown[..., 1]
+    r = grown[..., 2] - x
+    b = grown[..., 3] - y
     ltrb = torch.stack([l, t, r, b], -1)  # (A, G, 4)
     inside = ltrb.min(-1).values > 0
     cx = (gt_boxes[:, 0] + gt_boxes[:, 2]) / 2
@@ -124,7 +139,10 @@ def detection_loss(
     if not pos_mask.any():
         return {"det_cls": focal / num_pos, "det_box": zero, "det_ctr": zero}
     pb, gb = boxes[pos_mask], gt_per_loc[pos_mask]
-    ctr_t = centerness_target(points.expand_as(boxes[..., :2])[pos_mask], gb)
+    pos_strides = strides.expand(pos_mask.shape)[pos_mask]
+    ctr_t = centerness_target(
+        points.expand_as(boxes[..., :2])[pos_mask], grown_to_grid(gb, pos_strides)
+    )
     giou = torchvision.ops.generalized_box_iou_loss(pb, gb, reduction="none")
     box = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
     ctr_loss = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="sum") / num_pos
