@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ from runtime.preprocess import Letterbox
 EVAL_CONF = 0.001  # COCO evaluation keeps low-score detections; thresholds are for deployment
 EVAL_IOU = 0.6
 EVAL_MAX_DET = 100
+# COCO's object sizes by box area in frame pixels (pycocotools' areaRng)
+COCO_SIZES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, math.inf))
 
 
 def coco_map(
@@ -26,7 +29,7 @@ def coco_map(
     dets: list[tuple[np.ndarray, ...]],
     num_classes: int,
     image_hw: list[tuple[int, int]],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """mAP@0.5 and mAP@0.5:0.95 with pycocotools. ``gts``: per image (boxes (K,4) xyxy,
     classes (K,)); ``dets``: per image (boxes (M,4), scores (M,), classes (M,)).
 
@@ -62,8 +65,18 @@ def coco_map(
             )
     if not anns:
         return {"map50": math.nan, "map": math.nan}
-    if not results:
-        return {"map50": 0.0, "map": 0.0}  # the breakdowns say nothing more
+    if not results:  # every AP is 0 where there are objects to find
+        areas = np.array([a["area"] for a in anns])
+        present = {int(a["category_id"]) for a in anns}
+        return {
+            "map50": 0.0,
+            "map": 0.0,
+            **{
+                f"map_{name}": 0.0 if ((areas >= lo) & (areas < hi)).any() else math.nan
+                for name, lo, hi in COCO_SIZES
+            },
+            "ap50": [0.0 if c in present else math.nan for c in range(num_classes)],
+        }
     gt = COCO()
     gt.dataset = {
         "images": images,
@@ -166,8 +179,8 @@ def evaluate(
     if m.detect and gts:
         r = coco_map(gts, dets, len(m.detect), sizes)
         metrics["det/map50"], metrics["det/map"] = r["map50"], r["map"]
-        for size in ("small", "medium", "large"):
-            metrics[f"det/map_{size}"] = r.get(f"map_{size}", math.nan)
+        for size, _, _ in COCO_SIZES:
+            metrics[f"det/map_{size}"] = r.get(f"map_{size}", math.nan)  # NaN: no labels at all
         for name, ap in zip(m.detect, r.get("ap50", [math.nan] * len(m.detect))):
             metrics[f"det/ap50/{name}"] = ap
     for task, names in m.classify.items():

@@ -40,7 +40,9 @@ def test_ranking_of_a_false_positive_matters():
 def test_no_detections_is_zero_and_no_labels_is_nan():
     gts = [_one([[0, 0, 20, 20]], [0])]
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    assert coco_map(gts, [empty], 1, [(50, 50)])["map50"] == 0.0
+    r = coco_map(gts, [empty], 2, [(50, 50)])
+    assert r["map50"] == 0.0 and r["map_small"] == 0.0 and math.isnan(r["map_large"])
+    assert r["ap50"][0] == 0.0 and math.isnan(r["ap50"][1])
     assert math.isnan(coco_map([_one([], [])], [empty], 1, [(50, 50)])["map50"])
 
 
