@@ -5,6 +5,7 @@ and evaluation need nothing but the file."""
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ from edge_mtl.config import Config, config_from_dict
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# Version 1 shared one BatchNorm over the pyramid levels in the detection towers; version 2 has
+# one per level (edge_mtl.model.LevelTower). Version 1 weights still load for eval and export.
+READABLE_VERSIONS = (1, 2)
+_OLD_TOWER = re.compile(r"^(heads\.detect\.(?:cls|reg)_tower)\.(\d+)\.([01])\.(.+)$")
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
@@ -51,7 +56,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{p}: not a readable checkpoint (damaged: {first[:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "edge-mtl" or "model" not in ckpt:
         raise InputError(f"{p}: not an edge-mtl checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
+    if ckpt.get("version") not in READABLE_VERSIONS:
         raise InputError(f"{p}: checkpoint version {ckpt.get('version')} is not supported")
     return ckpt
 
@@ -77,11 +82,31 @@ def load_model(path: str | Path):
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt, str(path))
     model = MultiTaskModel(cfg.model)
+    state = ckpt.get("ema") or ckpt["model"]
+    if ckpt["version"] == 1:
+        state = upgrade_v1_state(state, len(cfg.model.strides))
     try:
-        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as e:  # shapes or names differ: made by another version of the model
         detail = str(e).strip().splitlines()[-1].strip()
         raise InputError(
             f"{path}: weights do not fit this edge-mtl model ({detail[:160]})"
         ) from None
     return model.eval(), cfg, ckpt
+
+
+def upgrade_v1_state(state: dict[str, Any], levels: int) -> dict[str, Any]:
+    """A version-1 state dict in version-2 names: each detection-tower block's conv becomes
+    ``convs.<i>`` and its one BatchNorm is copied to every level's ``norms.<level>.<i>``, so an
+    old model computes exactly what it computed before."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        m = _OLD_TOWER.match(key)
+        if m is None:
+            out[key] = value
+        elif m[3] == "0":
+            out[f"{m[1]}.convs.{m[2]}.{m[4]}"] = value
+        else:
+            for level in range(levels):
+                out[f"{m[1]}.norms.{level}.{m[2]}.{m[4]}"] = value.clone()
+    return out

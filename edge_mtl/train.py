@@ -215,6 +215,12 @@ def _train(
 
     if resume and (out / "last.pt").is_file():
         ck = load_checkpoint(out / "last.pt")
+        if ck["version"] != CHECKPOINT_VERSION:
+            raise InputError(
+                f"{out / 'last.pt'}: written by an older edge-mtl (checkpoint version "
+                f"{ck['version']}) and cannot be resumed; start a new --out (its best.pt still "
+                "evaluates and exports)"
+            )
         if _resume_key(ck["config"]) != _resume_key(cfg.to_dict()):
             raise InputError(
                 f"{out / 'last.pt'}: was trained with a different config; "

@@ -25,7 +25,7 @@ from torch import nn
 
 from edge_mtl.checkpoint import load_model
 from edge_mtl.config import Config
-from edge_mtl.model import MultiTaskModel
+from edge_mtl.model import LevelTower, MultiTaskModel
 from export.fp16 import check_half_graph, to_half
 from export.nms import MAX_DET, PRE_NMS_TOPK, add_nms
 from export.validate import (
@@ -105,6 +105,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
                 setattr(parent, cname, fused)
                 setattr(parent, bname, nn.Identity())
+    for module in model.modules():
+        if isinstance(module, LevelTower):  # shared convs, a BatchNorm per pyramid level
+            module.fold_norms()
     return model
 
 

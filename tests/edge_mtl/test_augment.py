@@ -141,3 +141,21 @@ def test_same_seed_same_sample_and_epochs_differ(tmp_path):
     assert ds[0][0].equal(first)
     ds.set_epoch(1)
     assert not ds[0][0].equal(first)
+
+
+def test_photometric_is_the_saturation_contrast_brightness_cast_formula():
+    """The one-pass colour matrix equals the step-by-step definition within one grey level."""
+    img = (np.random.default_rng(0).random((24, 40, 3)) * 255).astype(np.uint8)
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        contrast = 1 + rng.uniform(-0.25, 0.25)
+        brightness = rng.uniform(-15, 15)
+        saturation = 1 + rng.uniform(-0.3, 0.3)
+        cast = 1 + rng.uniform(-0.06, 0.06, size=3)
+        f = img.astype(np.float64)
+        gray = f.mean(axis=2, keepdims=True)
+        f = gray + (f - gray) * saturation
+        mean = f.mean()
+        expect = np.clip(((f - mean) * contrast + mean + brightness) * cast, 0, 255)
+        out = photometric(img, np.random.default_rng(seed), 1.0)
+        assert np.abs(out - expect).max() <= 1.0

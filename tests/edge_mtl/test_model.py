@@ -65,3 +65,28 @@ def test_pretrained_path_that_is_not_a_resnet_is_refused(tmp_path):
     d["model"]["pretrained"] = str(tmp_path / "x.pth")
     with pytest.raises(InputError, match=r"x\.pth: not a torchvision resnet18 state dict"):
         MultiTaskModel(config_from_dict(d).model)
+
+
+def test_detection_towers_keep_running_statistics_per_pyramid_level():
+    """Each level is normalised by its own batch statistics in training, so eval mode must use
+    each level's own running statistics, not one blend of all levels."""
+    cfg = config_from_dict(tiny_cfg_dict())
+    model = MultiTaskModel(cfg.model).train()
+    with torch.no_grad():
+        for _ in range(20):
+            model(torch.randn(2, 3, 64, 96) * 3 + 1)
+    tower = model.heads["detect"].cls_tower
+    means = [norms[0].running_mean for norms in tower.norms]
+    assert len(means) == len(cfg.model.strides)
+    assert not torch.allclose(means[0], means[-1], atol=1e-3)
+    # in eval mode a level's features go through that level's statistics
+    tower.eval()
+    f = torch.randn(1, cfg.model.neck_channels, 4, 6)
+    for level, norms in enumerate(tower.norms):
+        x = f
+        for conv, norm in zip(tower.convs, norms):
+            y = conv(x)
+            mean, var = norm.running_mean[:, None, None], norm.running_var[:, None, None]
+            y = (y - mean) / torch.sqrt(var + norm.eps)
+            x = torch.relu(y * norm.weight[:, None, None] + norm.bias[:, None, None])
+        assert torch.allclose(tower(f, level), x, atol=1e-5)

@@ -174,3 +174,38 @@ def test_dynamic_weights_are_logged_and_resume_exactly(tmp_path, monkeypatch, we
             torch.testing.assert_close(v, b["weighting"][k], rtol=1e-5, atol=1e-6, equal_nan=True)
     for k, v in a["model"].items():
         torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_version_1_checkpoint_still_evaluates_with_the_same_outputs(tmp_path):
+    """Version 1 shared one BatchNorm across the detection levels; its weights load into the
+    per-level layout (each level gets a copy) and the model computes what it computed before."""
+    from edge_mtl.checkpoint import load_model, save_atomic
+
+    cfg = config_from_dict(tiny_cfg_dict())
+    model = MultiTaskModel(cfg.model).eval()
+    for tower in (model.heads["detect"].cls_tower, model.heads["detect"].reg_tower):
+        for level_norms in tower.norms:  # version 1 could only hold one set of statistics
+            for norm, first in zip(level_norms, tower.norms[0]):
+                norm.load_state_dict(first.state_dict())
+    state = {}
+    for key, value in model.state_dict().items():
+        for name in ("cls_tower", "reg_tower"):
+            if key is None:
+                break
+            prefix = f"heads.detect.{name}."
+            if key.startswith(prefix + "convs."):
+                i, rest = key[len(prefix + "convs.") :].split(".", 1)
+                key = f"{prefix}{i}.0.{rest}"
+            elif key.startswith(prefix + "norms."):
+                level, i, rest = key[len(prefix + "norms.") :].split(".", 2)
+                key = None if level != "0" else f"{prefix}{i}.1.{rest}"
+        if key is not None:
+            state[key] = value
+    path = tmp_path / "v1.pt"
+    save_atomic({"format": "edge-mtl", "version": 1, "config": cfg.to_dict(), "model": state}, path)
+    loaded, _, _ = load_model(path)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    for k in model.output_names():
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
