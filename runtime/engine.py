@@ -265,7 +265,9 @@ class Engine:
             for t in self.meta.tasks
         )
         h, w = self.meta.input_hw
-        skipped = f" [skipped: {'; '.join(self.fallback_reasons)}]" if self.fallback_reasons else ""
+        # the reasons were printed when the providers failed; here the names are enough
+        names = [r.split(":", 1)[0] for r in self.fallback_reasons]
+        skipped = f" [skipped: {', '.join(names)}]" if names else ""
         where = ""
         if self.provider is Provider.OPENVINO:
             mine = self.nodes.get(self.provider.ort_name, 0)

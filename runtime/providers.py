@@ -368,6 +368,9 @@ def _openvino_session_options(
     return so
 
 
+_WARNED: set[str] = set()  # fallback reasons already printed by this process
+
+
 def create_session(
     path: Path,
     candidates: list[Provider],
@@ -391,7 +394,10 @@ def create_session(
         if strict:
             raise error(f"{path}: provider {reason}")
         reasons.append(reason)
-        log.warning("provider %s; trying the next one", reason)
+        # once per process: a bench of several models would repeat the same lines per model
+        level = logging.DEBUG if reason in _WARNED else logging.WARNING
+        _WARNED.add(reason)
+        log.log(level, "provider %s; trying the next one", reason)
 
     last_error: Exception | None = None
     cpu_session: ort.InferenceSession | None = None

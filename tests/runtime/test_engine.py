@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -220,3 +221,18 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0] in ("clear", "rain", "fog", "snow")
     assert len(jsonl.read_text().splitlines()) == 1
+
+
+def test_a_fallback_reason_is_printed_once_per_process(
+    models, cpu_only, caplog, monkeypatch
+) -> None:
+    import runtime.providers as providers
+
+    monkeypatch.setattr(providers, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="edge_mtl.runtime"):
+        first = Engine(models["dense"], "auto")
+        second = Engine(models["dense"], "auto")
+    warned = [r.getMessage() for r in caplog.records if "trying the next one" in r.getMessage()]
+    assert len(warned) == 3  # tensorrt, cuda, openvino: once, not once per engine
+    assert first.fallback_reasons == second.fallback_reasons  # both still know why
+    assert "[skipped: tensorrt, cuda, openvino]" in second.describe()
