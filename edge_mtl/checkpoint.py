@@ -70,8 +70,17 @@ def _what_it_is(head: bytes) -> str:
     return "not a torch.save zip archive"
 
 
+# Config keys older versions wrote into checkpoints and this one no longer has (they did
+# nothing): dropped from an embedded config so old checkpoints still load.
+RETIRED_KEYS = {"data": ("cache_images",)}
+
+
 def config_of(ckpt: dict[str, Any], source: str) -> Config:
-    return config_from_dict(ckpt["config"], f"{source} (embedded config)")
+    config = dict(ckpt["config"])
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(config.get(section), dict):
+            config[section] = {k: v for k, v in config[section].items() if k not in keys}
+    return config_from_dict(config, f"{source} (embedded config)")
 
 
 def load_model(path: str | Path):

@@ -102,7 +102,6 @@ class DataConfig:
     val: tuple[SourceConfig, ...] = ()
     augment: AugmentConfig = AugmentConfig()
     workers: int = 1
-    cache_images: bool = True  # keep decoded letterboxed images in RAM
     # Mixing several sources: source s is drawn with probability ~ weight_s * n_s ** (1 / T);
     # 1 = in proportion to size, larger = flatter (see edge_mtl/data/sampling.py).
     temperature: float = 1.0

@@ -201,8 +201,10 @@ def test_a_version_1_checkpoint_still_evaluates_with_the_same_outputs(tmp_path):
                 key = None if level != "0" else f"{prefix}{i}.1.{rest}"
         if key is not None:
             state[key] = value
+    config = cfg.to_dict()
+    config["data"]["cache_images"] = True  # version 1 wrote this key (since retired)
     path = tmp_path / "v1.pt"
-    save_atomic({"format": "edge-mtl", "version": 1, "config": cfg.to_dict(), "model": state}, path)
+    save_atomic({"format": "edge-mtl", "version": 1, "config": config, "model": state}, path)
     loaded, _, _ = load_model(path)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
