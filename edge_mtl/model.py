@@ -90,7 +90,6 @@ class LevelTower(nn.Module):
         self.norms = nn.ModuleList(
             nn.ModuleList(nn.BatchNorm2d(width) for _ in range(convs)) for _ in range(levels)
         )
-
         self.folded: nn.ModuleList | None = None  # per-level convs with norms folded in
 
     def fold_norms(self) -> None:

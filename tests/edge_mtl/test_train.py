@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 
 import pytest
@@ -187,20 +188,17 @@ def test_a_version_1_checkpoint_still_evaluates_with_the_same_outputs(tmp_path):
         for level_norms in tower.norms:  # version 1 could only hold one set of statistics
             for norm, first in zip(level_norms, tower.norms[0]):
                 norm.load_state_dict(first.state_dict())
+    # the version-1 names: block i of a tower was Sequential(conv, bn) -> "<tower>.<i>.0|1.*"
+    new_name = re.compile(r"^(heads\.detect\.\w+_tower)\.(?:convs|norms\.(\d+))\.(\d+)\.(.+)$")
     state = {}
     for key, value in model.state_dict().items():
-        for name in ("cls_tower", "reg_tower"):
-            if key is None:
-                break
-            prefix = f"heads.detect.{name}."
-            if key.startswith(prefix + "convs."):
-                i, rest = key[len(prefix + "convs.") :].split(".", 1)
-                key = f"{prefix}{i}.0.{rest}"
-            elif key.startswith(prefix + "norms."):
-                level, i, rest = key[len(prefix + "norms.") :].split(".", 2)
-                key = None if level != "0" else f"{prefix}{i}.1.{rest}"
-        if key is not None:
+        m = new_name.match(key)
+        if m is None:
             state[key] = value
+        elif m[2] is None:  # a shared conv
+            state[f"{m[1]}.{m[3]}.0.{m[4]}"] = value
+        elif m[2] == "0":  # level 0's norm stands for the one norm version 1 had
+            state[f"{m[1]}.{m[3]}.1.{m[4]}"] = value
     config = cfg.to_dict()
     config["data"]["cache_images"] = True  # version 1 wrote this key (since retired)
     path = tmp_path / "v1.pt"
