@@ -40,13 +40,15 @@ class ModelConfig:
     regress: tuple[str, ...] = ()  # scalar regression task names
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    strides: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = (8, 16, 32)  # detection levels: P3-P5, or (4, 8, 16, 32) for P2-P5
 
     def task_names(self) -> list[str]:
         """Loss task names in a fixed order: ``det``, then classification, then regression."""
         return (["det"] if self.detect else []) + list(self.classify) + list(self.regress)
 
 
+# The detection pyramid: P3-P5, or P2-P5 for a stride-4 level that sees objects a few pixels wide.
+STRIDE_CHOICES = ((8, 16, 32), (4, 8, 16, 32))
 SOURCE_KINDS = ("synthetic", "bdd100k", "kitti", "coco", "folder")
 IGNORE = "ignore"  # category mapping target: drop these annotations on purpose
 
@@ -214,6 +216,9 @@ def validate(cfg: Config) -> Config:
     src, m = cfg.source, cfg.model
     if m.backbone not in BACKBONES:
         raise ConfigError(f"{src}: model.backbone: expected one of {BACKBONES}, got {m.backbone!r}")
+    if tuple(m.strides) not in STRIDE_CHOICES:
+        choices = " or ".join(str(list(c)) for c in STRIDE_CHOICES)
+        raise ConfigError(f"{src}: model.strides: expected {choices}, got {list(m.strides)}")
     largest = max(m.strides)
     if any(v % largest for v in m.input_hw) or min(m.input_hw) <= 0:
         raise ConfigError(

@@ -22,7 +22,16 @@ from edge_mtl.weighting import Fixed, Weighting
 
 CENTER_RADIUS = 2.5  # in strides
 MIN_BOX_STRIDES = 1.5  # boxes are assigned and centred as if at least this many strides wide
-LEVEL_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # max(l,t,r,b), pixels
+
+
+def level_range(strides: tuple[int, ...], i: int) -> tuple[float, float]:
+    """The box reach, max(l, t, r, b) in pixels, that level ``i`` (stride s) learns: 4s to 8s,
+    from 0 on the finest level and without limit on the coarsest. P3-P5 get FCOS's 0-64,
+    64-128 and 128-inf; with P2, P2 takes reaches under 32 px and P3 32-64."""
+    s = strides[i]
+    lo = 0.0 if i == 0 else 4.0 * s
+    hi = float("inf") if i == len(strides) - 1 else 8.0 * s
+    return lo, hi
 
 
 def level_info(
@@ -37,9 +46,7 @@ def level_info(
         p = DetectHead.points((h // s, w // s), s, device)
         pts.append(p)
         strides.append(torch.full((len(p),), float(s), device=device))
-        lo, hi = LEVEL_RANGES[min(i, len(LEVEL_RANGES) - 1)]
-        if i == len(cfg.strides) - 1:
-            hi = float("inf")
+        lo, hi = level_range(cfg.strides, i)
         ranges.append(torch.tensor([lo, hi], device=device).expand(len(p), 2))
     return torch.cat(pts), torch.cat(strides), torch.cat(ranges)
 

@@ -19,7 +19,7 @@ from runtime.errors import InputError
 
 
 class Backbone(nn.Module):
-    """torchvision ResNet without its classifier; returns C3, C4, C5 (strides 8, 16, 32)."""
+    """torchvision ResNet without its classifier; returns C2-C5 (strides 4, 8, 16, 32)."""
 
     def __init__(self, name: str, pretrained: str | None = None) -> None:
         super().__init__()
@@ -43,14 +43,15 @@ class Backbone(nn.Module):
             net.layer4,
         )
         expansion = 4 if name == "resnet50" else 1
-        self.channels = (128 * expansion, 256 * expansion, 512 * expansion)
+        self.channels = {4: 64 * expansion, 8: 128 * expansion, 16: 256 * expansion}
+        self.channels[32] = 512 * expansion
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        c2 = self.layer1(self.stem(x))  # (B, 64e, H/4, W/4)
-        c3 = self.layer2(c2)  # (B, 128e, H/8, W/8)
-        c4 = self.layer3(c3)  # (B, 256e, H/16, W/16)
-        c5 = self.layer4(c4)  # (B, 512e, H/32, W/32)
-        return c3, c4, c5
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Feature maps by stride: C2 (B, 64e, H/4, W/4) ... C5 (B, 512e, H/32, W/32)."""
+        c2 = self.layer1(self.stem(x))
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        return {4: c2, 8: c3, 16: c4, 32: self.layer4(c4)}
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -60,9 +61,10 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
 
 
 class FPN(nn.Module):
-    """Top-down feature pyramid: (C3, C4, C5) -> (P3, P4, P5), all ``width`` channels."""
+    """Top-down feature pyramid, finest first: (C3, C4, C5) -> (P3, P4, P5), or with C2 in
+    front also P2; all ``width`` channels."""
 
-    def __init__(self, in_channels: tuple[int, int, int], width: int) -> None:
+    def __init__(self, in_channels: tuple[int, ...], width: int) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
         self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in in_channels)
@@ -114,7 +116,8 @@ class LevelTower(nn.Module):
 
 
 class DetectHead(nn.Module):
-    """Anchor-free dense detector (FCOS-style) shared over P3-P5, boxes decoded in forward.
+    """Anchor-free dense detector (FCOS-style) shared over the pyramid levels (P3-P5, or P2-P5),
+    boxes decoded in forward.
 
     Per location: class logits (C), box distances left/top/right/bottom in input pixels, and a
     centerness logit. Score = sqrt(sigmoid(class) * sigmoid(centerness)).
@@ -226,27 +229,29 @@ class MultiTaskModel(nn.Module):
         # A classification-only model has no use for the pyramid: skipping it keeps single-task
         # baselines (``edge-mtl compare``) as lean as a user would build them.
         needs_neck = bool(cfg.detect or cfg.regress)
-        self.neck = FPN(self.backbone.channels, cfg.neck_channels) if needs_neck else None
+        chans = tuple(self.backbone.channels[s] for s in cfg.strides)
+        self.neck = FPN(chans, cfg.neck_channels) if needs_neck else None
         self.heads = nn.ModuleDict()
         if cfg.detect:
             self.heads["detect"] = HEADS["detect"](
                 cfg.detect, cfg.neck_channels, cfg.head_convs, cfg.strides
             )
         if cfg.classify:
-            self.heads["classify"] = HEADS["classify"](cfg.classify, self.backbone.channels[-1])
+            self.heads["classify"] = HEADS["classify"](cfg.classify, self.backbone.channels[32])
         if cfg.regress:
             self.heads["regress"] = HEADS["regress"](cfg.regress, cfg.neck_channels)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        c3, c4, c5 = self.backbone(images)
-        p3, p4, p5 = self.neck((c3, c4, c5)) if self.neck is not None else (None, None, None)
+        c = self.backbone(images)
+        strides = self.cfg.strides
+        p = self.neck([c[s] for s in strides]) if self.neck is not None else []
         out: dict[str, torch.Tensor] = {}
         if "detect" in self.heads:
-            out.update(self.heads["detect"]([p3, p4, p5]))
+            out.update(self.heads["detect"](p))
         if "classify" in self.heads:
-            out.update(self.heads["classify"](c5.mean((2, 3))))
+            out.update(self.heads["classify"](c[32].mean((2, 3))))
         if "regress" in self.heads:
-            out.update(self.heads["regress"](p4))
+            out.update(self.heads["regress"](p[strides.index(16)]))
         return out
 
     def output_names(self) -> list[str]:

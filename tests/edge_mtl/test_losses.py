@@ -5,7 +5,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_mtl.config import config_from_dict  # noqa: E402
-from edge_mtl.losses import assign, centerness_target, grown_to_grid, level_info  # noqa: E402
+from edge_mtl.losses import (  # noqa: E402
+    assign,
+    centerness_target,
+    grown_to_grid,
+    level_info,
+    level_range,
+)
 
 from .conftest import tiny_cfg_dict  # noqa: E402
 
@@ -41,3 +47,21 @@ def test_large_objects_get_many_locations_small_ones_at_least_one():
     boxes = torch.tensor([[4.0, 4.0, 60.0, 60.0], [70.0, 40.0, 75.0, 45.0]])
     idx = assign(points, strides, ranges, boxes)
     assert int((idx == 0).sum()) > 4 and int((idx == 1).sum()) >= 1
+
+
+def test_level_ranges_keep_fcos_for_p3_p5_and_give_p2_the_smallest_objects():
+    assert [level_range((8, 16, 32), i) for i in range(3)] == [
+        (0.0, 64.0),
+        (64.0, 128.0),
+        (128.0, float("inf")),
+    ]
+    assert [level_range((4, 8, 16, 32), i) for i in range(2)] == [(0.0, 32.0), (32.0, 64.0)]
+    d = tiny_cfg_dict()
+    d["model"]["strides"] = [4, 8, 16, 32]
+    points, strides, ranges = level_info(config_from_dict(d).model, torch.device("cpu"))
+    # a 6x6 px light goes to the stride-4 grid; an 88 px car reaches over 32 px from every
+    # point near its centre, so it stays on the coarser levels
+    boxes = torch.tensor([[21.0, 21.0, 27.0, 27.0], [2.0, 2.0, 90.0, 62.0]])
+    idx = assign(points, strides, ranges, boxes)
+    assert set(strides[idx == 0].tolist()) == {4.0}
+    assert 4.0 not in set(strides[idx == 1].tolist()) and 8.0 in set(strides[idx == 1].tolist())

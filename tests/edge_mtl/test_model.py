@@ -6,9 +6,12 @@ from edge_mtl.model import HEADS, MultiTaskModel
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 
+@pytest.mark.parametrize("strides", [(8, 16, 32), (4, 8, 16, 32)])
 @pytest.mark.parametrize("hw", [(64, 96), (96, 160)])
-def test_output_shapes_per_task(hw):
-    cfg = config_from_dict(tiny_cfg_dict(hw=hw))
+def test_output_shapes_per_task(hw, strides):
+    d = tiny_cfg_dict(hw=hw)
+    d["model"]["strides"] = list(strides)
+    cfg = config_from_dict(d)
     model = MultiTaskModel(cfg.model).eval()
     with torch.no_grad():
         out = model(torch.zeros(2, 3, *hw))
@@ -90,3 +93,30 @@ def test_detection_towers_keep_running_statistics_per_pyramid_level():
             y = (y - mean) / torch.sqrt(var + norm.eps)
             x = torch.relu(y * norm.weight[:, None, None] + norm.bias[:, None, None])
         assert torch.allclose(tower(f, level), x, atol=1e-5)
+
+
+def test_strides_outside_the_supported_pyramids_are_refused():
+    from edge_mtl.config import ConfigError
+
+    d = tiny_cfg_dict()
+    d["model"]["strides"] = [4, 8, 16]
+    with pytest.raises(
+        ConfigError, match=r"model\.strides: expected \[8, 16, 32\] or \[4, 8, 16, 32\]"
+    ):
+        config_from_dict(d, "x.yaml")
+
+
+def test_a_stride_4_level_comes_from_c2_and_keeps_p4_for_curvature():
+    """With P2 in the pyramid the detection head gains the finest level (the first anchors are
+    a stride-4 grid) and the curvature head still reads P4, so adding P2 changes nothing else."""
+    d = tiny_cfg_dict()
+    d["model"]["strides"] = [4, 8, 16, 32]
+    model = MultiTaskModel(config_from_dict(d).model).eval()
+    assert len(model.neck.lateral) == 4 and model.neck.lateral[0].in_channels == 64
+    seen = {}
+    model.heads["regress"].register_forward_pre_hook(lambda m, a: seen.setdefault("p", a[0]))
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 96))
+    assert seen["p"].shape[-2:] == (4, 6)  # P4 of a 64x96 input
+    first = out["det_boxes"][0, 0]  # zero-size boxes at init sit on their cell centres
+    assert float(first[0] + first[2]) / 2 < 4 and float(first[1] + first[3]) / 2 < 4

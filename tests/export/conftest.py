@@ -23,7 +23,7 @@ CLASSIFY = {"weather": ("clear", "rain", "fog"), "scene": ("city", "highway")}
 REGRESS = ("curvature",)
 
 
-def tiny_config() -> Config:
+def tiny_config(strides: tuple[int, ...] = (8, 16, 32)) -> Config:
     return Config(
         model=ModelConfig(
             backbone="resnet18",
@@ -33,6 +33,7 @@ def tiny_config() -> Config:
             detect=DET_CLASSES,
             classify=CLASSIFY,
             regress=REGRESS,
+            strides=strides,
         )
     )
 
@@ -56,9 +57,9 @@ def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
     return model.eval()
 
 
-def write_checkpoint(path: Path) -> Path:
+def write_checkpoint(path: Path, strides: tuple[int, ...] = (8, 16, 32)) -> Path:
     """A tiny model's ``best.pt`` in the format ``edge_mtl.train`` writes (EMA = weights)."""
-    cfg = tiny_config()
+    cfg = tiny_config(strides)
     state = tiny_model(cfg).state_dict()
     record = {
         "format": "edge-mtl",

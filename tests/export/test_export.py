@@ -27,7 +27,7 @@ from export.validate import synthetic_inputs as scenes
 from runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from runtime.postprocess import postprocess_detections
 
-from .conftest import HW, tiny_config
+from .conftest import HW, tiny_config, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = ["det_boxes", "det_scores", "cls_weather", "cls_scene", "reg_curvature"]
@@ -114,6 +114,24 @@ def test_fp32_parity_with_torch_at_batch(raw, checkpoint, batch):
             out, want[name], rtol=FP32_TOLERANCE.rtol, atol=FP32_TOLERANCE.atol, err_msg=name
         )
     assert "det_boxes            max |diff|" in raw[1] and "matched" in raw[1]
+
+
+def test_a_stride_4_pyramid_exports_with_parity(tmp_path):
+    """P2-P5: four levels of per-level BatchNorm fold into the graph, the metadata names the
+    strides, and the ONNX outputs match torch."""
+    ckpt = write_checkpoint(tmp_path / "best.pt", strides=(4, 8, 16, 32))
+    path, _ = _export(ckpt, tmp_path / "p2.onnx")
+    assert _meta(path).detect.strides == (4, 8, 16, 32)
+    model, _, _ = load_model(ckpt)
+    x = scenes(_meta(path), 2)
+    want = run_torch(model, x)
+    got = _session(path).run(CONTRACT, {"images": x})
+    anchors = sum((HW[0] // s) * (HW[1] // s) for s in (4, 8, 16, 32))
+    assert got[0].shape == (2, anchors, 4)
+    for out, name in zip(got, CONTRACT):
+        np.testing.assert_allclose(
+            out, want[name], rtol=FP32_TOLERANCE.rtol, atol=FP32_TOLERANCE.atol, err_msg=name
+        )
 
 
 def test_fp16_parity_with_torch(half, checkpoint):
