@@ -4,6 +4,7 @@ lazily, so ``edge-mtl --help`` and the runtime commands stay torch-free."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -181,7 +182,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
         cfg = type(cfg)(model=cfg.model, data=val_cfg.data, train=cfg.train, source=cfg.source)
     dev = pick_device(args.device)
-    recs = records_for(cfg.data.val, cfg, Path(args.data_root))
+    # With --json, stdout carries the JSON alone (for jq and the like): the per-source lines
+    # ("synthetic[0]: 300 images, ...") go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        recs = records_for(cfg.data.val, cfg, Path(args.data_root))
     if not recs:
         raise InputError(f"{args.config or args.weights}: data.val has no images")
     loader = torch.utils.data.DataLoader(

@@ -153,7 +153,7 @@ def test_cli_train_then_eval_json(tmp_path, capsys):
             str(tmp_path / "data"),
         ]
     )
-    out = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out  # the JSON alone: source lines go to stderr
     import json
 
     m = json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
