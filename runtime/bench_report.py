@@ -150,15 +150,17 @@ def machine_line(session: Doc) -> str:
 
 
 def _footnotes(rows: list[RowDict]) -> list[str]:
-    out: list[str] = []
+    """One line per distinct note, naming every row it applies to: a provider that failed to
+    start for three models is one line, not three."""
+    who: dict[str, list[str]] = {}
     for r in rows:
         skipped = [f"skipped: {r['reason']}"] if r["status"] != "ok" else []
         fell = [f"fell back: {x}" for x in r["fallback_reasons"]]
         for n in [*skipped, *fell, *r["notes"]]:
-            line = f"{r['model']} [{_provider(r)}]: {n}"
-            if line not in out:
-                out.append(line)
-    return out
+            label = f"{r['model']} [{_provider(r)}]"
+            if label not in who.setdefault(n, []):
+                who[n].append(label)
+    return [f"{', '.join(labels)}: {n}" for n, labels in who.items()]
 
 
 def render_text(doc: Doc) -> str:

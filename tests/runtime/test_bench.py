@@ -292,3 +292,19 @@ def test_torch_baseline_row(models, tmp_path) -> None:
     assert set(d) == ROW_KEYS and d["runtime"] == "torch" and d["precision"] == "fp32"
     assert d["input_hw"] == [32, 32] and any("trained at 64x64" in n for n in d["notes"])
     _check_ok_row(d)
+
+
+def test_notes_shared_by_several_rows_print_once_naming_them() -> None:
+    from runtime.bench_report import _footnotes
+
+    why = "tensorrt: did not initialise (no GPU)"
+
+    def row(model: str, notes: list[str]) -> dict:
+        base = {"provider": "cpu", "provider_requested": "auto", "status": "ok", "reason": None}
+        return {**base, "model": model, "fallback_reasons": [why], "notes": notes}
+
+    notes = _footnotes([row("a.onnx", []), row("b.onnx", ["int8 weights"]), row("c.onnx", [])])
+    assert notes == [
+        f"a.onnx [cpu (auto)], b.onnx [cpu (auto)], c.onnx [cpu (auto)]: fell back: {why}",
+        "b.onnx [cpu (auto)]: int8 weights",
+    ]
