@@ -43,8 +43,7 @@ class Backbone(nn.Module):
             net.layer4,
         )
         expansion = 4 if name == "resnet50" else 1
-        self.channels = {4: 64 * expansion, 8: 128 * expansion, 16: 256 * expansion}
-        self.channels[32] = 512 * expansion
+        self.channels = {s: 16 * s * expansion for s in (4, 8, 16, 32)}  # 64 ... 512 for R18
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Feature maps by stride: C2 (B, 64e, H/4, W/4) ... C5 (B, 512e, H/32, W/32)."""
