@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 OUT=demo
 RUN=runs/demo
 mkdir -p "$OUT"
-step() { printf '\n=== %s\n' "$*"; }
+START=$SECONDS
+step() { printf '\n=== %s  [%dm%02ds into the demo]\n' "$*" $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)); }
 TRAIN_ARGS=()
 if [[ -n "${DEMO_MINUTES:-}" ]]; then TRAIN_ARGS+=(--time-limit "$DEMO_MINUTES"); fi
 
