@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=demo
 RUN=runs/demo
 mkdir -p "$OUT"
-START=$SECONDS
-step() { printf '\n=== %s  [%dm%02ds into the demo]\n' "$*" $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)); }
+step() { printf '\n=== %s  [%dm%02ds into the demo]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }  # bash counts SECONDS from the script's start
 TRAIN_ARGS=()
 if [[ -n "${DEMO_MINUTES:-}" ]]; then TRAIN_ARGS+=(--time-limit "$DEMO_MINUTES"); fi
 

@@ -101,6 +101,14 @@ def test_metadata_round_trips(raw):
     assert ModelMeta.from_json(meta.to_json()) == meta
 
 
+def _assert_fp32_close(got: list[np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """ONNX outputs, in CONTRACT order, against torch's within the FP32 export tolerance."""
+    for out, name in zip(got, CONTRACT, strict=True):
+        np.testing.assert_allclose(
+            out, want[name], rtol=FP32_TOLERANCE.rtol, atol=FP32_TOLERANCE.atol, err_msg=name
+        )
+
+
 @pytest.mark.parametrize("batch", [1, 4])
 def test_fp32_parity_with_torch_at_batch(raw, checkpoint, batch):
     model, _, _ = load_model(checkpoint)
@@ -108,11 +116,7 @@ def test_fp32_parity_with_torch_at_batch(raw, checkpoint, batch):
     want = run_torch(model, x)
     sess = _session(raw[0])
     got = [sess.run(CONTRACT, {"images": x[i : i + batch]}) for i in range(0, 4, batch)]
-    for k, name in enumerate(CONTRACT):
-        out = np.concatenate([g[k] for g in got])
-        np.testing.assert_allclose(
-            out, want[name], rtol=FP32_TOLERANCE.rtol, atol=FP32_TOLERANCE.atol, err_msg=name
-        )
+    _assert_fp32_close([np.concatenate([g[k] for g in got]) for k in range(len(CONTRACT))], want)
     assert "det_boxes            max |diff|" in raw[1] and "matched" in raw[1]
 
 
@@ -128,10 +132,7 @@ def test_a_stride_4_pyramid_exports_with_parity(tmp_path):
     got = _session(path).run(CONTRACT, {"images": x})
     anchors = sum((HW[0] // s) * (HW[1] // s) for s in (4, 8, 16, 32))
     assert got[0].shape == (2, anchors, 4)
-    for out, name in zip(got, CONTRACT):
-        np.testing.assert_allclose(
-            out, want[name], rtol=FP32_TOLERANCE.rtol, atol=FP32_TOLERANCE.atol, err_msg=name
-        )
+    _assert_fp32_close(got, want)
 
 
 def test_fp16_parity_with_torch(half, checkpoint):
