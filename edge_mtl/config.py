@@ -128,6 +128,11 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     channels_last: bool = True
     time_limit_min: float = 0.0  # stop training after this many minutes (0 = no limit)
+    # Progressive resizing (edge_mtl/progressive.py): the first ``low_res_until`` of the run
+    # (0..1, by steps or by the time limit, whichever is further) trains at ``low_res_scale`` x
+    # model.input_hw, the rest at full size. 1.0 / 0.0 = off.
+    low_res_scale: float = 1.0
+    low_res_until: float = 0.0
     # batch_size is the global batch of one optimizer step: split over the processes of a
     # distributed run and over ``accumulate`` forward/backward passes in each.
     accumulate: int = 1
@@ -235,6 +240,14 @@ def validate(cfg: Config) -> Config:
     _validate_weighting(src, cfg.train)
     if cfg.train.accumulate < 1:
         raise ConfigError(f"{src}: train.accumulate: must be at least 1")
+    if not 0 < cfg.train.low_res_scale <= 1:
+        raise ConfigError(
+            f"{src}: train.low_res_scale: must be in (0, 1], got {cfg.train.low_res_scale}"
+        )
+    if not 0 <= cfg.train.low_res_until <= 1:
+        raise ConfigError(
+            f"{src}: train.low_res_until: must be in [0, 1], got {cfg.train.low_res_until}"
+        )
     if cfg.train.batch_size % cfg.train.accumulate:
         raise ConfigError(
             f"{src}: train.batch_size {cfg.train.batch_size} must be a multiple of "

@@ -35,12 +35,13 @@ def level_range(strides: tuple[int, ...], i: int) -> tuple[float, float]:
 
 
 def level_info(
-    cfg: ModelConfig, device: torch.device
+    cfg: ModelConfig, device: torch.device, hw: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every dense location: centre (A, 2) in pixels, stride (A,), level range (A, 2)."""
+    """For every dense location of an ``hw`` input (default ``cfg.input_hw``): centre (A, 2)
+    in pixels, stride (A,), level range (A, 2)."""
     from edge_mtl.model import DetectHead
 
-    h, w = cfg.input_hw
+    h, w = hw or cfg.input_hw
     pts, strides, ranges = [], [], []
     for i, s in enumerate(cfg.strides):
         p = DetectHead.points((h // s, w // s), s, device)
@@ -185,7 +186,8 @@ class MultiTaskLoss:
         if not isinstance(weighting, Weighting):
             weighting = Fixed(self.tasks(), TrainConfig(loss_weights=dict(weighting)))
         self.weighting = weighting.to(device)
-        self.level = level_info(cfg, device) if cfg.detect else None
+        self.device = device
+        self._levels: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}  # by input size
 
     @property
     def weights(self) -> dict[str, float]:
@@ -205,14 +207,22 @@ class MultiTaskLoss:
         )
         return found
 
+    def level(self, hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:
+        """:func:`level_info` for an input of ``hw`` (default the model's), computed once."""
+        key = tuple(hw or self.cfg.input_hw)
+        if key not in self._levels:
+            self._levels[key] = level_info(self.cfg, self.device, key)
+        return self._levels[key]
+
     def task_losses(
-        self, out: dict[str, torch.Tensor], targets: list[dict]
+        self, out: dict[str, torch.Tensor], targets: list[dict], hw: tuple[int, int] | None = None
     ) -> dict[str, torch.Tensor]:
-        """Scalar float32 loss per task; an exact 0 (zero gradient) for a task without labels."""
+        """Scalar float32 loss per task; an exact 0 (zero gradient) for a task without labels.
+        ``hw``: the input size ``out`` was computed from (default the model's input_hw)."""
         parts: dict[str, torch.Tensor] = {}
         device = next(iter(out.values())).device
         if self.cfg.detect:
-            det = detection_loss(out, targets, self.cfg, self.level)
+            det = detection_loss(out, targets, self.cfg, self.level(hw))
             parts["det"] = sum(det.values())
         for t in self.cfg.classify:
             labels = torch.tensor([x[f"cls_{t}"] for x in targets], device=device)
@@ -225,9 +235,9 @@ class MultiTaskLoss:
         return parts
 
     def __call__(
-        self, out: dict[str, torch.Tensor], targets: list[dict]
+        self, out: dict[str, torch.Tensor], targets: list[dict], hw: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """(total loss to backpropagate, per-task loss values for logs)."""
-        parts = self.task_losses(out, targets)
+        parts = self.task_losses(out, targets, hw)
         total = self.weighting(parts, self.labelled(targets))
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -35,6 +35,7 @@ from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilit
 from edge_mtl.evaluate import evaluate, is_breakdown, jsonable, score
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
+from edge_mtl.progressive import resize_batch, train_hw
 from edge_mtl.weighting import build_weighting
 from runtime.errors import InputError, RuntimeFailure
 from runtime.files import check_writable_dir
@@ -238,12 +239,16 @@ def _train(
     elif resume:
         log(f"--resume: no {out / 'last.pt'} yet, starting fresh")
 
-    def lr_factor() -> float:
+    def progress() -> float:
+        """How far the run is, 0..1: by steps, or by the time limit when that is further."""
         p = st.step / max(total_steps, 1)
         if tc.time_limit_min > 0:
             p = max(p, st.elapsed / (tc.time_limit_min * 60))
+        return min(p, 1.0)
+
+    def lr_factor() -> float:
         warm = min(1.0, (st.step + 1) / max(tc.warmup_steps, 1))
-        return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+        return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress())))
 
     def checkpoint(path: Path, metrics: dict | None = None) -> None:
         """``last.pt``: everything a resume needs (weights, EMA, optimizer, RNG, ...)."""
@@ -300,6 +305,7 @@ def _train(
         {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     )
     metrics: dict = {}
+    shown_hw: tuple[int, int] | None = None  # the training input size last logged
     try:
         while st.epoch < tc.epochs and not time_up():
             train_ds.set_epoch(st.epoch)
@@ -327,6 +333,11 @@ def _train(
             count = 0
             t_last = time.perf_counter()
             for images, targets in bar:
+                hw = train_hw(progress(), cfg.model, tc)
+                if hw != shown_hw and (why := _why_hw(hw, cfg)):
+                    log(f"step {st.step}: training at {hw[0]}x{hw[1]} {why}")
+                    shown_hw = hw
+                images, targets = resize_batch(images, targets, hw)
                 images = images.to(dev, non_blocking=True)
                 if tc.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -345,7 +356,7 @@ def _train(
                             dev.type, dtype=amp_dtype, enabled=amp_dtype is not None
                         ):
                             out_t = net(x)
-                        loss, p = loss_fn(out_t, tg)
+                        loss, p = loss_fn(out_t, tg, hw)
                         problem = problem or _nonfinite_loss(loss, p)
                         # always backward: every rank must join the gradient all-reduce; a
                         # non-finite loss then shows as a non-finite gradient norm below
@@ -466,6 +477,17 @@ def _train(
     if info.is_main and not (out / "best.pt").exists():
         deployable(out / "best.pt", metrics)
     return metrics
+
+
+def _why_hw(hw: tuple[int, int], cfg: Config) -> str:
+    """Why a step trains at ``hw``, for the log line that announces a size; empty when the
+    run does not resize (nothing to announce)."""
+    tc = cfg.train
+    if tc.low_res_scale >= 1.0 or tc.low_res_until <= 0:
+        return ""
+    if hw != tuple(cfg.model.input_hw):
+        return f"(train.low_res_scale {tc.low_res_scale} until {tc.low_res_until:.0%} of the run)"
+    return "(the model's input size, for the rest of the run)"
 
 
 def _resume_key(config: dict) -> dict:

@@ -46,11 +46,11 @@ def test_interrupted_run_resumes_to_the_same_step_and_weights(tmp_path, monkeypa
     calls = {"n": 0}
     real_call = MultiTaskLoss.__call__
 
-    def interrupt_on_step_six(self, out, targets):
+    def interrupt_on_step_six(self, out, targets, hw=None):
         calls["n"] += 1
         if calls["n"] == 6:  # Ctrl-C arrives in the middle of epoch 2
             os.kill(os.getpid(), signal.SIGINT)
-        return real_call(self, out, targets)
+        return real_call(self, out, targets, hw)
 
     monkeypatch.setattr(MultiTaskLoss, "__call__", interrupt_on_step_six)
     with pytest.raises(KeyboardInterrupt):
@@ -85,8 +85,8 @@ def _poison_task_losses(monkeypatch, poison):
     real = MultiTaskLoss.task_losses
     calls = {"n": 0}
 
-    def task_losses(self, out, targets):
-        parts = real(self, out, targets)
+    def task_losses(self, out, targets, hw=None):
+        parts = real(self, out, targets, hw)
         calls["n"] += 1
         poison(calls["n"], parts)
         return parts

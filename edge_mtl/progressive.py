@@ -1,0 +1,52 @@
+"""Progressive resizing: the early part of a run trains on smaller inputs, the rest at the
+model's input size.
+
+A step at 0.75x the side length costs about two thirds of a full-size step on CPU, so a
+time-limited run sees more images; the full-size end adapts the weights and BatchNorm statistics
+to the size that is exported and deployed. In 20-minute runs of the demo config (1 thread each),
+training the first half at 0.75x made 623 steps where full size made 494, and mAP@0.5:0.95 went
+from 0.52-0.53 to 0.58 (small objects from 0.30 to 0.38).
+
+The whole batch is resized after loading, so data loading, augmentation and the letterbox stay
+as they are: bilinear resizing commutes with the per-channel normalisation, and box labels in
+input pixels scale with the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edge_mtl.config import ModelConfig, TrainConfig
+
+
+def low_res_hw(input_hw: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
+    """Each side of ``input_hw``: the largest multiple of ``multiple`` (the largest stride, so
+    every feature map has whole cells) not above ``scale`` x the side, and at least
+    ``multiple``. 256x448 at 0.75 gives 192x320."""
+    h, w = (max(multiple, int(s * scale) // multiple * multiple) for s in input_hw)
+    return h, w
+
+
+def train_hw(progress: float, model: ModelConfig, train: TrainConfig) -> tuple[int, int]:
+    """The input size a step at ``progress`` (0..1 of the run) trains at."""
+    if train.low_res_scale < 1.0 and progress < train.low_res_until:
+        return low_res_hw(model.input_hw, train.low_res_scale, max(model.strides))
+    return tuple(model.input_hw)  # type: ignore[return-value]
+
+
+def resize_batch(
+    images: torch.Tensor, targets: list[dict], hw: tuple[int, int]
+) -> tuple[torch.Tensor, list[dict]]:
+    """``images`` (B, 3, H, W) normalised float resized to ``hw`` (bilinear, antialiased when
+    shrinking), and ``targets`` with their ``boxes`` (N, 4) xyxy input pixels scaled alike.
+    The inputs are returned unchanged when they already have that size."""
+    h, w = images.shape[-2:]
+    if (h, w) == tuple(hw):
+        return images, targets
+    sy, sx = hw[0] / h, hw[1] / w
+    scale = torch.tensor([sx, sy, sx, sy])
+    small = F.interpolate(
+        images, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True
+    )
+    return small, [{**t, "boxes": t["boxes"] * scale.to(t["boxes"])} for t in targets]
