@@ -442,11 +442,12 @@ def _train(
             if not info.is_main:  # rank 0 evaluates and writes; the others wait for it
                 ddp.barrier(info)
                 continue
-            metrics = (
-                evaluate(ema.model, _val_loader(val_ds, cfg), cfg, dev, amp_dtype, progress)
-                if len(val_ds)
-                else {}
-            )
+            with _threads_while_others_wait(info, dev):
+                metrics = (
+                    evaluate(ema.model, _val_loader(val_ds, cfg), cfg, dev, amp_dtype, progress)
+                    if len(val_ds)
+                    else {}
+                )
             rec = {
                 "epoch": st.epoch,
                 "step": st.step,
@@ -477,6 +478,19 @@ def _train(
     if info.is_main and not (out / "best.pt").exists():
         deployable(out / "best.pt", metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _threads_while_others_wait(info: ddp.DistInfo, dev: torch.device):
+    """On CPU, rank 0 evaluates alone while the other processes wait at a barrier (blocked,
+    not spinning): let it use their threads too, then give them back."""
+    before = torch.get_num_threads()
+    if info.enabled and dev.type == "cpu":
+        torch.set_num_threads(min(before * info.world, os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _why_hw(hw: tuple[int, int], cfg: Config) -> str:

@@ -82,3 +82,21 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     for name, cfg in (("full", full), ("halves", halves)):
         train(cfg, tmp_path / name, "cpu", progress=False, data_root=tmp_path / "data", log=print)
     assert _losses(tmp_path / "halves") == pytest.approx(_losses(tmp_path / "full"), rel=0.05)
+
+
+def test_rank_zero_evaluates_on_the_threads_of_the_waiting_processes():
+    import torch
+
+    from edge_mtl.train import _threads_while_others_wait
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = torch.device("cpu")
+        with _threads_while_others_wait(ddp.DistInfo(world=2), cpu):
+            assert torch.get_num_threads() == min(2, os.cpu_count() or 1)
+        assert torch.get_num_threads() == 1
+        with _threads_while_others_wait(ddp.DistInfo(), cpu):  # single process: unchanged
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
