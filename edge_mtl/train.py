@@ -239,7 +239,7 @@ def _train(
     elif resume:
         log(f"--resume: no {out / 'last.pt'} yet, starting fresh")
 
-    def progress() -> float:
+    def run_fraction() -> float:
         """How far the run is, 0..1: by steps, or by the time limit when that is further."""
         p = st.step / max(total_steps, 1)
         if tc.time_limit_min > 0:
@@ -248,7 +248,7 @@ def _train(
 
     def lr_factor() -> float:
         warm = min(1.0, (st.step + 1) / max(tc.warmup_steps, 1))
-        return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress())))
+        return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * run_fraction())))
 
     def checkpoint(path: Path, metrics: dict | None = None) -> None:
         """``last.pt``: everything a resume needs (weights, EMA, optimizer, RNG, ...)."""
@@ -333,7 +333,7 @@ def _train(
             count = 0
             t_last = time.perf_counter()
             for images, targets in bar:
-                hw = train_hw(progress(), cfg.model, tc)
+                hw = train_hw(run_fraction(), cfg.model, tc)
                 if hw != shown_hw and (why := _why_hw(hw, cfg)):
                     log(f"step {st.step}: training at {hw[0]}x{hw[1]} {why}")
                     shown_hw = hw

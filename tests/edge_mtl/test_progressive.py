@@ -85,7 +85,9 @@ def test_the_detection_loss_follows_the_input_size():
         assert torch.isfinite(loss) and parts["det"] > 0
 
 
-def test_a_progressive_run_says_when_it_switches_and_trains_at_both_sizes(tmp_path, monkeypatch):
+def test_a_progressive_run_says_when_it_switches_and_trains_at_both_sizes(
+    tmp_path, monkeypatch, capsys
+):
     d = tiny_cfg_dict(n_train=8, n_val=4, hw=(128, 192))  # 2 epochs x 2 steps
     d["train"].update(low_res_scale=0.5, low_res_until=0.5)
     cfg = config_from_dict(d)
@@ -105,3 +107,4 @@ def test_a_progressive_run_says_when_it_switches_and_trains_at_both_sizes(tmp_pa
     assert switches[0].startswith("step 0: training at 64x96 (train.low_res_scale 0.5 until 50%")
     assert switches[1].startswith("step 2: training at 128x192 (the model's input size")
     assert "det/map50" in metrics  # evaluated at the full size
+    assert "it/s" not in capsys.readouterr().err  # progress=False: no progress bar
