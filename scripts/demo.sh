@@ -42,6 +42,6 @@ edge-mtl run --model "$OUT/model.onnx" --source "$OUT/drive.mp4" --save "$OUT/dr
 
 step "benchmark"
 edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 5 \
-  --e2e "$OUT/drive.mp4" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
+  --e2e "$OUT/drive.mp4" --e2e-frames 150 --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
 
 step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl"
