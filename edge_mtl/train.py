@@ -482,8 +482,8 @@ def _train(
 
 @contextlib.contextmanager
 def _threads_while_others_wait(info: ddp.DistInfo, dev: torch.device):
-    """On CPU, rank 0 evaluates alone while the other processes wait at a barrier (blocked,
-    not spinning): let it use their threads too, then give them back."""
+    """On CPU, rank 0 evaluates alone while the other processes wait at a barrier doing no
+    work: let it use their threads too, then give them back."""
     before = torch.get_num_threads()
     if info.enabled and dev.type == "cpu":
         torch.set_num_threads(min(before * info.world, os.cpu_count() or 1))
