@@ -28,9 +28,14 @@ def low_res_hw(input_hw: tuple[int, int], scale: float, multiple: int) -> tuple[
     return h, w
 
 
+def active(train: TrainConfig) -> bool:
+    """Whether the run trains any step at a smaller size."""
+    return train.low_res_scale < 1.0 and train.low_res_until > 0
+
+
 def train_hw(progress: float, model: ModelConfig, train: TrainConfig) -> tuple[int, int]:
     """The input size a step at ``progress`` (0..1 of the run) trains at."""
-    if train.low_res_scale < 1.0 and progress < train.low_res_until:
+    if active(train) and progress < train.low_res_until:
         return low_res_hw(model.input_hw, train.low_res_scale, max(model.strides))
     return tuple(model.input_hw)  # type: ignore[return-value]
 

@@ -35,7 +35,7 @@ from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilit
 from edge_mtl.evaluate import evaluate, is_breakdown, jsonable, score
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
-from edge_mtl.progressive import resize_batch, train_hw
+from edge_mtl.progressive import active, resize_batch, train_hw
 from edge_mtl.weighting import build_weighting
 from runtime.errors import InputError, RuntimeFailure
 from runtime.files import check_writable_dir
@@ -497,7 +497,7 @@ def _why_hw(hw: tuple[int, int], cfg: Config) -> str:
     """Why a step trains at ``hw``, for the log line that announces a size; empty when the
     run does not resize (nothing to announce)."""
     tc = cfg.train
-    if tc.low_res_scale >= 1.0 or tc.low_res_until <= 0:
+    if not active(tc):
         return ""
     if hw != tuple(cfg.model.input_hw):
         return f"(train.low_res_scale {tc.low_res_scale} until {tc.low_res_until:.0%} of the run)"
