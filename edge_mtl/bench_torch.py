@@ -21,6 +21,7 @@ from runtime.bench import (
     Row,
     device_label,
     latency_stats,
+    own_pass,
     peak_rss_mb,
     reset_peak_rss,
     throughput,
@@ -82,6 +83,26 @@ def bench_torch(
 
 
 def _time_model(model: torch.nn.Module, x: torch.Tensor, settings: BenchSettings) -> list[float]:
-    """Latencies in ms of ``model(x)`` under inference mode (no autograd bookkeeping)."""
+    """Latencies in ms of ``model(x)`` under inference mode (no autograd bookkeeping), in the
+    row's own pass (:func:`runtime.bench.own_pass`)."""
+    own = own_pass(settings)
     with torch.inference_mode():
-        return time_calls(lambda: model(x), settings.runs, settings.seconds, settings.warmup)
+        return time_calls(lambda: model(x), own.runs, own.seconds, own.warmup)
+
+
+def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
+    """The timed call of a torch row, for :func:`runtime.bench.retime_in_turns`: the row's
+    checkpoint on the row's batch and input size, with the row's threads set before each call
+    (the ONNX rows in between do not touch torch's pool, so this is normally a no-op)."""
+    model, _, _ = load_model(Path(row.model_path))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((row.batch, 3, *row.input_hw), generator=gen)  # (B, 3, H, W) float32
+    threads = settings.threads or torch.get_num_threads()
+
+    def call() -> object:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return model(x)
+
+    return call

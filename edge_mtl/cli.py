@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     quantize_cli.register(sub)
     runtime_cli.register(sub)
-    bench_cli.register(sub, torch_baseline=_torch_baseline)
+    bench_cli.register(sub, torch_baseline=_torch_baseline, torch_call=_torch_call)
     env_cli.register(sub)
     return parser
 
@@ -48,6 +48,13 @@ def _torch_baseline(*args, **kwargs):
     from edge_mtl.bench_torch import bench_torch
 
     return bench_torch(*args, **kwargs)
+
+
+def _torch_call(*args, **kwargs):
+    """``bench --torch``: the torch row's call when the rows are timed in turns."""
+    from edge_mtl.bench_torch import torch_call
+
+    return torch_call(*args, **kwargs)
 
 
 def _side_by_side_latency():

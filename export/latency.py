@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from export.onnx_export import ExportConfig, export
-from runtime.bench import latency_stats, time_calls
+from runtime.bench import latency_stats, time_in_turns
 from runtime.engine import Engine, EngineConfig
 
 
@@ -38,14 +38,15 @@ def side_by_side_latency(
         h, w = eng.meta.input_hw
         frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         inputs[name], _ = eng.preprocess([frame])
-    ms: dict[str, list[float]] = {name: [] for name in engines}
-    for r in range(rounds):
-        for name, eng in engines.items():
-            x = inputs[name]
-            ms[name] += time_calls(lambda e=eng, x=x: e.run(x), runs_per_round, None, 1)
-        log(f"latency round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} {np.median(v):.1f} ms" for n, v in ms.items()
-        ))  # fmt: skip
+    names = list(engines)
+    calls = [lambda e=engines[n], x=inputs[n]: e.run(x) for n in names]
+
+    def progress(k: int, ms: list[list[float]]) -> None:
+        medians = ", ".join(f"{n} {np.median(v):.1f} ms" for n, v in zip(names, ms))
+        log(f"latency round {k + 1}/{rounds}: {medians}")
+
+    timings = time_in_turns(calls, [(runs_per_round, None)] * rounds, 0, progress)
+    ms = dict(zip(names, timings))
     return {
         name: {f"{k}_ms": v for k, v in asdict(latency_stats(v)).items()} for name, v in ms.items()
     }

@@ -431,12 +431,10 @@ def measure_latency(
 ) -> dict[str, float]:
     """Median inference latency (ms, batch 1, CPU, ``threads`` intra-op threads) per model on a
     real calibration image; models alternate in ``rounds`` so drift hits them alike."""
-    from runtime.bench import time_calls
+    from runtime.bench import time_in_turns
 
     x = reader.tensor(reader.paths[0])
     engines = {k: eval_engine(p, Provider.CPU, threads) for k, p in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(rounds):
-        for k, eng in engines.items():
-            times[k] += time_calls(lambda e=eng: e.run(x), 1, seconds / rounds, warmup=3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    calls = [lambda e=eng: e.run(x) for eng in engines.values()]
+    times = time_in_turns(calls, [(1, seconds / rounds)] * rounds, warmup=3)
+    return {k: float(np.median(v)) for k, v in zip(engines, times)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import math
 import os
 import platform
 import re
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,17 @@ class BenchSettings:
     ov_device: str = "CPU"  # OpenVINO rows: device, precision hint, compiled-model cache
     ov_precision: str = "auto"
     ov_cache_dir: str | None = None
+    turns: bool = False
+
+
+def own_pass(settings: BenchSettings) -> BenchSettings:
+    """The settings of each row's own pass. With ``turns`` its latency is measured again in turns
+    with the other rows (:func:`retime_in_turns`), so the own pass only warms up, takes the
+    memory figures and runs e2e: it times at most 10 calls or 1 second."""
+    if not settings.turns:
+        return settings
+    seconds = None if settings.seconds is None else min(settings.seconds, 1.0)
+    return replace(settings, runs=min(settings.runs, 10), seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,50 @@ def time_calls(
         out.append((time.perf_counter_ns() - t0) / 1e6)
         if (len(out) >= runs) if deadline is None else (time.perf_counter() >= deadline):
             return out
+
+
+TURN_BLOCK_S = 0.5  # --seconds: each row's turn is about this long
+TURN_ROUNDS = 10  # --runs: the calls are split into at most this many turns per row
+
+
+def turn_blocks(runs: int, seconds: float | None) -> list[tuple[int, float | None]]:
+    """How :func:`time_in_turns` splits one row's budget: one ``(runs, seconds)`` amount per
+    round, in :func:`time_calls`' terms. ``seconds`` is cut into rounds of about
+    :data:`TURN_BLOCK_S`; ``runs`` into at most :data:`TURN_ROUNDS` near-equal parts. The
+    amounts add up to the budget: ``runs`` calls, or ``seconds`` of timed calls."""
+    if seconds is not None:
+        rounds = max(1, math.ceil(seconds / TURN_BLOCK_S - 1e-9))
+        return [(1, seconds / rounds)] * rounds
+    rounds = max(1, min(runs, TURN_ROUNDS))
+    q, extra = divmod(runs, rounds)
+    return [(q + (i < extra), None) for i in range(rounds)]
+
+
+def time_in_turns(
+    calls: Sequence[Callable[[], object]],
+    blocks: Sequence[tuple[int, float | None]],
+    warmup: int,
+    on_round: Callable[[int, list[list[float]]], None] | None = None,
+) -> list[list[float]]:
+    """Time several callables in turns, so drift in the machine's speed (other tenants, turbo,
+    thermal limits) hits them alike rather than whichever ran while it happened. After
+    ``warmup`` untimed calls each, round k gives every callable one turn of ``blocks[k]``
+    (``(runs, seconds)`` as in :func:`time_calls`); the order rotates by one each round, so no
+    callable always follows the same one. Each turn starts with one untimed call, which absorbs
+    the switch (caches, thread pools spinning down). ``on_round(k, ms)`` is called after each
+    round. Returns the milliseconds per call, one list per callable."""
+    for fn in calls:
+        for _ in range(warmup):
+            fn()
+    ms: list[list[float]] = [[] for _ in calls]
+    n = len(calls)
+    for k, (runs, seconds) in enumerate(blocks):
+        for j in range(n):
+            i = (k + j) % n
+            ms[i] += time_calls(calls[i], runs, seconds, 1)
+        if on_round is not None:
+            on_round(k, ms)
+    return ms
 
 
 def throughput(ms: Sequence[float], batch: int) -> float:
@@ -380,18 +436,11 @@ def bench_model(
 ) -> list[Row]:
     """All rows of one ONNX model: each provider x batch, measured or skipped with a reason.
     A missing or invalid model raises :class:`InputError`/:class:`MetadataError`."""
-    from runtime.engine import Engine, EngineConfig, OVPrecision
+    from runtime.engine import Engine
 
     p = Path(path)
     has_meta, model_notes = _model_info(p, settings.imgsz)
-    config = EngineConfig(
-        imgsz=None if has_meta else settings.imgsz,
-        intra_op_threads=settings.threads,
-        ov_device=settings.ov_device,
-        ov_precision=OVPrecision(settings.ov_precision),
-        ov_cache_dir=settings.ov_cache_dir,
-        warmup_runs=0,
-    )
+    config = _engine_config(None if has_meta else settings.imgsz, settings)
     rows: list[Row] = []
     for requested in settings.providers:
         base: dict[str, Any] = dict(
@@ -432,14 +481,35 @@ def bench_model(
     return rows
 
 
-def _measure(
-    engine: Any, base: dict[str, Any], batch: int, s: BenchSettings, notes: list[str]
-) -> Row:
+def _engine_config(imgsz: tuple[int, int] | None, settings: BenchSettings) -> Any:
+    """The bench's engine settings; ``imgsz`` overrides the metadata's input size."""
+    from runtime.engine import EngineConfig, OVPrecision
+
+    return EngineConfig(
+        imgsz=imgsz,
+        intra_op_threads=settings.threads,
+        ov_device=settings.ov_device,
+        ov_precision=OVPrecision(settings.ov_precision),
+        ov_cache_dir=settings.ov_cache_dir,
+        warmup_runs=0,
+    )
+
+
+def _bench_input(engine: Any, batch: int) -> Any:
+    """The timed input: ``batch`` seeded noise frames, preprocessed to (batch, 3, H, W) in the
+    model's input dtype."""
     h, w = engine.meta.input_hw
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
-    x, _ = engine.preprocess(frames)  # (batch, 3, H, W) in the model's input dtype
-    ms = time_calls(lambda: engine.run(x), s.runs, s.seconds, s.warmup)
+    return engine.preprocess(frames)[0]
+
+
+def _measure(
+    engine: Any, base: dict[str, Any], batch: int, s: BenchSettings, notes: list[str]
+) -> Row:
+    x = _bench_input(engine, batch)
+    own = own_pass(s)
+    ms = time_calls(lambda: engine.run(x), own.runs, own.seconds, own.warmup)
     rss = peak_rss_mb()
     gpu_mb = None
     if engine.provider.value in GPU_PROVIDERS:
@@ -465,6 +535,63 @@ def _measure(
             e2e.streams = [asdict(r) for r in runs]
         row.e2e = asdict(e2e)
     return row
+
+
+# ---- timing in turns -----------------------------------------------------------------------
+
+
+def retime_in_turns(
+    rows: Sequence[Row],
+    settings: BenchSettings,
+    torch_call: Callable[[Row, BenchSettings], Callable[[], object]] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> None:
+    """Measure the latency of every ``ok`` row again, all of them in turns
+    (:func:`time_in_turns` over :func:`turn_blocks` of the settings' ``runs`` or ``seconds``),
+    and replace each row's ``latency_ms``, ``throughput_ips`` and ``runs`` with it. All the
+    rows' models are loaded at once for this; memory figures stay those of each row's own pass.
+    ONNX rows reopen their model on the provider that ran it; torch rows (``runtime ==
+    "torch"``) get their call from ``torch_call(row, settings)``, since runtime never imports
+    torch."""
+    from runtime.engine import Engine
+
+    live = [r for r in rows if r.status == "ok"]
+    if not live:
+        return
+    engines: dict[tuple[str, str], Any] = {}
+    calls: list[Callable[[], object]] = []
+    for r in live:
+        if r.runtime == "torch":
+            if torch_call is None:
+                raise ValueError("retime_in_turns: a torch row needs torch_call")
+            calls.append(torch_call(r, settings))
+            continue
+        key = (r.model_path, str(r.provider))
+        if key not in engines:
+            # the row's own input size: the metadata's, or --imgsz for a model without it
+            config = _engine_config(tuple(r.input_hw or ()) or None, settings)
+            engines[key] = Engine(Path(r.model_path), str(r.provider), config)
+        eng = engines[key]
+        x = _bench_input(eng, r.batch)
+        calls.append(lambda e=eng, x=x: e.run(x))
+    blocks = turn_blocks(settings.runs, settings.seconds)
+    log(f"timing {len(live)} row(s) in turns: {len(blocks)} rounds")
+
+    def progress(k: int, ms: list[list[float]]) -> None:
+        if k + 1 == len(blocks) or (k + 1) % max(1, len(blocks) // 4) == 0:
+            medians = ", ".join(f"{r.model} {np.median(m):.1f} ms" for r, m in zip(live, ms))
+            log(f"round {k + 1}/{len(blocks)}: p50 so far {medians}")
+
+    try:
+        timings = time_in_turns(calls, blocks, settings.warmup, progress)
+    finally:
+        calls.clear()
+        engines.clear()
+        gc.collect()
+    for r, ms in zip(live, timings):
+        r.latency_ms = asdict(latency_stats(ms))
+        r.throughput_ips = throughput(ms, r.batch)
+        r.runs = len(ms)
 
 
 # ---- end to end ----------------------------------------------------------------------------

@@ -25,17 +25,20 @@ PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
 def register(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     torch_baseline: Callable[..., list[Row]] | None = None,
+    torch_call: Callable[..., Callable[[], object]] | None = None,
 ) -> None:
     """Add the ``bench`` subcommand to the ``edge-mtl`` parser.
 
-    ``torch_baseline`` measures the ``--torch CKPT`` rows; the caller (``edge_mtl.cli``) passes
-    it in, so runtime never imports torch or edge_mtl itself.
+    ``torch_baseline`` measures the ``--torch CKPT`` rows and ``torch_call`` gives a torch
+    row's call for timing in turns; the caller (``edge_mtl.cli``) passes them in, so runtime
+    never imports torch or edge_mtl itself.
     """
     p = sub.add_parser(
         "bench",
         help="benchmark ONNX models: latency, throughput, memory; table, JSON, plot",
         description=(
-            "Time every combination of --model x --provider x --batch after a warm-up: latency "
+            "Time every combination of --model x --provider x --batch after a warm-up, all of "
+            "them in turns (--sequential: one after another): latency "
             "p50/p90/p99/mean/std, images/s, peak RSS (and GPU memory on CUDA), model size. "
             "A provider that cannot run here is reported as skipped. --e2e adds the real "
             "pipeline on a video or stream; --merge combines result files from several machines."
@@ -55,6 +58,12 @@ def register(
     amount.add_argument("--runs", type=int, metavar="N", help="timed calls per row (default 100)")
     amount.add_argument("--seconds", type=float, metavar="S", help="time each row for S seconds")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed calls first")
+    p.add_argument(
+        "--sequential", action="store_true",
+        help="time each row alone, one after another, holding one model at a time (default: "
+        "load all rows' models, then time them in turns of ~0.5 s so a change in the "
+        "machine's speed hits every row alike)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
     add_openvino_arguments(p)
     p.add_argument("--e2e", metavar="SRC", help="also run the real pipeline on this source")
@@ -70,7 +79,7 @@ def register(
     p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, torch_baseline=torch_baseline)
+    p.set_defaults(func=cmd_bench, torch_baseline=torch_baseline, torch_call=torch_call)
 
 
 def _settings(args: argparse.Namespace) -> BenchSettings:
@@ -111,6 +120,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         ov_device=args.ov_device,
         ov_precision=args.ov_precision,
         ov_cache_dir=args.ov_cache,
+        turns=not args.sequential,
     )
 
 
@@ -166,6 +176,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows += bench.bench_model(m, settings, session["machine"], 0, log)
         if args.torch:
             rows += _torch_rows(args, settings, session, rows, log)
+        if settings.turns:
+            bench.retime_in_turns(rows, settings, args.torch_call, log)
         docs.insert(0, bench.document([session], rows))
     doc = docs[0] if len(docs) == 1 else bench.merge_documents(docs)
     print(render_text(doc))

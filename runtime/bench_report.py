@@ -190,7 +190,8 @@ def render_markdown(doc: Doc) -> str:
         amount = f"{st['seconds']} s" if st["seconds"] is not None else f"{st['runs']} runs"
         out.append(
             f"- session {i} ({s['created']}): {machine_line(s)}; {amount} after "
-            f"{st['warmup']} warm-up, threads {st['threads'] or 'onnxruntime default'}"
+            f"{st['warmup']} warm-up, threads {st['threads'] or 'onnxruntime default'}, "
+            + ("rows timed in turns" if st.get("turns") else "each row timed alone")
         )
     out += ["", "Latency per call (one call = one batch), milliseconds.", "", markdown_table(rows)]
     if any(r["e2e"] for r in rows):

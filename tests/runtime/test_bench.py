@@ -18,7 +18,7 @@ import pytest
 
 from edge_mtl.cli import main
 from runtime import bench
-from runtime.bench import BenchSettings, latency_stats, time_calls
+from runtime.bench import BenchSettings, latency_stats, time_calls, time_in_turns, turn_blocks
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ MACHINE_KEYS = {
 }  # fmt: skip
 SETTINGS_KEYS = {
     "providers", "batches", "imgsz", "runs", "seconds", "warmup", "threads", "e2e_source",
-    "e2e_frames", "e2e_streams", "ov_device", "ov_precision", "ov_cache_dir",
+    "e2e_frames", "e2e_streams", "ov_device", "ov_precision", "ov_cache_dir", "turns",
 }  # fmt: skip
 ROW_KEYS = {
     "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",
@@ -85,6 +85,54 @@ def test_time_calls_runs_warmup_and_seconds() -> None:
     assert len(ms) == 5 and len(calls) == 8 and all(t >= 0 for t in ms)
     assert len(time_calls(lambda: None, runs=10**9, seconds=0.01, warmup=0)) >= 1
     assert bench.throughput([10.0, 10.0], batch=4) == pytest.approx(400.0)
+
+
+def test_turn_blocks_split_the_budget() -> None:
+    assert turn_blocks(100, None) == [(10, None)] * 10
+    assert [r for r, _ in turn_blocks(25, None)] == [3] * 5 + [2] * 5
+    assert turn_blocks(3, None) == [(1, None)] * 3
+    five = turn_blocks(100, 5.0)
+    assert len(five) == 10 and all(r == 1 and s == pytest.approx(0.5) for r, s in five)
+    assert turn_blocks(100, 0.2) == [(1, 0.2)]
+    odd = turn_blocks(100, 1.2)  # three turns of 0.4 s, not two of 0.5 and a stub
+    assert len(odd) == 3 and sum(s for _, s in odd) == pytest.approx(1.2)
+
+
+def test_time_in_turns_rotates_and_warms_each_turn() -> None:
+    log: list[str] = []
+    calls = [lambda k=k: log.append(k) for k in "abc"]
+    rounds: list[int] = []
+    ms = time_in_turns(calls, [(2, None)] * 3, warmup=1, on_round=lambda k, _: rounds.append(k))
+    assert [len(m) for m in ms] == [6, 6, 6] and rounds == [0, 1, 2]
+    assert "".join(log[:3]) == "abc"  # warm-up
+    # Each turn is one untimed call and 2 timed ones; the order rotates by one every round,
+    # so every callable runs first once and after each of the others.
+    turns = "".join(log[3:])
+    assert turns == "aaabbbccc" + "bbbcccaaa" + "cccaaabbb"
+
+
+def test_rows_are_timed_in_turns_unless_sequential(models, tmp_path, monkeypatch) -> None:
+    seen: list[list[int]] = []
+    real = bench.time_in_turns
+
+    def spy(calls, blocks, warmup, on_round=None):
+        seen.append([r for r, _ in blocks])
+        return real(calls, blocks, warmup, on_round)
+
+    monkeypatch.setattr(bench, "time_in_turns", spy)
+    argv = ["--model", str(models["dense"]), str(models["batch1"]), "--provider", "cpu"]
+    out = tmp_path / "t.json"
+    assert main(["bench", *argv, *FAST, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert seen == [[1, 1, 1]]  # 3 calls in 3 turns, both rows in one pass
+    assert doc["sessions"][0]["settings"]["turns"] is True
+    for r in doc["results"]:
+        _check_ok_row(r)
+    assert main(["bench", *argv, *FAST, "--sequential", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert len(seen) == 1 and doc["sessions"][0]["settings"]["turns"] is False
+    for r in doc["results"]:
+        _check_ok_row(r)
 
 
 def test_gpu_description_and_memory_from_nvidia_smi(tmp_path, monkeypatch) -> None:
@@ -292,6 +340,14 @@ def test_torch_baseline_row(models, tmp_path) -> None:
     assert set(d) == ROW_KEYS and d["runtime"] == "torch" and d["precision"] == "fp32"
     assert d["input_hw"] == [32, 32] and any("trained at 64x64" in n for n in d["notes"])
     _check_ok_row(d)
+    # In turns, the torch row's call is the same model on the row's input.
+    from edge_mtl.bench_torch import torch_call
+
+    out = torch_call(row, settings)()
+    assert out["cls_w"].shape == (1, 2)
+    bench.retime_in_turns([row], settings, torch_call)
+    assert row.runs == 3
+    _check_ok_row(row.to_dict())
 
 
 def test_notes_shared_by_several_rows_print_once_naming_them() -> None:
