@@ -133,6 +133,10 @@ class TrainConfig:
     # model.input_hw, the rest at full size. 1.0 / 0.0 = off.
     low_res_scale: float = 1.0
     low_res_until: float = 0.0
+    # Detection positives weighted per object: a location assigned to an object with n
+    # positive locations weighs n ** -det_object_balance (renormalised to the same total), so a
+    # large object stops outvoting a tiny one by its area. 0 = every location alike (FCOS).
+    det_object_balance: float = 0.0
     # batch_size is the global batch of one optimizer step: split over the processes of a
     # distributed run and over ``accumulate`` forward/backward passes in each.
     accumulate: int = 1
@@ -243,6 +247,11 @@ def validate(cfg: Config) -> Config:
     if not 0 < cfg.train.low_res_scale <= 1:
         raise ConfigError(
             f"{src}: train.low_res_scale: must be in (0, 1], got {cfg.train.low_res_scale}"
+        )
+    if not 0 <= cfg.train.det_object_balance <= 1:
+        raise ConfigError(
+            f"{src}: train.det_object_balance: must be in [0, 1], "
+            f"got {cfg.train.det_object_balance}"
         )
     if not 0 <= cfg.train.low_res_until <= 1:
         raise ConfigError(

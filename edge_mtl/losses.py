@@ -119,7 +119,12 @@ def detection_loss(
     targets: list[dict],
     cfg: ModelConfig,
     level: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    object_balance: float = 0.0,
 ) -> dict[str, torch.Tensor]:
+    """Focal classification, GIoU box and centerness losses of the dense head. With
+    ``object_balance`` p > 0, a positive location of an object with n positives weighs n^-p,
+    scaled so the positives' weights still sum to their count: p = 0.5 lets an object's say
+    grow with the square root of its area instead of linearly."""
     points, strides, ranges = level
     logits = out["det_logits"].float()  # (B, A, C)
     boxes = out["det_boxes"].float()  # (B, A, 4)
@@ -128,6 +133,7 @@ def detection_loss(
     pos_mask = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
     gt_per_loc = torch.zeros_like(boxes)
     mask_img = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    weight = torch.ones(logits.shape[:2], device=logits.device) if object_balance > 0 else None
     for i, t in enumerate(targets):
         if not t.get("has_boxes", True):
             continue
@@ -138,12 +144,23 @@ def detection_loss(
         pos_mask[i] = pos
         cls_t[i, pos, t["classes"].to(logits.device)[idx[pos]]] = 1.0
         gt_per_loc[i, pos] = gb[idx[pos]]
+        if weight is not None and pos.any():
+            per_object = torch.bincount(idx[pos], minlength=gb.shape[0]).float()
+            weight[i, pos] = per_object[idx[pos]] ** -object_balance
     # an exact zero that still reaches every detection output: zero gradient, never None
     zero = (logits.sum() + boxes.sum() + ctr.sum()) * 0.0
     if not mask_img.any():
         return {"det_cls": zero, "det_box": zero, "det_ctr": zero}
     num_pos = max(float(pos_mask.sum()), 1.0)
-    focal = torchvision.ops.sigmoid_focal_loss(logits[mask_img], cls_t[mask_img], reduction="sum")
+    if weight is None:
+        focal = torchvision.ops.sigmoid_focal_loss(
+            logits[mask_img], cls_t[mask_img], reduction="sum"
+        )
+    else:
+        w_pos = weight[pos_mask]
+        weight[pos_mask] = w_pos * (w_pos.numel() / w_pos.sum().clamp(min=1e-6))
+        focal = torchvision.ops.sigmoid_focal_loss(logits[mask_img], cls_t[mask_img])
+        focal = (focal * weight[mask_img][..., None]).sum()
     if not pos_mask.any():
         return {"det_cls": focal / num_pos, "det_box": zero, "det_ctr": zero}
     pb, gb = boxes[pos_mask], gt_per_loc[pos_mask]
@@ -151,9 +168,11 @@ def detection_loss(
     ctr_t = centerness_target(
         points.expand_as(boxes[..., :2])[pos_mask], grown_to_grid(gb, pos_strides)
     )
+    w = weight[pos_mask] if weight is not None else torch.ones_like(ctr_t)
     giou = torchvision.ops.generalized_box_iou_loss(pb, gb, reduction="none")
-    box = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
-    ctr_loss = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="sum") / num_pos
+    box = (giou * ctr_t * w).sum() / (ctr_t * w).sum().clamp(min=1e-6)
+    ctr_bce = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="none")
+    ctr_loss = (ctr_bce * w).sum() / num_pos
     return {"det_cls": focal / num_pos, "det_box": box * 2.0, "det_ctr": ctr_loss}
 
 
@@ -177,12 +196,18 @@ class MultiTaskLoss:
     """Per-task losses combined by a weighting strategy (``edge_mtl.weighting``).
 
     ``weighting``: a ``Weighting`` or, for a fixed weighting, a dict task -> weight (default 1).
+    ``object_balance``: :func:`detection_loss`'s per-object weighting of positives.
     """
 
     def __init__(
-        self, cfg: ModelConfig, weighting: Weighting | dict[str, float], device: torch.device
+        self,
+        cfg: ModelConfig,
+        weighting: Weighting | dict[str, float],
+        device: torch.device,
+        object_balance: float = 0.0,
     ):
         self.cfg = cfg
+        self.object_balance = object_balance  # detection_loss's per-object weighting
         if not isinstance(weighting, Weighting):
             weighting = Fixed(self.tasks(), TrainConfig(loss_weights=dict(weighting)))
         self.weighting = weighting.to(device)
@@ -222,7 +247,7 @@ class MultiTaskLoss:
         parts: dict[str, torch.Tensor] = {}
         device = next(iter(out.values())).device
         if self.cfg.detect:
-            det = detection_loss(out, targets, self.cfg, self.level(hw))
+            det = detection_loss(out, targets, self.cfg, self.level(hw), self.object_balance)
             parts["det"] = sum(det.values())
         for t in self.cfg.classify:
             labels = torch.tensor([x[f"cls_{t}"] for x in targets], device=device)
