@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import types
 import typing
@@ -130,9 +131,11 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop training after this many minutes (0 = no limit)
     # Progressive resizing (edge_mtl/progressive.py): the first ``low_res_until`` of the run
     # (0..1, by steps or by the time limit, whichever is further) trains at ``low_res_scale`` x
-    # model.input_hw, the rest at full size. 1.0 / 0.0 = off.
-    low_res_scale: float = 1.0
-    low_res_until: float = 0.0
+    # model.input_hw, the rest at full size. 1.0 / 0.0 = off. Lists give several stages:
+    # low_res_scale [0.5, 0.75] with low_res_until [0.5, 0.75] trains 0.5x for the first half,
+    # 0.75x to three quarters, then full size.
+    low_res_scale: float | tuple[float, ...] = 1.0
+    low_res_until: float | tuple[float, ...] = 0.0
     # Detection positives weighted per object: a location assigned to an object with n
     # positive locations weighs n ** -det_object_balance (renormalised to the same total), so a
     # large object stops outvoting a tiny one by its area. 0 = every location alike (FCOS).
@@ -170,6 +173,8 @@ def _plain(x: Any) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a list"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -183,7 +188,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
+        if len(inner) == 1:
+            return _convert(inner[0], value, where)
+        for alt in inner:  # e.g. float | tuple[float, ...]: a number or a list of them
+            try:
+                return _convert(alt, value, where)
+            except ConfigError:
+                continue
+        wanted = " or ".join(_type_name(a) for a in inner)
+        raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -220,6 +233,30 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _validate_stages(src: str, tc: TrainConfig) -> None:
+    """``low_res_scale`` / ``low_res_until``: numbers, or lists of one length with every scale
+    in (0, 1] and the run fractions in [0, 1] and increasing."""
+    scales, untils = as_tuple(tc.low_res_scale), as_tuple(tc.low_res_until)
+    if len(scales) != len(untils) or not scales:
+        raise ConfigError(
+            f"{src}: train.low_res_scale / low_res_until: one scale per stage, got "
+            f"{len(scales)} scale(s) and {len(untils)} run fraction(s)"
+        )
+    if not all(0 < x <= 1 for x in scales):
+        raise ConfigError(f"{src}: train.low_res_scale: must be in (0, 1], got {tc.low_res_scale}")
+    if not all(0 <= x <= 1 for x in untils):
+        raise ConfigError(f"{src}: train.low_res_until: must be in [0, 1], got {tc.low_res_until}")
+    if any(a >= b for a, b in itertools.pairwise(untils)):
+        raise ConfigError(
+            f"{src}: train.low_res_until: stages must end in increasing order, got {list(untils)}"
+        )
+
+
+def as_tuple(x: float | tuple[float, ...]) -> tuple[float, ...]:
+    """A number-or-list config value as a tuple."""
+    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express."""
     src, m = cfg.source, cfg.model
@@ -244,18 +281,11 @@ def validate(cfg: Config) -> Config:
     _validate_weighting(src, cfg.train)
     if cfg.train.accumulate < 1:
         raise ConfigError(f"{src}: train.accumulate: must be at least 1")
-    if not 0 < cfg.train.low_res_scale <= 1:
-        raise ConfigError(
-            f"{src}: train.low_res_scale: must be in (0, 1], got {cfg.train.low_res_scale}"
-        )
+    _validate_stages(src, cfg.train)
     if not 0 <= cfg.train.det_object_balance <= 1:
         raise ConfigError(
             f"{src}: train.det_object_balance: must be in [0, 1], "
             f"got {cfg.train.det_object_balance}"
-        )
-    if not 0 <= cfg.train.low_res_until <= 1:
-        raise ConfigError(
-            f"{src}: train.low_res_until: must be in [0, 1], got {cfg.train.low_res_until}"
         )
     if cfg.train.batch_size % cfg.train.accumulate:
         raise ConfigError(

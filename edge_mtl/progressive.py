@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edge_mtl.config import ModelConfig, TrainConfig
+from edge_mtl.config import ModelConfig, TrainConfig, as_tuple
 
 
 def low_res_hw(input_hw: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
@@ -28,15 +28,29 @@ def low_res_hw(input_hw: tuple[int, int], scale: float, multiple: int) -> tuple[
     return h, w
 
 
+def stages(train: TrainConfig) -> list[tuple[float, float]]:
+    """``(scale, until)`` per smaller-size stage, in order: stage k trains at ``scale`` x the
+    input size until ``until`` of the run. Stages at full scale or ending at 0 are left out."""
+    pairs = zip(as_tuple(train.low_res_scale), as_tuple(train.low_res_until))
+    return [(s, u) for s, u in pairs if s < 1.0 and u > 0]
+
+
 def active(train: TrainConfig) -> bool:
     """Whether the run trains any step at a smaller size."""
-    return train.low_res_scale < 1.0 and train.low_res_until > 0
+    return bool(stages(train))
+
+
+def stage_at(progress: float, train: TrainConfig) -> tuple[float, float] | None:
+    """The ``(scale, until)`` stage a step at ``progress`` (0..1 of the run) is in; ``None``
+    once the run trains at full size."""
+    return next(((s, u) for s, u in stages(train) if progress < u), None)
 
 
 def train_hw(progress: float, model: ModelConfig, train: TrainConfig) -> tuple[int, int]:
     """The input size a step at ``progress`` (0..1 of the run) trains at."""
-    if active(train) and progress < train.low_res_until:
-        return low_res_hw(model.input_hw, train.low_res_scale, max(model.strides))
+    stage = stage_at(progress, train)
+    if stage is not None:
+        return low_res_hw(model.input_hw, stage[0], max(model.strides))
     return tuple(model.input_hw)  # type: ignore[return-value]
 
 

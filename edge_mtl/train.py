@@ -35,7 +35,7 @@ from edge_mtl.data.sampling import epoch_batches, mix_summary, source_probabilit
 from edge_mtl.evaluate import evaluate, is_breakdown, jsonable, score
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
-from edge_mtl.progressive import active, resize_batch, train_hw
+from edge_mtl.progressive import active, resize_batch, stage_at, train_hw
 from edge_mtl.weighting import build_weighting
 from runtime.errors import InputError, RuntimeFailure
 from runtime.files import check_writable_dir
@@ -333,8 +333,9 @@ def _train(
             count = 0
             t_last = time.perf_counter()
             for images, targets in bar:
-                hw = train_hw(run_fraction(), cfg.model, tc)
-                if hw != shown_hw and (why := _why_hw(hw, cfg)):
+                fraction = run_fraction()
+                hw = train_hw(fraction, cfg.model, tc)
+                if hw != shown_hw and (why := _why_hw(fraction, cfg)):
                     log(f"step {st.step}: training at {hw[0]}x{hw[1]} {why}")
                     shown_hw = hw
                 images, targets = resize_batch(images, targets, hw)
@@ -493,15 +494,15 @@ def _threads_while_others_wait(info: ddp.DistInfo, dev: torch.device):
         torch.set_num_threads(before)
 
 
-def _why_hw(hw: tuple[int, int], cfg: Config) -> str:
-    """Why a step trains at ``hw``, for the log line that announces a size; empty when the
-    run does not resize (nothing to announce)."""
-    tc = cfg.train
-    if not active(tc):
+def _why_hw(fraction: float, cfg: Config) -> str:
+    """Why a step at ``fraction`` of the run trains at its size, for the log line that
+    announces a size; empty when the run does not resize (nothing to announce)."""
+    if not active(cfg.train):
         return ""
-    if hw != tuple(cfg.model.input_hw):
-        return f"(train.low_res_scale {tc.low_res_scale} until {tc.low_res_until:.0%} of the run)"
-    return "(the model's input size, for the rest of the run)"
+    stage = stage_at(fraction, cfg.train)
+    if stage is None:
+        return "(the model's input size, for the rest of the run)"
+    return f"(train.low_res_scale {stage[0]} until {stage[1]:.0%} of the run)"
 
 
 def _resume_key(config: dict) -> dict:

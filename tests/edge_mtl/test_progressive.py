@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from edge_mtl.config import ConfigError, config_from_dict, validate  # noqa: E402
 from edge_mtl.losses import MultiTaskLoss  # noqa: E402
 from edge_mtl.model import MultiTaskModel  # noqa: E402
-from edge_mtl.progressive import low_res_hw, resize_batch, train_hw  # noqa: E402
+from edge_mtl.progressive import low_res_hw, resize_batch, stage_at, train_hw  # noqa: E402
 from edge_mtl.train import train  # noqa: E402
 
 from .conftest import tiny_cfg_dict  # noqa: E402
@@ -31,6 +31,33 @@ def test_the_early_part_of_the_run_trains_small_and_the_rest_at_full_size():
     assert train_hw(0.4, cfg.model, cfg.train) == (128, 192)
     off = config_from_dict(tiny_cfg_dict(hw=(128, 192)))
     assert train_hw(0.0, off.model, off.train) == (128, 192)
+
+
+def test_stages_train_smaller_then_larger_then_full_size():
+    d = tiny_cfg_dict(hw=(128, 192))
+    d["train"].update(low_res_scale=[0.25, 0.5], low_res_until=[0.3, 0.6])
+    cfg = config_from_dict(d)
+    assert cfg.train.low_res_scale == (0.25, 0.5)
+    sizes = [train_hw(f, cfg.model, cfg.train) for f in (0.0, 0.29, 0.3, 0.59, 0.6, 1.0)]
+    assert sizes == [(32, 32), (32, 32), (64, 96), (64, 96), (128, 192), (128, 192)]
+    assert stage_at(0.45, cfg.train) == (0.5, 0.6) and stage_at(0.6, cfg.train) is None
+
+
+@pytest.mark.parametrize(
+    "scale,until,says",
+    [
+        ([0.5, 0.75], [0.5], "one scale per stage, got 2 scale(s) and 1 run fraction(s)"),
+        ([0.5, 0.75], [0.6, 0.5], "stages must end in increasing order, got [0.6, 0.5]"),
+        ([0.5, 1.5], [0.3, 0.5], "train.low_res_scale: must be in (0, 1]"),
+        ("half", 0.5, "expected a number or a list, got 'half'"),
+    ],
+)
+def test_bad_stages_are_named(scale, until, says):
+    d = tiny_cfg_dict()
+    d["train"].update(low_res_scale=scale, low_res_until=until)
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(d, "c.yaml")
+    assert says in str(e.value) and "train.low_res" in str(e.value)
 
 
 @pytest.mark.parametrize("key,value", [("low_res_scale", 0.0), ("low_res_until", 1.5)])
