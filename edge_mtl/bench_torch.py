@@ -63,12 +63,12 @@ def bench_torch(
         threads=settings.threads, gpu_memory_mb=None, e2e=None, status="ok", reason=None,
     )  # fmt: skip
     rows: list[Row] = []
-    gen = torch.Generator().manual_seed(0)
     try:
         for batch in settings.batches:
             log(f"{path.name} [torch eager cpu] batch {batch}: measuring")
-            x = torch.randn((batch, 3, *hw), generator=gen)  # (B, 3, H, W) float32
-            ms = _time_model(model, x, settings)
+            own = own_pass(settings)
+            call = _call(model, _input(batch, hw), settings.threads)
+            ms = time_calls(call, own.runs, own.seconds, own.warmup)
             measured = dict(
                 batch=batch, runs=len(ms), latency_ms=asdict(latency_stats(ms)),
                 throughput_ips=throughput(ms, batch), peak_rss_mb=peak_rss_mb(),
@@ -82,22 +82,16 @@ def bench_torch(
     return rows
 
 
-def _time_model(model: torch.nn.Module, x: torch.Tensor, settings: BenchSettings) -> list[float]:
-    """Latencies in ms of ``model(x)`` under inference mode (no autograd bookkeeping), in the
-    row's own pass (:func:`runtime.bench.own_pass`)."""
-    own = own_pass(settings)
-    with torch.inference_mode():
-        return time_calls(lambda: model(x), own.runs, own.seconds, own.warmup)
+def _input(batch: int, hw: tuple[int, ...]) -> torch.Tensor:
+    """The timed input: (batch, 3, H, W) float32 seeded noise, the layout the graph takes."""
+    return torch.randn((batch, 3, *hw), generator=torch.Generator().manual_seed(0))
 
 
-def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
-    """The timed call of a torch row, for :func:`runtime.bench.retime_in_turns`: the row's
-    checkpoint on the row's batch and input size, with the row's threads set before each call
-    (the ONNX rows in between do not touch torch's pool, so this is normally a no-op)."""
-    model, _, _ = load_model(Path(row.model_path))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((row.batch, 3, *row.input_hw), generator=gen)  # (B, 3, H, W) float32
-    threads = settings.threads or torch.get_num_threads()
+def _call(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """``model(x)`` under inference mode (no autograd bookkeeping), with ``threads`` (0: as
+    set now) in force: between the turns of :func:`runtime.bench.retime_in_turns` the ONNX
+    rows do not touch torch's pool, so resetting it is normally a no-op."""
+    threads = threads or torch.get_num_threads()
 
     def call() -> object:
         if torch.get_num_threads() != threads:
@@ -106,3 +100,10 @@ def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
             return model(x)
 
     return call
+
+
+def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
+    """The timed call of a torch row, for :func:`runtime.bench.retime_in_turns`: the row's
+    checkpoint on the row's batch and input size, with the row's threads."""
+    model, _, _ = load_model(Path(row.model_path))
+    return _call(model, _input(row.batch, tuple(row.input_hw)), settings.threads)

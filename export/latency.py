@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from export.onnx_export import ExportConfig, export
-from runtime.bench import latency_stats, time_in_turns
+from runtime.bench import bench_input, latency_stats, time_in_turns
 from runtime.engine import Engine, EngineConfig
 
 
@@ -33,13 +33,9 @@ def side_by_side_latency(
         if not onnx_path.is_file() or onnx_path.stat().st_mtime < w.stat().st_mtime:
             export(ExportConfig(weights=str(w), out=str(onnx_path), batch=1, parity_images=1))
         engines[name] = Engine(onnx_path, "cpu", EngineConfig(warmup_runs=warmup))
-    inputs = {}
-    for name, eng in engines.items():
-        h, w = eng.meta.input_hw
-        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        inputs[name], _ = eng.preprocess([frame])
     names = list(engines)
-    calls = [lambda e=engines[n], x=inputs[n]: e.run(x) for n in names]
+    inputs = [bench_input(engines[n], 1) for n in names]  # (1, 3, H, W) seeded noise
+    calls = [lambda e=engines[n], x=x: e.run(x) for n, x in zip(names, inputs)]
 
     def progress(k: int, ms: list[list[float]]) -> None:
         medians = ", ".join(f"{n} {np.median(v):.1f} ms" for n, v in zip(names, ms))

@@ -495,7 +495,7 @@ def _engine_config(imgsz: tuple[int, int] | None, settings: BenchSettings) -> An
     )
 
 
-def _bench_input(engine: Any, batch: int) -> Any:
+def bench_input(engine: Any, batch: int) -> Any:
     """The timed input: ``batch`` seeded noise frames, preprocessed to (batch, 3, H, W) in the
     model's input dtype."""
     h, w = engine.meta.input_hw
@@ -507,7 +507,7 @@ def _bench_input(engine: Any, batch: int) -> Any:
 def _measure(
     engine: Any, base: dict[str, Any], batch: int, s: BenchSettings, notes: list[str]
 ) -> Row:
-    x = _bench_input(engine, batch)
+    x = bench_input(engine, batch)
     own = own_pass(s)
     ms = time_calls(lambda: engine.run(x), own.runs, own.seconds, own.warmup)
     rss = peak_rss_mb()
@@ -572,7 +572,7 @@ def retime_in_turns(
             config = _engine_config(tuple(r.input_hw or ()) or None, settings)
             engines[key] = Engine(Path(r.model_path), str(r.provider), config)
         eng = engines[key]
-        x = _bench_input(eng, r.batch)
+        x = bench_input(eng, r.batch)
         calls.append(lambda e=eng, x=x: e.run(x))
     blocks = turn_blocks(settings.runs, settings.seconds)
     log(f"timing {len(live)} row(s) in turns: {len(blocks)} rounds")
