@@ -168,7 +168,7 @@ def detection_loss(
     ctr_t = centerness_target(
         points.expand_as(boxes[..., :2])[pos_mask], grown_to_grid(gb, pos_strides)
     )
-    w = weight[pos_mask] if weight is not None else torch.ones_like(ctr_t)
+    w = weight[pos_mask] if weight is not None else 1.0  # no per-location tensor when off
     giou = torchvision.ops.generalized_box_iou_loss(pb, gb, reduction="none")
     box = (giou * ctr_t * w).sum() / (ctr_t * w).sum().clamp(min=1e-6)
     ctr_bce = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="none")
