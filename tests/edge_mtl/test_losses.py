@@ -107,3 +107,44 @@ def test_object_balance_is_checked(tmp_path):
     d["train"]["det_object_balance"] = 1.5
     with pytest.raises(ConfigError, match=r"train\.det_object_balance: must be in"):
         config_from_dict(d, "x.yaml")
+
+
+def test_iou_quality_learns_how_well_each_box_is_placed():
+    cfg = config_from_dict(tiny_cfg_dict(), "tiny").model
+    level = level_info(cfg, torch.device("cpu"))
+    a, c = level[0].shape[0], len(cfg.detect)
+    box = torch.tensor([[8.0, 8.0, 56.0, 40.0]])  # 48x32 px
+    idx = assign(*level, box)
+    pos = idx == 0
+    # every positive predicts the box shifted right by 0, 12 or 24 px: IoU 1, 0.6 or 1/3
+    shift = torch.tensor([0.0, 12.0, 24.0]).repeat(a // 3 + 1)[:a]
+    boxes = (box + torch.stack([shift, torch.zeros(a), shift, torch.zeros(a)], 1))[None]
+    boxes.requires_grad_(True)
+
+    def ctr_grad(quality: str) -> torch.Tensor:
+        ctr = torch.zeros(1, a, requires_grad=True)  # sigmoid 0.5 everywhere
+        out = {"det_logits": torch.zeros(1, a, c), "det_boxes": boxes, "det_ctr": ctr}
+        targets = [{"boxes": box, "classes": torch.tensor([0])}]
+        loss = detection_loss(out, targets, cfg, level, quality=quality)["det_ctr"]
+        loss.backward()
+        return ctr.grad[0, pos] * int(pos.sum())  # d(BCE)/d(logit) = 0.5 - target
+
+    want = {0.0: 1.0, 12.0: 0.6, 24.0: 1 / 3}
+    targets = 0.5 - ctr_grad("iou")
+    assert targets.tolist() == pytest.approx([want[float(s)] for s in shift[pos]], abs=1e-5)
+    assert boxes.grad is None  # the quality target does not pull the boxes
+    # centerness ignores where the box was predicted: the same shifts, the same targets
+    cent = 0.5 - ctr_grad("centerness")
+    points = level[0][pos]
+    assert cent.tolist() == pytest.approx(
+        centerness_target(points, box.expand(len(points), 4)).tolist(), abs=1e-5
+    )
+
+
+def test_det_quality_is_checked():
+    from edge_mtl.config import ConfigError
+
+    d = tiny_cfg_dict()
+    d["train"]["det_quality"] = "giou"
+    with pytest.raises(ConfigError, match=r"train\.det_quality: expected centerness or iou"):
+        config_from_dict(d, "x.yaml")
