@@ -51,7 +51,6 @@ class ModelConfig:
 # The detection pyramid: P3-P5, or P2-P5 for a stride-4 level that sees objects a few pixels wide.
 STRIDE_CHOICES = ((8, 16, 32), (4, 8, 16, 32))
 SOURCE_KINDS = ("synthetic", "bdd100k", "kitti", "coco", "folder")
-DET_QUALITIES = ("centerness", "iou")  # what train.det_quality may name
 IGNORE = "ignore"  # category mapping target: drop these annotations on purpose
 
 
@@ -141,10 +140,6 @@ class TrainConfig:
     # positive locations weighs n ** -det_object_balance (renormalised to the same total), so a
     # large object stops outvoting a tiny one by its area. 0 = every location alike (FCOS).
     det_object_balance: float = 0.0
-    # What the detection head's quality branch (det_ctr; the score is sqrt(class x quality))
-    # learns at positives: "centerness" (FCOS: how central the location is in its box) or
-    # "iou" (how well the location's predicted box overlaps its object).
-    det_quality: str = "centerness"
     # batch_size is the global batch of one optimizer step: split over the processes of a
     # distributed run and over ``accumulate`` forward/backward passes in each.
     accumulate: int = 1
@@ -287,10 +282,6 @@ def validate(cfg: Config) -> Config:
     if cfg.train.accumulate < 1:
         raise ConfigError(f"{src}: train.accumulate: must be at least 1")
     _validate_stages(src, cfg.train)
-    if cfg.train.det_quality not in DET_QUALITIES:
-        raise ConfigError(
-            f"{src}: train.det_quality: expected centerness or iou, got {cfg.train.det_quality!r}"
-        )
     if not 0 <= cfg.train.det_object_balance <= 1:
         raise ConfigError(
             f"{src}: train.det_object_balance: must be in [0, 1], "

@@ -114,32 +114,17 @@ def centerness_target(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor
     return c.clamp(min=0).sqrt()
 
 
-def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of ``a[i]`` with ``b[i]`` (xyxy, (K, 4) each) -> (K,); 0 for degenerate pairs."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
-    return inter / (area_a + area_b - inter).clamp(min=1e-6)
-
-
 def detection_loss(
     out: dict[str, torch.Tensor],
     targets: list[dict],
     cfg: ModelConfig,
     level: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     object_balance: float = 0.0,
-    quality: str = "centerness",
 ) -> dict[str, torch.Tensor]:
     """Focal classification, GIoU box and centerness losses of the dense head. With
     ``object_balance`` p > 0, a positive location of an object with n positives weighs n^-p,
     scaled so the positives' weights still sum to their count: p = 0.5 lets an object's say
-    grow with the square root of its area instead of linearly. ``quality``: what the
-    ``det_ctr`` branch learns to predict at positives, ``"centerness"`` (FCOS) or ``"iou"``,
-    the IoU of the location's decoded box with its object (not back-propagated into the box),
-    so the score ranks detections by how well they are placed. The box loss is weighted by
-    centerness either way."""
+    grow with the square root of its area instead of linearly."""
     points, strides, ranges = level
     logits = out["det_logits"].float()  # (B, A, C)
     boxes = out["det_boxes"].float()  # (B, A, 4)
@@ -186,8 +171,7 @@ def detection_loss(
     w = weight[pos_mask] if weight is not None else 1.0  # no per-location tensor when off
     giou = torchvision.ops.generalized_box_iou_loss(pb, gb, reduction="none")
     box = (giou * ctr_t * w).sum() / (ctr_t * w).sum().clamp(min=1e-6)
-    q_t = ctr_t if quality == "centerness" else paired_iou(pb.detach(), gb)
-    ctr_bce = F.binary_cross_entropy_with_logits(ctr[pos_mask], q_t, reduction="none")
+    ctr_bce = F.binary_cross_entropy_with_logits(ctr[pos_mask], ctr_t, reduction="none")
     ctr_loss = (ctr_bce * w).sum() / num_pos
     return {"det_cls": focal / num_pos, "det_box": box * 2.0, "det_ctr": ctr_loss}
 
@@ -212,8 +196,7 @@ class MultiTaskLoss:
     """Per-task losses combined by a weighting strategy (``edge_mtl.weighting``).
 
     ``weighting``: a ``Weighting`` or, for a fixed weighting, a dict task -> weight (default 1).
-    ``object_balance``, ``quality``: :func:`detection_loss`'s per-object weighting of
-    positives and what its quality branch learns.
+    ``object_balance``: :func:`detection_loss`'s per-object weighting of positives.
     """
 
     def __init__(
@@ -222,11 +205,9 @@ class MultiTaskLoss:
         weighting: Weighting | dict[str, float],
         device: torch.device,
         object_balance: float = 0.0,
-        quality: str = "centerness",
     ):
         self.cfg = cfg
         self.object_balance = object_balance  # detection_loss's per-object weighting
-        self.quality = quality
         if not isinstance(weighting, Weighting):
             weighting = Fixed(self.tasks(), TrainConfig(loss_weights=dict(weighting)))
         self.weighting = weighting.to(device)
@@ -266,9 +247,7 @@ class MultiTaskLoss:
         parts: dict[str, torch.Tensor] = {}
         device = next(iter(out.values())).device
         if self.cfg.detect:
-            det = detection_loss(
-                out, targets, self.cfg, self.level(hw), self.object_balance, self.quality
-            )
+            det = detection_loss(out, targets, self.cfg, self.level(hw), self.object_balance)
             parts["det"] = sum(det.values())
         for t in self.cfg.classify:
             labels = torch.tensor([x[f"cls_{t}"] for x in targets], device=device)

@@ -207,7 +207,7 @@ def _train(
     stepped = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype is torch.float16)
     ema = EMA(model)
-    loss_fn = MultiTaskLoss(cfg.model, weighting, dev, tc.det_object_balance, tc.det_quality)
+    loss_fn = MultiTaskLoss(cfg.model, weighting, dev, tc.det_object_balance)
     steps_per_epoch = len(train_ds) // tc.batch_size  # an epoch visits len(train_ds) images
     if steps_per_epoch == 0:
         raise InputError(f"{cfg.source}: batch_size {tc.batch_size} > {len(train_ds)} images")
