@@ -69,9 +69,9 @@ class BenchSettings:
 
 
 def own_pass(settings: BenchSettings) -> BenchSettings:
-    """The settings of each row's own pass. With ``turns`` its latency is measured again in turns
-    with the other rows (:func:`retime_in_turns`), so the own pass only warms up, takes the
-    memory figures and runs e2e: it times at most 10 calls or 1 second."""
+    """The settings of each row's own pass. With ``turns`` its latency and e2e are measured
+    again in turns with the other rows (:func:`retime_in_turns`), so the own pass only warms
+    up and takes the memory figures: it times at most 10 calls or 1 second, and runs no e2e."""
     if not settings.turns:
         return settings
     seconds = None if settings.seconds is None else min(settings.seconds, 1.0)
@@ -523,18 +523,23 @@ def _measure(
         notes=notes,
     )  # fmt: skip
     row.runs = len(ms)
-    if s.e2e_source is not None and batch == 1:
+    if s.e2e_source is not None and batch == 1 and not s.turns:  # in turns: retime_in_turns
         e2e = run_e2e(engine, s.e2e_source, s.e2e_frames, x)
-        if s.e2e_streams:
-            if engine.meta.batch is not None and max(s.e2e_streams) > 1:
-                notes.append(
-                    f"fixed batch of {engine.meta.batch}: streams are run {engine.meta.batch} "
-                    "frame(s) per call (export with --dynamic-batch to batch them)"
-                )
-            runs = run_streams(engine, s.e2e_source, s.e2e_streams, s.e2e_frames)
-            e2e.streams = [asdict(r) for r in runs]
+        e2e.streams = _streams(engine, s, notes)
         row.e2e = asdict(e2e)
     return row
+
+
+def _streams(engine: Any, s: BenchSettings, notes: list[str]) -> list[dict[str, Any]] | None:
+    """:func:`run_streams` of the settings' ``e2e_streams`` as dicts (``None`` without them)."""
+    if not s.e2e_streams:
+        return None
+    if engine.meta.batch is not None and max(s.e2e_streams) > 1:
+        notes.append(
+            f"fixed batch of {engine.meta.batch}: streams are run {engine.meta.batch} "
+            "frame(s) per call (export with --dynamic-batch to batch them)"
+        )
+    return [asdict(r) for r in run_streams(engine, s.e2e_source or "", s.e2e_streams, s.e2e_frames)]
 
 
 # ---- timing in turns -----------------------------------------------------------------------
@@ -584,14 +589,41 @@ def retime_in_turns(
 
     try:
         timings = time_in_turns(calls, blocks, settings.warmup, progress)
+        for r, ms in zip(live, timings):
+            r.latency_ms = asdict(latency_stats(ms))
+            r.throughput_ips = throughput(ms, r.batch)
+            r.runs = len(ms)
+        if settings.e2e_source is not None:
+            piped = [r for r in live if r.runtime != "torch" and r.batch == 1]
+            e2e_in_turns(
+                piped, [engines[(r.model_path, str(r.provider))] for r in piped], settings, log
+            )
     finally:
         calls.clear()
         engines.clear()
         gc.collect()
-    for r, ms in zip(live, timings):
-        r.latency_ms = asdict(latency_stats(ms))
-        r.throughput_ips = throughput(ms, r.batch)
-        r.runs = len(ms)
+
+
+def e2e_in_turns(
+    rows: Sequence[Row], engines: Sequence[Any], settings: BenchSettings, log: Callable[[str], None]
+) -> None:
+    """Set each row's ``e2e`` from :class:`E2ERounds` of its engine, all rows in turns: round k
+    runs one e2e round of every row, the order rotating by one each round as in
+    :func:`time_in_turns`, so a slow stretch of the machine lands in every row's e2e figure
+    rather than in one row's. Stream counts (``e2e_streams``) then run row by row."""
+    if not rows:
+        return
+    src = settings.e2e_source or ""
+    acc = [E2ERounds(e, src, settings.e2e_frames, bench_input(e, 1)) for e in engines]
+    log(f"end to end in turns: {len(rows)} row(s), {E2E_ROUNDS} rounds")
+    n = len(rows)
+    for k in range(E2E_ROUNDS):
+        for j in range(n):
+            acc[(k + j) % n].round()
+    for r, a, e in zip(rows, acc, engines):
+        result = a.result()
+        result.streams = _streams(e, settings, r.notes)
+        r.e2e = asdict(result)
 
 
 # ---- end to end ----------------------------------------------------------------------------
@@ -633,54 +665,68 @@ class TimedSource:
         self.inner.close()
 
 
-E2E_ROUNDS = 3  # e2e passes and bare runs take turns this many times (see run_e2e)
+E2E_ROUNDS = 3  # e2e passes and bare runs take turns this many times (see E2ERounds)
 
 
-def run_e2e(engine: Any, source_spec: str, max_frames: int, x: Any) -> E2E:
-    """Run the real pipeline (no sinks) over ``source_spec`` against bare ``engine.run(x)``.
+class E2ERounds:
+    """End-to-end rounds of one engine on a source, against bare ``engine.run(x)`` calls. Each
+    :meth:`round` times as many bare calls as the round has frames, then runs one pass of
+    ``max_frames / E2E_ROUNDS`` frames (at least 1) through the real pipeline (no sinks) on a
+    freshly opened source. :meth:`result` sums all rounds: ``fps`` and ``bare_fps`` each over
+    all of them, so a change in the machine's load hits both alike and their ratio stays a
+    side-by-side figure."""
 
-    The two take turns over :data:`E2E_ROUNDS` rounds: as many bare calls as the round has
-    frames, then one pass of ``max_frames / E2E_ROUNDS`` frames (at least 1) through a freshly
-    opened source. ``fps`` and ``bare_fps`` are each over all their rounds, so a change in the
-    machine's load during the row hits both alike and their ratio stays a side-by-side figure.
-    """
-    from runtime.pipeline import Pipeline
-    from runtime.sources import open_source
+    def __init__(self, engine: Any, source_spec: str, max_frames: int, x: Any) -> None:
+        self.engine, self.source_spec, self.x = engine, source_spec, x
+        self.per_round = max(1, max_frames // E2E_ROUNDS)
+        self.totals: list[float] = []
+        self.sums = np.zeros(3)
+        self.decode_ms: list[float] = []
+        self.seconds = self.bare_s = 0.0
+        self.bare_calls = 0
 
-    per_round = max(1, max_frames // E2E_ROUNDS)
-    totals: list[float] = []
-    sums = np.zeros(3)
-    decode_ms: list[float] = []
-    seconds = bare_s = 0.0
-    bare_calls = 0
+    def _on_result(self, frame: Any, result: Any, times: Any) -> None:
+        self.totals.append(times.total)
+        self.sums[:] += (times.preprocess, times.inference, times.postprocess)
 
-    def on_result(frame: Any, result: Any, times: Any) -> None:
-        totals.append(times.total)
-        sums[:] += (times.preprocess, times.inference, times.postprocess)
+    def round(self) -> None:
+        from runtime.pipeline import Pipeline
+        from runtime.sources import open_source
 
-    for _ in range(E2E_ROUNDS):
-        ms = time_calls(lambda: engine.run(x), per_round, None, 0)
-        bare_s += sum(ms) / 1e3
-        bare_calls += len(ms)
-        source = TimedSource(open_source(source_spec))
-        summary = Pipeline(engine, source, max_frames=per_round, on_result=on_result).run()
+        ms = time_calls(lambda: self.engine.run(self.x), self.per_round, None, 0)
+        self.bare_s += sum(ms) / 1e3
+        self.bare_calls += len(ms)
+        source = TimedSource(open_source(self.source_spec))
+        pipe = Pipeline(self.engine, source, max_frames=self.per_round, on_result=self._on_result)
+        summary = pipe.run()
         if summary.interrupted:
             raise KeyboardInterrupt
         if summary.frames == 0:
-            raise InputError(f"--e2e {source_spec}: the source gave no frames")
-        seconds += summary.seconds
-        decode_ms += source.read_ms
-    frames = len(totals)
-    fps = frames / seconds if seconds > 0 else 0.0
-    bare_fps = bare_calls / bare_s if bare_s > 0 else 0.0
-    stages = {"decode": float(np.mean(decode_ms)) if decode_ms else 0.0}
-    stages.update(zip(("preprocess", "inference", "postprocess"), (sums / frames).tolist()))
-    p50, p99 = np.percentile(totals, [50, 99])
-    return E2E(
-        source=source_spec, frames=frames, seconds=seconds, fps=fps, bare_fps=bare_fps,
-        ratio=fps / bare_fps if bare_fps > 0 else 0.0, stage_ms=stages,
-        latency_p50_ms=float(p50), latency_p99_ms=float(p99),
-    )  # fmt: skip
+            raise InputError(f"--e2e {self.source_spec}: the source gave no frames")
+        self.seconds += summary.seconds
+        self.decode_ms += source.read_ms
+
+    def result(self) -> E2E:
+        frames = len(self.totals)
+        fps = frames / self.seconds if self.seconds > 0 else 0.0
+        bare_fps = self.bare_calls / self.bare_s if self.bare_s > 0 else 0.0
+        stages = {"decode": float(np.mean(self.decode_ms)) if self.decode_ms else 0.0}
+        means = (self.sums / max(frames, 1)).tolist()
+        stages.update(zip(("preprocess", "inference", "postprocess"), means))
+        p50, p99 = np.percentile(self.totals, [50, 99]) if frames else (0.0, 0.0)
+        return E2E(
+            source=self.source_spec, frames=frames, seconds=self.seconds, fps=fps,
+            bare_fps=bare_fps, ratio=fps / bare_fps if bare_fps > 0 else 0.0, stage_ms=stages,
+            latency_p50_ms=float(p50), latency_p99_ms=float(p99),
+        )  # fmt: skip
+
+
+def run_e2e(engine: Any, source_spec: str, max_frames: int, x: Any) -> E2E:
+    """:data:`E2E_ROUNDS` rounds of :class:`E2ERounds` of one engine, one after another."""
+    rounds = E2ERounds(engine, source_spec, max_frames, x)
+    for _ in range(E2E_ROUNDS):
+        rounds.round()
+    return rounds.result()
 
 
 STREAM_ROUNDS = 3  # stream counts take turns this many times, so drifting load hits all alike

@@ -61,8 +61,8 @@ def register(
     p.add_argument(
         "--sequential", action="store_true",
         help="time each row alone, one after another, holding one model at a time (default: "
-        "load all rows' models, then time them in turns of ~0.5 s so a change in the "
-        "machine's speed hits every row alike)",
+        "load all rows' models, then time them in turns of ~0.5 s, and run their --e2e rounds "
+        "in turns too, so a change in the machine's speed hits every row alike)",
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
     add_openvino_arguments(p)

@@ -295,6 +295,28 @@ def test_e2e_reports_stages_and_ratio(models, kit, tmp_path) -> None:
     assert short["results"][0]["e2e"]["frames"] == 6  # 3 rounds of 2 frames
 
 
+def test_e2e_rounds_rotate_across_rows_in_turns(models, kit, tmp_path, monkeypatch) -> None:
+    clip = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(6, 48, 64))
+    order: list[str] = []
+    real = bench.E2ERounds.round
+
+    def spy(self):
+        order.append(Path(self.engine.path).stem)
+        real(self)
+
+    monkeypatch.setattr(bench.E2ERounds, "round", spy)
+    argv = ["--model", str(models["dense"]), str(models["batch1"]), "--provider", "cpu"]
+    doc = _bench(tmp_path, "t", *argv, "--e2e", str(clip), "--e2e-frames", "6")
+    a, b = Path(models["dense"]).stem, Path(models["batch1"]).stem
+    assert order == [a, b, b, a, a, b]  # 3 rounds, the order rotating by one each round
+    for r in doc["results"]:
+        assert r["e2e"]["frames"] == 6 and r["e2e"]["bare_fps"] > 0  # 3 rounds of 2 frames
+    order.clear()
+    doc = _bench(tmp_path, "s", *argv, "--sequential", "--e2e", str(clip), "--e2e-frames", "6")
+    assert order == [a, a, a, b, b, b]  # each row's rounds in its own pass
+    assert [r["e2e"]["frames"] for r in doc["results"]] == [6, 6]
+
+
 # ---- torch ---------------------------------------------------------------------------------
 
 
