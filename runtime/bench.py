@@ -214,6 +214,12 @@ def turn_blocks(runs: int, seconds: float | None) -> list[tuple[int, float | Non
     return [(q + (i < extra), None) for i in range(rounds)]
 
 
+def turn_order(k: int, n: int) -> list[int]:
+    """Who goes when in round ``k`` of ``n`` takers of turns: 0..n-1 rotated by ``k``, so no
+    taker always follows the same one."""
+    return [(k + j) % n for j in range(n)]
+
+
 def time_in_turns(
     calls: Sequence[Callable[[], object]],
     blocks: Sequence[tuple[int, float | None]],
@@ -231,10 +237,8 @@ def time_in_turns(
         for _ in range(warmup):
             fn()
     ms: list[list[float]] = [[] for _ in calls]
-    n = len(calls)
     for k, (runs, seconds) in enumerate(blocks):
-        for j in range(n):
-            i = (k + j) % n
+        for i in turn_order(k, len(calls)):
             ms[i] += time_calls(calls[i], runs, seconds, 1)
         if on_round is not None:
             on_round(k, ms)
@@ -557,7 +561,8 @@ def retime_in_turns(
     rows' models are loaded at once for this; memory figures stay those of each row's own pass.
     ONNX rows reopen their model on the provider that ran it; torch rows (``runtime ==
     "torch"``) get their call from ``torch_call(row, settings)``, since runtime never imports
-    torch."""
+    torch. With an e2e source, the batch-1 ONNX rows' e2e then runs in turns too
+    (:func:`e2e_in_turns`) on the same engines."""
     from runtime.engine import Engine
 
     live = [r for r in rows if r.status == "ok"]
@@ -565,6 +570,7 @@ def retime_in_turns(
         return
     engines: dict[tuple[str, str], Any] = {}
     calls: list[Callable[[], object]] = []
+    piped: list[tuple[Row, Any]] = []  # batch-1 ONNX rows and their engines, for e2e
     for r in live:
         if r.runtime == "torch":
             if torch_call is None:
@@ -579,6 +585,8 @@ def retime_in_turns(
         eng = engines[key]
         x = bench_input(eng, r.batch)
         calls.append(lambda e=eng, x=x: e.run(x))
+        if r.batch == 1:
+            piped.append((r, eng))
     blocks = turn_blocks(settings.runs, settings.seconds)
     log(f"timing {len(live)} row(s) in turns: {len(blocks)} rounds")
 
@@ -594,33 +602,30 @@ def retime_in_turns(
             r.throughput_ips = throughput(ms, r.batch)
             r.runs = len(ms)
         if settings.e2e_source is not None:
-            piped = [r for r in live if r.runtime != "torch" and r.batch == 1]
-            e2e_in_turns(
-                piped, [engines[(r.model_path, str(r.provider))] for r in piped], settings, log
-            )
+            e2e_in_turns(piped, settings, log)
     finally:
         calls.clear()
         engines.clear()
+        piped.clear()
         gc.collect()
 
 
 def e2e_in_turns(
-    rows: Sequence[Row], engines: Sequence[Any], settings: BenchSettings, log: Callable[[str], None]
+    rows: Sequence[tuple[Row, Any]], settings: BenchSettings, log: Callable[[str], None]
 ) -> None:
-    """Set each row's ``e2e`` from :class:`E2ERounds` of its engine, all rows in turns: round k
-    runs one e2e round of every row, the order rotating by one each round as in
-    :func:`time_in_turns`, so a slow stretch of the machine lands in every row's e2e figure
-    rather than in one row's. Stream counts (``e2e_streams``) then run row by row."""
+    """Set each ``(row, engine)``'s ``e2e`` from :class:`E2ERounds` of its engine, all rows in
+    turns: round k runs one e2e round of every row in :func:`turn_order`, as
+    :func:`time_in_turns` does, so a slow stretch of the machine lands in every row's e2e
+    figure rather than in one row's. Stream counts (``e2e_streams``) then run row by row."""
     if not rows:
         return
     src = settings.e2e_source or ""
-    acc = [E2ERounds(e, src, settings.e2e_frames, bench_input(e, 1)) for e in engines]
+    acc = [E2ERounds(e, src, settings.e2e_frames, bench_input(e, 1)) for _, e in rows]
     log(f"end to end in turns: {len(rows)} row(s), {E2E_ROUNDS} rounds")
-    n = len(rows)
     for k in range(E2E_ROUNDS):
-        for j in range(n):
-            acc[(k + j) % n].round()
-    for r, a, e in zip(rows, acc, engines):
+        for i in turn_order(k, len(acc)):
+            acc[i].round()
+    for (r, e), a in zip(rows, acc):
         result = a.result()
         result.streams = _streams(e, settings, r.notes)
         r.e2e = asdict(result)
@@ -707,13 +712,14 @@ class E2ERounds:
         self.decode_ms += source.read_ms
 
     def result(self) -> E2E:
+        """All rounds so far (at least one: :meth:`round` refuses a source without frames)."""
         frames = len(self.totals)
         fps = frames / self.seconds if self.seconds > 0 else 0.0
         bare_fps = self.bare_calls / self.bare_s if self.bare_s > 0 else 0.0
         stages = {"decode": float(np.mean(self.decode_ms)) if self.decode_ms else 0.0}
-        means = (self.sums / max(frames, 1)).tolist()
+        means = (self.sums / frames).tolist()
         stages.update(zip(("preprocess", "inference", "postprocess"), means))
-        p50, p99 = np.percentile(self.totals, [50, 99]) if frames else (0.0, 0.0)
+        p50, p99 = np.percentile(self.totals, [50, 99])
         return E2E(
             source=self.source_spec, frames=frames, seconds=self.seconds, fps=fps,
             bare_fps=bare_fps, ratio=fps / bare_fps if bare_fps > 0 else 0.0, stage_ms=stages,
