@@ -1,8 +1,8 @@
 """Calibration data for ONNX Runtime's static quantizer, preprocessed exactly as the engine does.
 
 The quantizer sets each activation's int8 range from what it sees here, so the tensors must be
-the very ones deployment feeds the model: ``runtime.preprocess`` letterbox + normalisation with
-the input size, mean, std and pad value stored in the model's ``edge_mtl`` metadata.
+the very ones deployment feeds the model: ``edge_mtl.runtime.preprocess`` letterbox + normalisation,
+with the input size, mean, std and pad value stored in the model's ``edge_mtl`` metadata.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.metadata import ModelMeta
+from edge_mtl.runtime.preprocess import preprocess
 from onnxruntime.quantization import CalibrationDataReader
-
-from runtime.errors import InputError
-from runtime.metadata import ModelMeta
-from runtime.preprocess import preprocess
 
 
 class CalibrationReader(CalibrationDataReader):

@@ -17,9 +17,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from runtime.errors import InputError
-from runtime.files import read_json
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import read_json
 
 DEFAULT_SIZE = 300
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from edge_mtl.config import Config, config_from_dict
-from runtime.errors import InputError
-from runtime.files import atomic_write
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import atomic_write
 
 CHECKPOINT_VERSION = 2
 # Version 1 shared one BatchNorm over the pyramid levels in the detection towers; version 2 has

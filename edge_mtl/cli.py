@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from runtime.errors import DEBUG_ENV, EdgeMTLError
+from edge_mtl.runtime.errors import DEBUG_ENV, EdgeMTLError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,11 +21,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands, compare_cli
-    from export import cli as export_cli
-    from export import quantize_cli
-    from runtime import bench_cli
-    from runtime import cli as runtime_cli
-    from runtime import env as env_cli
+    from edge_mtl.bench import cli as bench_cli
+    from edge_mtl.bench import env as env_cli
+    from edge_mtl.export import cli as export_cli
+    from edge_mtl.export import quantize_cli
+    from edge_mtl.runtime import cli as runtime_cli
 
     parser = _Parser(
         prog="edge-mtl",
@@ -45,21 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _torch_baseline(*args, **kwargs):
     """``bench --torch``: imported only when asked for, since it needs torch."""
-    from edge_mtl.bench_torch import bench_torch
+    from edge_mtl.export.torch_baseline import bench_torch
 
     return bench_torch(*args, **kwargs)
 
 
 def _torch_call(*args, **kwargs):
     """``bench --torch``: the torch row's call when the rows are timed in turns."""
-    from edge_mtl.bench_torch import torch_call
+    from edge_mtl.export.torch_baseline import torch_call
 
     return torch_call(*args, **kwargs)
 
 
 def _side_by_side_latency():
     """``compare``'s latency measurement exports to ONNX, so it lives in ``export``."""
-    from export.latency import side_by_side_latency
+    from edge_mtl.export.latency import side_by_side_latency
 
     return side_by_side_latency
 

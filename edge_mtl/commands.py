@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.errors import InputError
-from runtime.files import check_writable, check_writable_dir
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import check_writable, check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mtl.config import Config, validate
-from runtime.files import read_json, write_json_atomic, write_text_atomic
+from edge_mtl.runtime.files import read_json, write_json_atomic, write_text_atomic
 
 MTL = "mtl"
 # Per task kind: the headline metric, and whether larger is better.

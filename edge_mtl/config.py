@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import InputError
-from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 
 @dataclass(frozen=True)

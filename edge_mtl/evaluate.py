@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from edge_mtl.config import Config
-from runtime.postprocess import detections_to_frame, postprocess_detections
-from runtime.preprocess import Letterbox
+from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections
+from edge_mtl.runtime.preprocess import Letterbox
 
 EVAL_CONF = 0.001  # COCO evaluation keeps low-score detections; thresholds are for deployment
 EVAL_IOU = 0.6

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from edge_mtl.config import ModelConfig
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 
 class Backbone(nn.Module):

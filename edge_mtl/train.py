@@ -36,10 +36,10 @@ from edge_mtl.evaluate import evaluate, is_breakdown, jsonable, score
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel, count_parameters
 from edge_mtl.progressive import active, resize_batch, stage_at, train_hw
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.files import check_writable_dir
+from edge_mtl.runtime.hardware import cpu_model, has_native_bf16, isa_summary
 from edge_mtl.weighting import build_weighting
-from runtime.errors import InputError, RuntimeFailure
-from runtime.files import check_writable_dir
-from runtime.hardware import cpu_model, has_native_bf16, isa_summary
 
 
 def pick_device(name: str) -> torch.device:

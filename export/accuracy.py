@@ -16,12 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from runtime.engine import Engine, EngineConfig, FrameResult
-from runtime.errors import InputError
-from runtime.metadata import ModelMeta, TaskKind
-from runtime.postprocess import Detections, box_iou_one_to_many
-from runtime.providers import Provider
+from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.metadata import ModelMeta, TaskKind
+from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many
+from edge_mtl.runtime.providers import Provider
 
 EVAL_CONF = 0.001  # edge_mtl.evaluate's COCO settings: low-score detections count toward mAP
 EVAL_IOU = 0.6

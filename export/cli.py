@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.onnx_export import ExportConfig, export
+    from edge_mtl.export.onnx_export import ExportConfig, export
 
     ec = ExportConfig(
         weights=args.weights,

@@ -1,7 +1,8 @@
 """FP16 export: float16 weights and compute inside, float32 ``images`` in and outputs out.
 
 The torch model is converted before export (BatchNorm folded in float32 first, then
-``.half()``); :class:`export.onnx_export.ContractOutputs` casts at the boundaries, so the graph
+``.half()``); :class:`~edge_mtl.export.onnx_export.ContractOutputs`
+casts at the boundaries, so the graph
 starts with one Cast to float16 and ends with Casts to float32 and the runtime feeds it exactly
 what it feeds the float32 model. Detection decoding (anchor points, box corners, score
 sigmoid/sqrt) stays in float32 because :class:`edge_mtl.model.DetectHead` upcasts before it.
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from edge_mtl.runtime.errors import RuntimeFailure
 from onnx import TensorProto
 from torch import nn
-
-from runtime.errors import RuntimeFailure
 
 FP16_MAX = 65504.0
 

@@ -12,10 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-
-from export.onnx_export import ExportConfig, export
-from runtime.bench import bench_input, latency_stats, time_in_turns
-from runtime.engine import Engine, EngineConfig
+from edge_mtl.bench.measure import bench_input, latency_stats, time_in_turns
+from edge_mtl.export.onnx_export import ExportConfig, export
+from edge_mtl.runtime.engine import Engine, EngineConfig
 
 
 def side_by_side_latency(

@@ -1,6 +1,7 @@
 """In-graph NMS: append ONNX NonMaxSuppression (per class) to a raw contract graph.
 
-The appended tail computes exactly what :func:`runtime.postprocess.postprocess_detections` does
+The appended tail computes exactly what :func:`~edge_mtl.runtime.postprocess.postprocess_detections`
+does
 on the raw outputs ``det_boxes`` (N, A, 4) and ``det_scores`` (N, A, C):
 
 1. anchors with a non-finite box coordinate and NaN scores are dropped (score set to 0);

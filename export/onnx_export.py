@@ -7,7 +7,7 @@ anchor count. BatchNorm is folded into the preceding convolutions in torch befor
 model is in eval mode, so Dropout and BatchNormalization never reach the graph.
 
 Nothing is written unless the exported graph passes the checker and the parity run against torch
-(:mod:`export.validate`); the file then lands atomically (temp file + rename).
+(:mod:`edge_mtl.export.validate`); the file then lands atomically (temp file + rename).
 """
 
 from __future__ import annotations
@@ -21,24 +21,24 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
-
-from edge_mtl.checkpoint import load_model
-from edge_mtl.config import Config
-from edge_mtl.model import LevelTower, MultiTaskModel
-from export.fp16 import check_half_graph, to_half
-from export.nms import MAX_DET, PRE_NMS_TOPK, add_nms
-from export.validate import (
+from edge_mtl.export.fp16 import check_half_graph, to_half
+from edge_mtl.export.nms import MAX_DET, PRE_NMS_TOPK, add_nms
+from edge_mtl.export.validate import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
     ParityReport,
     check_graph,
     check_parity,
 )
-from runtime.errors import InputError, RuntimeFailure
-from runtime.files import atomic_write, check_writable
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
-from runtime.preprocess import PAD_VALUE
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.files import atomic_write, check_writable
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
+from edge_mtl.runtime.preprocess import PAD_VALUE
+from torch import nn
+
+from edge_mtl.checkpoint import load_model
+from edge_mtl.config import Config
+from edge_mtl.model import LevelTower, MultiTaskModel
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; others go through onnx.version_converter
@@ -279,7 +279,7 @@ def export(ec: ExportConfig) -> ExportResult:
     if ec.nms:
         proto = add_nms(proto, DEFAULT_SCORE_THRESHOLD, DEFAULT_IOU_THRESHOLD)
     if ec.simplify:
-        from export.simplify import simplify
+        from edge_mtl.export.simplify import simplify
 
         proto = simplify(proto)
 

@@ -1,7 +1,7 @@
 """FP32 ONNX -> INT8 QDQ ONNX with ONNX Runtime's static quantizer, calibrated on real images.
 
 Steps: refuse a model that is already quantized; pick a condition-balanced calibration subset
-(:mod:`calibration.select`); ``quant_pre_process`` (ORT optimisation + shape inference);
+(:mod:`edge_mtl.calibration.select`); ``quant_pre_process`` (ORT optimisation + shape inference);
 ``quantize_static`` in QDQ format, calibrating once and caching the activation ranges so later
 passes (sensitivity search) only re-quantize. The detection decode tail - every node after the
 last Conv/Gemm on the way to an output (reshape, sigmoid, box arithmetic, concat) - stays float:
@@ -24,12 +24,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
-
-from calibration.reader import CalibrationReader
-from calibration.select import DEFAULT_SIZE, select_calibration
-from export.accuracy import (
+from edge_mtl.calibration.reader import CalibrationReader
+from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
+from edge_mtl.export.accuracy import (
     AccuracyReport,
     EvalSet,
     Predictions,
@@ -37,12 +34,14 @@ from export.accuracy import (
     eval_engine,
     image_list,
 )
-from export.onnx_export import save_atomic
-from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
-from runtime.files import check_model_file, check_writable, invalid_model_error
-from runtime.hardware import has_vnni
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision
-from runtime.providers import Provider
+from edge_mtl.export.onnx_export import save_atomic
+from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
+from edge_mtl.runtime.files import check_model_file, check_writable, invalid_model_error
+from edge_mtl.runtime.hardware import has_vnni
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.providers import Provider
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 log = logging.getLogger("edge_mtl.export")
 
@@ -431,7 +430,7 @@ def measure_latency(
 ) -> dict[str, float]:
     """Median inference latency (ms, batch 1, CPU, ``threads`` intra-op threads) per model on a
     real calibration image; models alternate in ``rounds`` so drift hits them alike."""
-    from runtime.bench import time_in_turns
+    from edge_mtl.bench.measure import time_in_turns
 
     x = reader.tensor(reader.paths[0])
     engines = {k: eval_engine(p, Provider.CPU, threads) for k, p in models.items()}

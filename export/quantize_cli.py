@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from runtime.cli import PROVIDER_CHOICES
+from edge_mtl.runtime.cli import PROVIDER_CHOICES
 
 # Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
 # providers, and the row would compare kernels rather than quantization.
@@ -65,10 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from export.quantize import Method, QuantizeConfig, ReduceRange, Target, quantize
-    from runtime.errors import InputError
-    from runtime.hardware import cpu_model, isa_summary
-    from runtime.providers import Provider
+    from edge_mtl.export.quantize import Method, QuantizeConfig, ReduceRange, Target, quantize
+    from edge_mtl.runtime.errors import InputError
+    from edge_mtl.runtime.hardware import cpu_model, isa_summary
+    from edge_mtl.runtime.providers import Provider
 
     if "auto" in args.exclude and len(args.exclude) > 1:
         raise InputError("--exclude: give either 'auto' or node names, not both")
@@ -129,7 +129,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def _write_report(path: str, res, eval_provider: str | None) -> None:
     """``eval_provider``: the provider behind the accuracy and search figures (None: none)."""
-    from runtime.files import write_json_atomic
+    from edge_mtl.runtime.files import write_json_atomic
 
     data = {
         "model": str(res.path),

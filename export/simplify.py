@@ -4,8 +4,7 @@ Cast/Reshape removal, shape-chain folding). Parity is re-checked on the result b
 from __future__ import annotations
 
 import onnx
-
-from runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
 
 
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -16,13 +16,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from edge_mtl.runtime.errors import RuntimeFailure
+from edge_mtl.runtime.metadata import ModelMeta
+from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many, postprocess_detections
+from edge_mtl.runtime.preprocess import preprocess
 
 from edge_mtl.data.synthetic import render_scene
 from edge_mtl.model import MultiTaskModel
-from runtime.errors import RuntimeFailure
-from runtime.metadata import ModelMeta
-from runtime.postprocess import Detections, box_iou_one_to_many, postprocess_detections
-from runtime.preprocess import preprocess
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 TRAINING_OPS = ("Dropout",)  # in eval export there is no reason for one to survive

@@ -1,9 +1,9 @@
 """edge-mtl runtime: the deployable engine (numpy + OpenCV + ONNX Runtime only, never torch)."""
 
-from runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
-from runtime.metadata import ModelMeta, Precision, TaskKind, TaskMeta
-from runtime.postprocess import Detections, postprocess_detections
-from runtime.preprocess import Letterbox, letterbox, normalize, preprocess
+from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
+from edge_mtl.runtime.metadata import ModelMeta, Precision, TaskKind, TaskMeta
+from edge_mtl.runtime.postprocess import Detections, postprocess_detections
+from edge_mtl.runtime.preprocess import Letterbox, letterbox, normalize, preprocess
 
 __all__ = [
     "Detections",

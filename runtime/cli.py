@@ -115,7 +115,7 @@ def add_openvino_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -138,8 +138,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline (one source) or the multi-stream batcher (several); returns 0 (also
     after Ctrl-C, which ends a live run normally)."""
-    from runtime.engine import Engine, EngineConfig, OVPrecision
-    from runtime.sinks import display_available
+    from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision
+    from edge_mtl.runtime.sinks import display_available
 
     _check_args(args)
     streams = stream_specs(args.source, args.sources)
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _sinks(show: str | None, jsonl: str | None, save: str | None, fps: float | None) -> list[Any]:
     """The sinks of one stream: a window titled ``show``, JSON lines, annotated video."""
-    from runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink
+    from edge_mtl.runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink
 
     sinks: list[Sink] = []
     try:
@@ -195,8 +195,8 @@ def _run_one(
     jsonl: str | None,
     save: str | None,
 ) -> int:
-    from runtime.pipeline import Pipeline
-    from runtime.sources import open_source
+    from edge_mtl.runtime.pipeline import Pipeline
+    from edge_mtl.runtime.sources import open_source
 
     source = open_source(spec, reconnect_timeout_s=args.reconnect_timeout)
     try:
@@ -217,9 +217,9 @@ def _run_many(
     jsonl: list[str | None],
     save: list[str | None],
 ) -> int:
-    from runtime.errors import RuntimeFailure
-    from runtime.multistream import MultiStream, MultiStreamConfig
-    from runtime.sources import open_source
+    from edge_mtl.runtime.errors import RuntimeFailure
+    from edge_mtl.runtime.multistream import MultiStream, MultiStreamConfig
+    from edge_mtl.runtime.sources import open_source
 
     sources: list[Any] = []
     sinks: list[list[Any]] = []
@@ -261,7 +261,7 @@ def stream_specs(sources: list[str], sources_file: str | None) -> list[tuple[str
     ``NAME=SRC`` names a stream (unless the whole text is an existing path); otherwise the
     name comes from the source (file stem, folder name, ``camera0``, URL host and path).
     """
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     texts = [(t, None) for t in sources]
     if sources_file is not None:
@@ -282,7 +282,7 @@ def stream_specs(sources: list[str], sources_file: str | None) -> list[tuple[str
 def read_sources_file(path: str) -> list[str]:
     """The non-empty lines of a sources file, without ``#`` comments (a ``#`` that starts the
     line or follows a space)."""
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -297,7 +297,7 @@ def read_sources_file(path: str) -> list[str]:
 
 
 def _relative_to(folder: Path, spec: str) -> str:
-    from runtime.sources import URL_SCHEMES
+    from edge_mtl.runtime.sources import URL_SCHEMES
 
     if spec.isdigit() or spec.lower().startswith(URL_SCHEMES) or os.path.isabs(spec):
         return spec
@@ -307,7 +307,7 @@ def _relative_to(folder: Path, spec: str) -> str:
 def default_name(spec: str) -> str:
     """A file-name-safe name for a stream: ``camera0``, ``clip`` (from ``videos/clip.mp4``),
     ``frames`` (a folder or ``frames/*.jpg``), ``10.0.0.5_live`` (``rtsp://10.0.0.5/live``)."""
-    from runtime.sources import URL_SCHEMES
+    from edge_mtl.runtime.sources import URL_SCHEMES
 
     if spec.isdigit():
         return f"camera{spec}"
@@ -325,7 +325,7 @@ def stream_outputs(value: str | None, flag: str, ext: str, names: list[str]) -> 
     """One output path per stream for ``--jsonl``/``--save`` (see the ``run`` help): a
     template with ``{stream}``/``{name}``, a folder, or (one stream only) a plain path. The
     folders of templated paths are created."""
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     n = len(names)
     if value is None:

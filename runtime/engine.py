@@ -17,11 +17,15 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from runtime.errors import InputError, MetadataError, RuntimeFailure
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
-from runtime.postprocess import Detections, detections_to_frame, postprocess_detections, softmax
-from runtime.preprocess import (
+from edge_mtl.runtime.errors import InputError, MetadataError, RuntimeFailure
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
+from edge_mtl.runtime.postprocess import (
+    Detections,
+    detections_to_frame,
+    postprocess_detections,
+    softmax,
+)
+from edge_mtl.runtime.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAD_VALUE,
@@ -29,7 +33,7 @@ from runtime.preprocess import (
     letterbox,
     preprocess,
 )
-from runtime.providers import (
+from edge_mtl.runtime.providers import (
     GPU_PROVIDERS,
     GraphOptLevel,
     OVPrecision,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 
 def _umask() -> int:

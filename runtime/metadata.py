@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from runtime.errors import MetadataError
+from edge_mtl.runtime.errors import MetadataError
 
 METADATA_KEY = "edge_mtl"
 FORMAT_VERSION = 1

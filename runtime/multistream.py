@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from runtime.engine import Engine, FrameResult
-from runtime.errors import EdgeMTLError
-from runtime.preprocess import Letterbox
-from runtime.sinks import Sink, StageTimes
-from runtime.sources import Frame, FrameSource
+from edge_mtl.runtime.engine import Engine, FrameResult
+from edge_mtl.runtime.errors import EdgeMTLError
+from edge_mtl.runtime.preprocess import Letterbox
+from edge_mtl.runtime.sinks import Sink, StageTimes
+from edge_mtl.runtime.sources import Frame, FrameSource
 
 log = logging.getLogger("edge_mtl.runtime")
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from runtime.engine import Engine
-from runtime.sinks import Sink, StageTimes
-from runtime.sources import FrameSource
+from edge_mtl.runtime.engine import Engine
+from edge_mtl.runtime.sinks import Sink, StageTimes
+from edge_mtl.runtime.sources import FrameSource
 
 log = logging.getLogger("edge_mtl.runtime")
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from runtime.preprocess import Letterbox, boxes_to_frame
+from edge_mtl.runtime.preprocess import Letterbox, boxes_to_frame
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -27,11 +27,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import onnxruntime as ort
-
-from runtime.errors import DEBUG_ENV, EdgeMTLError, InputError, MetadataError, RuntimeFailure
-from runtime.files import check_model_file, invalid_model_error
-from runtime.hardware import cpu_flags, cpu_model, cpu_vendor, has_native_bf16, has_native_fp16
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.errors import (
+    DEBUG_ENV,
+    EdgeMTLError,
+    InputError,
+    MetadataError,
+    RuntimeFailure,
+)
+from edge_mtl.runtime.files import check_model_file, invalid_model_error
+from edge_mtl.runtime.hardware import (
+    cpu_flags,
+    cpu_model,
+    cpu_vendor,
+    has_native_bf16,
+    has_native_fp16,
+)
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 
 SEE_ORT = "(edge-mtl --debug shows onnxruntime's own message)"
 

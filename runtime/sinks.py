@@ -16,11 +16,10 @@ from typing import IO, Protocol
 
 import cv2
 import numpy as np
-
-from runtime.engine import FrameResult
-from runtime.errors import InputError, RuntimeFailure
-from runtime.files import check_writable
-from runtime.sources import Frame
+from edge_mtl.runtime.engine import FrameResult
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.files import check_writable
+from edge_mtl.runtime.sources import Frame
 
 log = logging.getLogger("edge_mtl.runtime")
 

@@ -27,8 +27,7 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-
-from runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
 
 log = logging.getLogger("edge_mtl.runtime")
 

@@ -12,7 +12,7 @@ TRAIN_ARGS=()
 if [[ -n "${DEMO_MINUTES:-}" ]]; then TRAIN_ARGS+=(--time-limit "$DEMO_MINUTES"); fi
 
 step "machine"
-lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed -E 's/(Flags:\s+).*/\1'"$(python -c 'from runtime.hardware import isa_summary; print(isa_summary())')"'/'
+lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed -E 's/(Flags:\s+).*/\1'"$(python -c 'from edge_mtl.runtime.hardware import isa_summary; print(isa_summary())')"'/'
 
 step "synthetic driving video"
 edge-mtl synth --video "$OUT/drive.mp4" --frames 150 --seed 424242

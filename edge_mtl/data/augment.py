@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from edge_mtl.config import AugmentConfig
-from runtime.preprocess import PAD_VALUE
+from edge_mtl.runtime.preprocess import PAD_VALUE
 
 MIN_BOX_PX = 2.0  # after scale jitter, boxes narrower or shorter than this are dropped
 MIN_VISIBLE = 0.5  # ... and so are boxes with less than this fraction of their area in view

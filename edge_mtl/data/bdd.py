@@ -19,8 +19,8 @@ import numpy as np
 
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
-from runtime.errors import InputError
-from runtime.files import read_json
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import read_json
 
 
 @dataclass(frozen=True)

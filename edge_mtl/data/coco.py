@@ -18,8 +18,8 @@ import numpy as np
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
-from runtime.errors import InputError
-from runtime.files import read_json
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import read_json
 
 # COCO name -> BDD100K-style model class, where the names differ; the rest (car, truck, bus,
 # person, traffic light, train) match as they are, and animals or furniture are reported.

@@ -20,8 +20,8 @@ from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.data.malformed import BadEntries
 from edge_mtl.data.synthetic import synthetic_cache_name
-from runtime.errors import InputError
-from runtime.preprocess import boxes_to_input, letterbox, normalize
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.preprocess import boxes_to_input, letterbox, normalize
 
 
 def load_image(path: Path) -> np.ndarray:

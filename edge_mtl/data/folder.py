@@ -16,7 +16,7 @@ import numpy as np
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import BadEntries, image_problem
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

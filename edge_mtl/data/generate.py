@@ -12,8 +12,8 @@ from tqdm import tqdm
 from edge_mtl.data.bdd import frame_entry
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.synthetic import render_clip, render_scene
-from runtime.errors import InputError
-from runtime.files import check_writable, check_writable_dir, write_json_atomic
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import check_writable, check_writable_dir, write_json_atomic
 
 
 def _render_one(job: tuple[int, tuple[int, int], str]) -> dict:

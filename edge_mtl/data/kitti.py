@@ -18,7 +18,7 @@ from edge_mtl.config import IGNORE
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import BadEntries, EntryError, image_problem
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 # KITTI type -> BDD100K-style model class. Misc is left unmapped on purpose: it is reported.
 KITTI_CATEGORIES = {

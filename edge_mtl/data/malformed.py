@@ -14,7 +14,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from runtime.errors import InputError
+from edge_mtl.runtime.errors import InputError
 
 # What parsing one entry of a label file may raise: a missing key, a value of the wrong type...
 MALFORMED = (AttributeError, KeyError, TypeError, ValueError)

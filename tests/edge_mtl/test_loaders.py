@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.config import ConfigError, config_from_dict
 from edge_mtl.data.bdd import read_bdd
@@ -18,7 +19,6 @@ from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
 from edge_mtl.data.malformed import BadEntries, EntryError
-from runtime.errors import InputError
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 CAR, TRUCK, BUS, PERSON, LIGHT, SIGN = range(6)

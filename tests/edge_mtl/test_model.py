@@ -61,7 +61,7 @@ def test_pretrained_trunk_loads_from_a_local_torchvision_state_dict(tmp_path):
 
 
 def test_pretrained_path_that_is_not_a_resnet_is_refused(tmp_path):
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     torch.save({"something": torch.zeros(3)}, tmp_path / "x.pth")
     d = tiny_cfg_dict()

@@ -15,17 +15,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from edge_mtl.export.fp16 import fp16_weight_fraction
+from edge_mtl.export.nms import add_nms
+from edge_mtl.export.onnx_export import build_metadata
+from edge_mtl.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, foreign_nodes, run_torch
+from edge_mtl.export.validate import synthetic_inputs as scenes
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.postprocess import postprocess_detections
 from onnx import TensorProto, helper
 
 from edge_mtl.checkpoint import load_model
 from edge_mtl.cli import main
-from export.fp16 import fp16_weight_fraction
-from export.nms import add_nms
-from export.onnx_export import build_metadata
-from export.validate import FP16_TOLERANCE, FP32_TOLERANCE, foreign_nodes, run_torch
-from export.validate import synthetic_inputs as scenes
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision
-from runtime.postprocess import postprocess_detections
 
 from .conftest import HW, tiny_config, write_checkpoint
 
@@ -261,11 +261,13 @@ TORCH_FREE = """
 import importlib.abc, json, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "onnx", "edge_mtl", "export"):
+        top = name.split(".")[0]
+        engine = name in ("edge_mtl", "edge_mtl.runtime") or name.startswith("edge_mtl.runtime.")
+        if top in ("torch", "torchvision", "onnx") or (top == "edge_mtl" and not engine):
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, Block())
 import numpy as np
-from runtime.engine import Engine
+from edge_mtl.runtime.engine import Engine
 out = []
 for path in sys.argv[1:]:
     eng = Engine(path, providers="cpu")

@@ -11,15 +11,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from edge_mtl.bench.env import probe_provider
+from edge_mtl.calibration.reader import CalibrationReader
+from edge_mtl.export.onnx_export import ExportConfig, export
+from edge_mtl.export.quantize import QuantizeConfig, float_tail, quantize
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.providers import Provider
 
-from calibration.reader import CalibrationReader
 from edge_mtl.cli import main
 from edge_mtl.data.generate import write_synthetic
-from export.onnx_export import ExportConfig, export
-from export.quantize import QuantizeConfig, float_tail, quantize
-from runtime.env import probe_provider
-from runtime.metadata import METADATA_KEY, ModelMeta, Precision
-from runtime.providers import Provider
 
 # Stated tolerance, INT8 vs FP32 on calibration-like scenes: every dense output within 10% of
 # that output's FP32 range (8-bit activations through ~45 layers of a random-weight model).
@@ -214,7 +214,9 @@ def test_unavailable_eval_provider_fails_before_calibration(
 ):
     calibrated: list[object] = []
     # onnxruntime's calibration entry point, recorded instead of run: it must never be reached.
-    monkeypatch.setattr("export.quantize.quantize_static", lambda *a, **k: calibrated.append(a))
+    monkeypatch.setattr(
+        "edge_mtl.export.quantize.quantize_static", lambda *a, **k: calibrated.append(a)
+    )
     out = tmp_path / "m.onnx"
     evaluate = ["--exclude", "auto"] if auto else ["--eval", str(scenes)]
     code = main([

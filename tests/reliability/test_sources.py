@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.sources import Frame, LiveSource, as_bgr, iter_frames, open_source
 
-from runtime.errors import InputError, RuntimeFailure
-from runtime.sources import Frame, LiveSource, as_bgr, iter_frames, open_source
 from tests.runtime.test_http_stream import MjpegServer
 
 GOOD = np.full((4, 6, 3), 7, np.uint8)
@@ -181,8 +181,8 @@ def test_as_bgr(image, shape) -> None:
 
 def test_pipeline_runs_through_drops_stalls_and_corrupt_frames(art) -> None:
     """The whole run survives a flaky camera: every fault is absorbed by the source."""
-    from runtime.engine import Engine
-    from runtime.pipeline import Pipeline
+    from edge_mtl.runtime.engine import Engine
+    from edge_mtl.runtime.pipeline import Pipeline
 
     caps = [
         ScriptedCapture(["ok", None, "ok", np.zeros((4, 6, 2), np.uint8), "ok", "fail"]),

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from edge_mtl.runtime.engine import Engine, EngineConfig, Provider
+from edge_mtl.runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
+from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections, softmax
+from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from edge_mtl.runtime.providers import parse_providers
 
-from runtime.engine import Engine, EngineConfig, Provider
-from runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
-from runtime.postprocess import detections_to_frame, postprocess_detections, softmax
-from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from runtime.providers import parse_providers
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend the installed onnxruntime is the CPU-only build, without the OpenVINO plugin."""
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    monkeypatch.setattr("runtime.providers.find_openvino_plugin", lambda: None)
+    monkeypatch.setattr("edge_mtl.runtime.providers.find_openvino_plugin", lambda: None)
 
 
 def _direct(model: Path, frames: list[np.ndarray], conf: float, iou: float, hw=(32, 32)):
@@ -204,9 +204,9 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
     code = BLOCK_TORCH + textwrap.dedent(
         f"""
         import numpy as np
-        import runtime, runtime.engine, runtime.sources, runtime.sinks, runtime.pipeline
-        import runtime.cli
-        e = runtime.engine.Engine({str(models["dense"])!r}, "cpu")
+        import edge_mtl.runtime.engine, edge_mtl.runtime.sources, edge_mtl.runtime.sinks
+        import edge_mtl.runtime, edge_mtl.runtime.pipeline, edge_mtl.runtime.cli
+        e = edge_mtl.runtime.engine.Engine({str(models["dense"])!r}, "cpu")
         print(e(np.zeros((20, 30, 3), np.uint8)).classifications["weather"].label)
         from edge_mtl.cli import main
         rc = main(["run", "--model", {str(models["dense"])!r}, "--source", {str(folder)!r},
@@ -226,7 +226,7 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
 def test_a_fallback_reason_is_printed_once_per_process(
     models, cpu_only, caplog, monkeypatch
 ) -> None:
-    import runtime.providers as providers
+    import edge_mtl.runtime.providers as providers
 
     monkeypatch.setattr(providers, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="edge_mtl.runtime"):

@@ -1,9 +1,8 @@
 import os
 
 import pytest
-
-from runtime.errors import InputError
-from runtime.files import atomic_write, read_json, write_json_atomic
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import atomic_write, read_json, write_json_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):

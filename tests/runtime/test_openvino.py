@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_mtl.bench import measure as bench
+from edge_mtl.runtime import hardware, providers
+from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision, Provider
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.metadata import Precision
+from edge_mtl.runtime.providers import OPENVINO_NOT_INSTALLED, openvino_options, parse_providers
 
 from edge_mtl.cli import main
-from runtime import bench, hardware, providers
-from runtime.engine import Engine, EngineConfig, OVPrecision, Provider
-from runtime.errors import InputError, RuntimeFailure
-from runtime.metadata import Precision
-from runtime.providers import OPENVINO_NOT_INSTALLED, openvino_options, parse_providers
 
 PLUGIN = providers.find_openvino_plugin()
 needs_plugin = pytest.mark.skipif(

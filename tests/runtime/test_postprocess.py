@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from runtime.postprocess import (
+from edge_mtl.runtime.postprocess import (
     Detections,
     box_iou_one_to_many,
     detections_to_frame,
@@ -13,7 +12,7 @@ from runtime.postprocess import (
     postprocess_detections,
     softmax,
 )
-from runtime.preprocess import letterbox
+from edge_mtl.runtime.preprocess import letterbox
 
 
 def test_iou_values() -> None:

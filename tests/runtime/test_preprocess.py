@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from runtime.errors import InputError
-from runtime.preprocess import (
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     boxes_to_frame,

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from runtime.errors import InputError
-from runtime.postprocess import (
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.postprocess import (
     Detections,
     box_iou_one_to_many,
     detections_to_frame,
@@ -20,7 +16,10 @@ from runtime.postprocess import (
     postprocess_detections,
     softmax,
 )
-from runtime.preprocess import boxes_to_frame, boxes_to_input, letterbox, preprocess
+from edge_mtl.runtime.preprocess import boxes_to_frame, boxes_to_input, letterbox, preprocess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,9 +7,8 @@ import itertools
 import cv2
 import numpy as np
 import pytest
-
-from runtime.errors import InputError, RuntimeFailure
-from runtime.sources import LiveSource, iter_frames, open_source
+from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.sources import LiveSource, iter_frames, open_source
 
 
 def test_image_folder_glob_and_single_image(tmp_path, kit) -> None:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runtime import hardware
+from edge_mtl.runtime import hardware
 
 ENV_SCHEMA_VERSION = 1
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-libs")
@@ -62,8 +62,7 @@ def collect(probe: bool = True) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (keys in docs/env.md). ``probe``: create a tiny
     session on every provider to see which initialise."""
     import onnxruntime as ort
-
-    from runtime.bench import machine_info
+    from edge_mtl.bench.measure import machine_info
 
     machine = machine_info()
     logical, physical, usable = hardware.cpu_cores()
@@ -101,8 +100,7 @@ def provider_report(probe: bool) -> list[dict[str, Any]]:
     """Every provider in auto order: in the build (or, for OpenVINO, plugin installed), and,
     when ``probe``, whether a real session on a tiny model initialises (else ``None``)."""
     import onnxruntime as ort
-
-    from runtime.providers import Provider, find_openvino_plugin
+    from edge_mtl.runtime.providers import Provider, find_openvino_plugin
 
     listed = set(ort.get_available_providers())
     out = []
@@ -124,10 +122,8 @@ def provider_report(probe: bool) -> list[dict[str, Any]]:
 def probe_provider(p: Any) -> tuple[bool, str]:
     """(does ``p`` initialise, what happened): a strict session on onnxruntime's own tiny
     ``mul_1.onnx`` with default options (TensorRT's cache in a temporary folder)."""
-    from onnxruntime.datasets import get_example
-
-    from runtime.errors import EdgeMTLError
-    from runtime.providers import (
+    from edge_mtl.runtime.errors import EdgeMTLError
+    from edge_mtl.runtime.providers import (
         SEE_ORT,
         GraphOptLevel,
         OVPrecision,
@@ -137,6 +133,7 @@ def probe_provider(p: Any) -> tuple[bool, str]:
         session_options,
         tensorrt_options,
     )
+    from onnxruntime.datasets import get_example
 
     model = Path(get_example("mul_1.onnx"))
     with tempfile.TemporaryDirectory(prefix="edge-mtl-env-") as tmp:
@@ -173,7 +170,7 @@ def tensorrt_version() -> str | None:
 
 def openvino_report() -> dict[str, Any]:
     """The plugin's version, the OpenVINO it carries, and the devices it offers here."""
-    from runtime.providers import (
+    from edge_mtl.runtime.providers import (
         ProviderUnavailable,
         find_openvino_plugin,
         openvino_ep_devices,

@@ -2,7 +2,7 @@
 print the table, write JSON / markdown / plot.
 
 Only argparse is imported at module level; onnxruntime loads inside :func:`cmd_bench`, and
-torch only through ``edge_mtl.bench_torch`` when ``--torch`` is given.
+torch only through ``edge_mtl.export.torch_baseline`` when ``--torch`` is given.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runtime.cli import add_openvino_arguments
+from edge_mtl.runtime.cli import add_openvino_arguments
 
 if TYPE_CHECKING:
-    from runtime.bench import BenchSettings, Row
+    from edge_mtl.bench.measure import BenchSettings, Row
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
 
@@ -84,8 +84,8 @@ def register(
 
 def _settings(args: argparse.Namespace) -> BenchSettings:
     """Checked settings from the arguments (one-line InputError on a bad value)."""
-    from runtime.bench import BenchSettings
-    from runtime.errors import InputError
+    from edge_mtl.bench.measure import BenchSettings
+    from edge_mtl.runtime.errors import InputError
 
     if not (args.model or args.merge or args.torch):
         raise InputError("nothing to do: give --model, --torch and/or --merge")
@@ -132,7 +132,7 @@ def _torch_rows(
     log: Callable[[str], None],
 ) -> list[Row]:
     """The torch eager baseline rows, at the input size the ONNX rows ran at."""
-    from runtime.errors import InputError
+    from edge_mtl.runtime.errors import InputError
 
     try:
         has_torch = importlib.util.find_spec("torch") is not None
@@ -148,9 +148,9 @@ def _torch_rows(
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure, merge, print, save. Returns 0."""
-    from runtime import bench
-    from runtime.bench_report import render_markdown, render_text, save_plot
-    from runtime.files import check_writable, write_text_atomic
+    from edge_mtl.bench import measure as bench
+    from edge_mtl.bench.report import render_markdown, render_text, save_plot
+    from edge_mtl.runtime.files import check_writable, write_text_atomic
 
     settings = _settings(args)
     for flag, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
@@ -160,7 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="edge-mtl bench: %(message)s")
     docs = [bench.load_document(p) for p in args.merge]  # fail on a bad file before measuring
     if args.e2e:
-        from runtime.sources import open_source
+        from edge_mtl.runtime.sources import open_source
 
         open_source(args.e2e).close()  # a wrong --e2e fails now, not after the first row
 

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from edge_mtl.checkpoint import load_model
-from runtime.bench import (
+from edge_mtl.bench.measure import (
     BenchSettings,
     Row,
     device_label,
@@ -27,6 +25,8 @@ from runtime.bench import (
     throughput,
     time_calls,
 )
+
+from edge_mtl.checkpoint import load_model
 
 
 def bench_torch(
@@ -89,7 +89,7 @@ def _input(batch: int, hw: tuple[int, ...]) -> torch.Tensor:
 
 def _call(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
     """``model(x)`` under inference mode (no autograd bookkeeping), with ``threads`` (0: as
-    set now) in force: between the turns of :func:`runtime.bench.retime_in_turns` the ONNX
+    set now) in force: between the turns of :func:`edge_mtl.bench.measure.retime_in_turns` the ONNX
     rows do not touch torch's pool, so resetting it is normally a no-op."""
     threads = threads or torch.get_num_threads()
 
@@ -103,7 +103,7 @@ def _call(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Callable[[],
 
 
 def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
-    """The timed call of a torch row, for :func:`runtime.bench.retime_in_turns`: the row's
+    """The timed call of a torch row, for :func:`edge_mtl.bench.measure.retime_in_turns`: the row's
     checkpoint on the row's batch and input size, with the row's threads."""
     model, _, _ = load_model(Path(row.model_path))
     return _call(model, _input(row.batch, tuple(row.input_hw)), settings.threads)

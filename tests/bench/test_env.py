@@ -12,9 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from edge_mtl.bench import measure as bench
+from edge_mtl.runtime import hardware, providers
 
 from edge_mtl.cli import main
-from runtime import bench, hardware, providers
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def _proc_flags() -> set[str]:
 @pytest.fixture(scope="module")
 def probed() -> dict:
     """One full report with a real session per provider (shared: probing takes seconds)."""
-    from runtime.env import collect
+    from edge_mtl.bench.env import collect
 
     return collect(probe=True)
 
@@ -163,10 +164,10 @@ def test_env_needs_neither_torch_nor_eager_onnxruntime() -> None:
     code = BLOCK_TORCH + textwrap.dedent(
         """
         import argparse, contextlib, io, json
-        import runtime.env
+        import edge_mtl.bench.env
         assert "onnxruntime" not in sys.modules, "onnxruntime imported at module level"
         parser = argparse.ArgumentParser()
-        runtime.env.register(parser.add_subparsers())
+        edge_mtl.bench.env.register(parser.add_subparsers())
         args = parser.parse_args(["env", "--json", "--no-probe"])
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

@@ -10,8 +10,8 @@ copies of the source also go through :class:`~runtime.multistream.MultiStream`, 
 one inference call, against 1 stream in the same run. Results form one JSON document (schema
 in docs/bench.md, version :data:`SCHEMA_VERSION`); several documents taken on different
 machines merge into one. Rendering (table, markdown, plot) lives in
-:mod:`runtime.bench_report`. Nothing here imports torch; the torch baseline row is built by
-``edge_mtl.bench_torch`` with the same :func:`time_calls` and :func:`latency_stats`.
+:mod:`edge_mtl.bench.report`. Nothing here imports torch; the torch baseline row is built by
+``edge_mtl.export.torch_baseline`` with the same :func:`time_calls` and :func:`latency_stats`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from runtime.errors import EdgeMTLError, InputError
-from runtime.files import check_model_file, invalid_model_error, read_json, write_json_atomic
-from runtime.hardware import cpu_model, has_vnni, isa_features, isa_summary
-from runtime.metadata import METADATA_KEY, Precision
+from edge_mtl.runtime.errors import EdgeMTLError, InputError
+from edge_mtl.runtime.files import (
+    check_model_file,
+    invalid_model_error,
+    read_json,
+    write_json_atomic,
+)
+from edge_mtl.runtime.hardware import cpu_model, has_vnni, isa_features, isa_summary
+from edge_mtl.runtime.metadata import METADATA_KEY, Precision
 
 SCHEMA_VERSION = 2
 GPU_PROVIDERS = ("cuda", "tensorrt")
@@ -50,7 +54,7 @@ class BenchSettings:
     ``imgsz`` (H, W) pixels applies only to models without edge-mtl metadata. ``e2e_source`` is
     a video file, stream URL, camera index or image folder; ``e2e_frames`` caps its frames (per
     stream). ``e2e_streams``: numbers of copies of the e2e source to batch through one engine
-    (:mod:`runtime.multistream`), each measured after 1 stream in the same run."""
+    (:mod:`edge_mtl.runtime.multistream`), each measured after 1 stream in the same run."""
 
     providers: tuple[str, ...] = ("auto",)
     batches: tuple[int, ...] = (1,)
@@ -379,7 +383,7 @@ def document(sessions: list[dict[str, Any]], rows: Sequence[Row]) -> dict[str, A
 def _model_info(path: Path, imgsz: tuple[int, int] | None) -> tuple[bool, list[str]]:
     """Validate ``path`` once on CPU (raises InputError/MetadataError for the user) and say
     whether it carries edge-mtl metadata. Notes say when ``--imgsz`` does not apply."""
-    from runtime.engine import Engine, EngineConfig
+    from edge_mtl.runtime.engine import Engine, EngineConfig
 
     check_model_file(path)
     so = ort.SessionOptions()
@@ -440,7 +444,7 @@ def bench_model(
 ) -> list[Row]:
     """All rows of one ONNX model: each provider x batch, measured or skipped with a reason.
     A missing or invalid model raises :class:`InputError`/:class:`MetadataError`."""
-    from runtime.engine import Engine
+    from edge_mtl.runtime.engine import Engine
 
     p = Path(path)
     has_meta, model_notes = _model_info(p, settings.imgsz)
@@ -487,7 +491,7 @@ def bench_model(
 
 def _engine_config(imgsz: tuple[int, int] | None, settings: BenchSettings) -> Any:
     """The bench's engine settings; ``imgsz`` overrides the metadata's input size."""
-    from runtime.engine import EngineConfig, OVPrecision
+    from edge_mtl.runtime.engine import EngineConfig, OVPrecision
 
     return EngineConfig(
         imgsz=imgsz,
@@ -563,7 +567,7 @@ def retime_in_turns(
     "torch"``) get their call from ``torch_call(row, settings)``, since runtime never imports
     torch. With an e2e source, the batch-1 ONNX rows' e2e then runs in turns too
     (:func:`e2e_in_turns`) on the same engines."""
-    from runtime.engine import Engine
+    from edge_mtl.runtime.engine import Engine
 
     live = [r for r in rows if r.status == "ok"]
     if not live:
@@ -695,8 +699,8 @@ class E2ERounds:
         self.sums[:] += (times.preprocess, times.inference, times.postprocess)
 
     def round(self) -> None:
-        from runtime.pipeline import Pipeline
-        from runtime.sources import open_source
+        from edge_mtl.runtime.pipeline import Pipeline
+        from edge_mtl.runtime.sources import open_source
 
         ms = time_calls(lambda: self.engine.run(self.x), self.per_round, None, 0)
         self.bare_s += sum(ms) / 1e3
@@ -775,8 +779,8 @@ def _combine(n: int, summaries: Sequence[Any]) -> StreamsE2E:
 
 def _run_copies(engine: Any, source_spec: str, n: int, max_frames: int) -> Any:
     """One :class:`~runtime.multistream.MultiStreamSummary` of ``n`` copies of the source."""
-    from runtime.multistream import MultiStream, MultiStreamConfig, StreamState
-    from runtime.sources import open_source
+    from edge_mtl.runtime.multistream import MultiStream, MultiStreamConfig, StreamState
+    from edge_mtl.runtime.sources import open_source
 
     sources: list[Any] = []
     try:

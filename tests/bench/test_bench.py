@@ -15,10 +15,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from edge_mtl.bench import measure as bench
+from edge_mtl.bench.measure import (
+    BenchSettings,
+    latency_stats,
+    time_calls,
+    time_in_turns,
+    turn_blocks,
+)
 
 from edge_mtl.cli import main
-from runtime import bench
-from runtime.bench import BenchSettings, latency_stats, time_calls, time_in_turns, turn_blocks
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,9 +207,9 @@ def test_unavailable_providers_are_skipped_with_reasons(models, monkeypatch) -> 
     """A provider the onnxruntime build lacks: skipped rows with the reason, never a crash;
     ``auto`` falls back to CPU and says why."""
     monkeypatch.setattr(
-        "runtime.providers.ort.get_available_providers", lambda: ["CPUExecutionProvider"]
+        "edge_mtl.runtime.providers.ort.get_available_providers", lambda: ["CPUExecutionProvider"]
     )
-    monkeypatch.setattr("runtime.providers.find_openvino_plugin", lambda: None)
+    monkeypatch.setattr("edge_mtl.runtime.providers.find_openvino_plugin", lambda: None)
     settings = BenchSettings(providers=("auto", "cuda", "tensorrt"), runs=2, warmup=0, threads=1)
     rows = bench.bench_model(models["dense"], settings, bench.machine_info())
     auto, cuda, trt = rows
@@ -343,7 +349,8 @@ def test_bench_runs_with_torch_blocked(models, tmp_path) -> None:
 
 def test_torch_baseline_row(models, tmp_path) -> None:
     torch = pytest.importorskip("torch")
-    from edge_mtl.bench_torch import bench_torch
+    from edge_mtl.export.torch_baseline import bench_torch
+
     from edge_mtl.config import config_from_dict
     from edge_mtl.model import MultiTaskModel
 
@@ -363,7 +370,7 @@ def test_torch_baseline_row(models, tmp_path) -> None:
     assert d["input_hw"] == [32, 32] and any("trained at 64x64" in n for n in d["notes"])
     _check_ok_row(d)
     # In turns, the torch row's call is the same model on the row's input.
-    from edge_mtl.bench_torch import torch_call
+    from edge_mtl.export.torch_baseline import torch_call
 
     out = torch_call(row, settings)()
     assert out["cls_w"].shape == (1, 2)
@@ -373,7 +380,7 @@ def test_torch_baseline_row(models, tmp_path) -> None:
 
 
 def test_notes_shared_by_several_rows_print_once_naming_them() -> None:
-    from runtime.bench_report import _footnotes
+    from edge_mtl.bench.report import _footnotes
 
     why = "tensorrt: did not initialise (no GPU)"
 
