@@ -1,0 +1,151 @@
+"""Small hand-written dataset files in each source format, shared by the loader tests."""
+
+import json
+
+import cv2
+import numpy as np
+
+from edge_mtl.config import config_from_dict
+from edge_mtl.data.dataset import records_for
+from tests.edge_mtl.conftest import tiny_cfg_dict
+
+# Class indices of DET_CLASSES, in order.
+CAR, TRUCK, BUS, PERSON, LIGHT, SIGN = range(6)
+
+
+def image(path, hw=(30, 40)):
+    """Write a flat grey BGR image of ``hw`` (H, W) pixels at ``path``; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((*hw, 3), 80, np.uint8))
+    return path
+
+
+def bdd_root(tmp_path):
+    """A BDD100K folder (labels.json + images/) with two frames: a.jpg (car, lane, rider, sign)
+    and b.jpg (bus)."""
+    root = tmp_path / "bdd"
+    root.mkdir()
+    frames = [
+        {
+            "name": "a.jpg",
+            "attributes": {"weather": "rainy", "scene": "city street", "timeofday": "night"},
+            "labels": [
+                {"id": 0, "category": "car", "box2d": {"x1": 1, "y1": 2, "x2": 11.5, "y2": 12}},
+                {"id": 1, "category": "lane", "poly2d": [{"vertices": [[0, 5], [9, 5]]}]},
+                {"id": 2, "category": "rider", "box2d": {"x1": 3, "y1": 3, "x2": 6, "y2": 9}},
+                {
+                    "id": 3,
+                    "category": "traffic sign",
+                    "box2d": {"x1": 20, "y1": 1, "x2": 24, "y2": 4},
+                },
+            ],
+        },
+        {
+            "name": "b.jpg",
+            "attributes": {"weather": "undefined", "scene": "highway", "timeofday": "daytime"},
+            "labels": [
+                {"id": 0, "category": "bus", "box2d": {"x1": 0, "y1": 0, "x2": 30, "y2": 20}}
+            ],
+        },
+    ]
+    (root / "labels.json").write_text(json.dumps(frames))
+    image(root / "images" / "a.jpg")
+    image(root / "images" / "b.jpg")
+    return root
+
+
+# 000000.txt: a car, a pedestrian, DontCare, Misc, an empty line and a cyclist.
+KITTI_0 = """\
+Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59
+Pedestrian 0.00 0 0.21 100.00 120.50 130.25 200.00 1.80 0.60 0.80 1.00 1.70 9.00 0.30
+DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10
+Misc 0.00 1 1.00 10.00 10.00 20.00 30.00 1.00 1.00 1.00 1.00 1.00 1.00 0.00
+
+Cyclist 0.50 2 -2.00 300.00 150.00 340.00 220.00 1.70 0.50 1.80 2.00 1.60 20.00 -1.00
+"""
+
+
+# 000001.txt: a van (a car by default) and a truck.
+KITTI_1 = """\
+Van 0.00 0 1.00 1.00 2.00 50.00 40.00 2.00 1.80 4.50 -5.00 1.80 20.00 1.00
+Truck 0.10 1 1.00 60.00 10.00 140.00 90.00 3.00 2.50 9.00 5.00 1.80 30.00 1.00
+"""
+
+
+def kitti_root(tmp_path, files=None):
+    """A KITTI training folder (label_2/ + 1242x375 image_2/); ``files`` maps stem -> label text."""
+    root = tmp_path / "kitti"
+    files = files or {"000000": KITTI_0, "000001": KITTI_1, "000002": ""}
+    (root / "label_2").mkdir(parents=True)
+    for stem, text in files.items():
+        (root / "label_2" / f"{stem}.txt").write_text(text)
+        image(root / "image_2" / f"{stem}.png", (375, 1242))
+    return root
+
+
+def coco_json(tmp_path, **changes):
+    """A COCO instances JSON with images/ beside it; ``changes`` replace top-level keys."""
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 640, "height": 480},
+            {"id": 2, "file_name": "sub/b.jpg", "width": 320, "height": 240},
+            {"id": 3, "file_name": "c.jpg", "width": 64, "height": 48},
+        ],
+        "categories": [
+            {"id": 1, "name": "person"},
+            {"id": 2, "name": "bicycle"},
+            {"id": 3, "name": "car"},
+            {"id": 13, "name": "stop sign"},
+            {"id": 18, "name": "dog"},
+        ],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [10, 20, 30, 40.5], "iscrowd": 0},
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [0, 0, 99, 99], "iscrowd": 1},
+            {"id": 12, "image_id": 2, "category_id": 13, "bbox": [300, 200, 30, 50]},
+            {"id": 13, "image_id": 2, "category_id": 18, "bbox": [1, 1, 5, 5]},
+            {"id": 14, "image_id": 2, "category_id": 2, "bbox": [1, 1, 5, 5]},
+            {"id": 15, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 10]},
+            {"id": 16, "image_id": 1, "category_id": 1, "bbox": [100, 50, 20, 60]},
+        ],
+    }
+    data.update(changes)
+    path = tmp_path / "coco" / "instances.json"
+    (tmp_path / "coco" / "images").mkdir(parents=True)
+    path.write_text(json.dumps(data))
+    coco_images(path.parent / "images")
+    return path
+
+
+def coco_images(folder):
+    """Write the three images coco_json names into ``folder``."""
+    for name in ("a.jpg", "sub/b.jpg", "c.jpg"):
+        image(folder / name)
+
+
+def class_folders(tmp_path):
+    """A weather class-per-folder tree: clear/ (2), Rainy/ (1), sunny/ (2), and non-images."""
+    root = tmp_path / "weather"
+    for rel in ("clear/2.png", "clear/1.jpg", "Rainy/3.JPG", "sunny/4.jpg", "sunny/5.jpg"):
+        image(root / rel)
+    (root / "clear" / "notes.txt").write_text("not an image")
+    (root / "readme.md").write_text("not a class")
+    (root / "empty").mkdir()
+    return root
+
+
+def read_skipping(tmp_path, capsys, source):
+    """records_for on one source with ``skip_bad: true``: its records and its report line."""
+    d = tiny_cfg_dict()
+    d["data"] = {"train": [{**source, "skip_bad": True}], "val": []}
+    cfg = config_from_dict(d)
+    recs = records_for(cfg.data.train, cfg, tmp_path)
+    return recs, capsys.readouterr().out.rstrip("\n")
+
+
+def assert_same_records(recs, expected):
+    """Records equal in image, boxes, classes, labels and has_boxes."""
+    assert [r.image for r in recs] == [r.image for r in expected]
+    for r, e in zip(recs, expected):
+        np.testing.assert_array_equal(r.boxes, e.boxes)
+        assert r.classes.tolist() == e.classes.tolist()
+        assert r.labels == e.labels and r.has_boxes == e.has_boxes
