@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-all demo lint format clean
+.PHONY: install test test-all demo lint format wheel clean
 
 install: $(STAMP)
 
@@ -29,5 +29,10 @@ format: $(STAMP)
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
+# dist/edge_mtl-VERSION-py3-none-any.whl: the runtime, every stage and the built-in configs.
+wheel:
+	rm -f dist/edge_mtl-*.whl
+	$(PYTHON) -m pip wheel -q --disable-pip-version-check --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) runs demo data .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs demo data dist build .pytest_cache .ruff_cache
