@@ -21,6 +21,12 @@ from typing import IO, Any
 
 from edge_mtl.runtime.errors import InputError
 
+# File suffixes (lower case) read as images everywhere: sources, calibration sets, training
+# folders and KITTI. All of them decode with cv2.imread, which every stage uses.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+
 
 def _umask() -> int:
     mask = os.umask(0)

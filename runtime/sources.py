@@ -28,6 +28,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.files import IMAGE_SUFFIXES
 
 log = logging.getLogger("edge_mtl.runtime")
 
@@ -36,7 +37,6 @@ log = logging.getLogger("edge_mtl.runtime")
 # opens; a value set by the user wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STALL_TIMEOUT_S = 5.0  # a live source with no usable frame for this long is reconnected
 MAX_BAD_VIDEO_FRAMES = 30  # consecutive undecodable frames before a video file counts as ended
@@ -401,7 +401,7 @@ def _is_glob(spec: str) -> bool:
 
 def _images_in(paths: list[str]) -> list[Path]:
     return sorted(
-        Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS and os.path.isfile(p)
+        Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(p)
     )
 
 
@@ -425,7 +425,7 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
             raise InputError(f"source {spec}: cannot list the folder ({e.strerror})") from None
         return ImageFilesSource(_images_in(entries), spec)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTS:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([path], spec)
         return VideoFileSource(spec)
     if _is_glob(spec):
