@@ -84,9 +84,11 @@ class StreamSummary:
 
     @property
     def fps(self) -> float:
+        """This stream's frames per second (0.0 when it delivered none)."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        """One line for the run summary: frames, FPS, latency p50/p99 ms, drops, state."""
         state = self.state.value + (f": {self.error}" if self.error else "")
         return (
             f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, latency "
@@ -109,6 +111,7 @@ class MultiStreamSummary:
 
     @property
     def frames(self) -> int:
+        """Frames delivered over all streams."""
         return sum(s.frames for s in self.streams)
 
     @property
@@ -118,6 +121,7 @@ class MultiStreamSummary:
 
     @property
     def mean_batch(self) -> float:
+        """Frames per ``session.run`` on average."""
         return self.batched_frames / self.batches if self.batches else 0.0
 
     @property
@@ -136,6 +140,7 @@ class MultiStreamSummary:
         )
 
     def lines(self) -> list[str]:
+        """One :meth:`StreamSummary.line` per stream, then the aggregate :meth:`line`."""
         return [s.line() for s in self.streams] + [self.line()]
 
 

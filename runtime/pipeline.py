@@ -46,6 +46,7 @@ class RunSummary:
 
     @property
     def fps(self) -> float:
+        """Frames per second over the run (0.0 for an empty run)."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
@@ -65,6 +66,8 @@ class RunSummary:
 class Pipeline:
     """Runs ``engine`` over ``source`` into ``sinks`` until the source ends, ``max_frames``
     frames are done, a sink asks to stop (``stop_requested``), or Ctrl-C.
+
+    ``queue_size``: frames each stage may hold ahead (default 2 for files, 1 for live sources).
 
     ``on_result(frame, result, times)`` is called on the main thread after the sinks (tests and
     callers that want results in memory).

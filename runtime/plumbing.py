@@ -24,7 +24,9 @@ POLL_S = 0.1  # how often a blocked put/get looks at the stop event
 class Closable(Protocol):
     """A sink (or anything) with ``close()``; ``stop_requested`` when present asks to end."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush and release; called exactly once per run."""
+        ...
 
 
 def put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

@@ -318,6 +318,8 @@ def node_split(session: ort.InferenceSession) -> dict[str, int]:
 
 
 class SessionChoice(NamedTuple):
+    """The session created, the provider it runs on, and why each better one was skipped."""
+
     session: ort.InferenceSession
     provider: Provider
     fallback_reasons: list[str]
