@@ -14,12 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge_mtl.runtime.cli import add_openvino_arguments
+from edge_mtl.runtime.cli import PROVIDER_CHOICES, add_openvino_arguments
 
 if TYPE_CHECKING:
     from edge_mtl.bench.measure import BenchSettings, Row
-
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
 
 
 def register(

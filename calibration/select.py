@@ -18,10 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 from edge_mtl.runtime.errors import InputError
-from edge_mtl.runtime.files import read_json
+from edge_mtl.runtime.files import IMAGE_SUFFIXES, read_json
 
 DEFAULT_SIZE = 300
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STRATUM_KEYS = ("timeofday", "weather")
 UNKNOWN = "unknown"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from edge_mtl.runtime.cli import PROVIDER_CHOICES
+from edge_mtl.runtime.options import Provider, choices
 
 # Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
 # providers, and the row would compare kernels rather than quantization.
-EVAL_PROVIDERS = tuple(p for p in PROVIDER_CHOICES if p != "auto")
+EVAL_PROVIDERS = choices(Provider)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

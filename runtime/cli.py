@@ -1,7 +1,8 @@
 """The ``edge-mtl run`` subcommand: a model on a source, into a window, a video and/or JSON lines.
 
-Only the standard library is imported at module level; numpy, OpenCV and onnxruntime load
-inside :func:`cmd_run`, so ``edge-mtl --help`` stays instant and nothing here ever touches torch.
+Only the standard library and the enums of ``options`` (stdlib only) load at module level; numpy,
+OpenCV and onnxruntime load inside :func:`cmd_run`, so ``edge-mtl --help`` stays instant and
+nothing here ever touches torch.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
-OV_PRECISIONS = ("auto", "f32", "bf16", "f16")
+from edge_mtl.runtime.options import OVPrecision, Provider, choices
+
+PROVIDER_CHOICES = choices(Provider, auto=True)
+OV_PRECISIONS = choices(OVPrecision)
 
 log = logging.getLogger("edge_mtl.runtime")
 

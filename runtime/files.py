@@ -21,6 +21,12 @@ from typing import IO, Any
 
 from edge_mtl.runtime.errors import InputError
 
+# File suffixes (lower case) read as images everywhere: sources, calibration sets, training
+# folders and KITTI. All of them decode with cv2.imread, which every stage uses.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -51,11 +57,13 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
     with atomic_write(path, "w") as f:
         f.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, indent: int | None = None) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a final newline when ``indent`` is set)."""
     write_text_atomic(path, json.dumps(data, indent=indent) + ("\n" if indent else ""))
 
 

@@ -55,6 +55,7 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def cpu_model() -> str:
+    """The CPU's marketing name (/proc/cpuinfo ``model name``), else what ``platform`` knows."""
     return _first("model name") or platform.processor() or platform.machine()
 
 
@@ -99,6 +100,8 @@ def has_vnni() -> bool:
 
 
 def isa_summary() -> str:
+    """The speed-relevant ISA flags this CPU has (Linux names, e.g. ``avx2, avx512f``), in the
+    order of :data:`ISA_FEATURES`; ``baseline`` when it has none."""
     flags = cpu_flags()
     named = [f for f, _ in ISA_FEATURES if f in flags and f != "f16c"]
     return ", ".join(named) or "baseline"

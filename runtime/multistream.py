@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import logging
 import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -31,15 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edge_mtl.runtime import plumbing
 from edge_mtl.runtime.engine import Engine, FrameResult
 from edge_mtl.runtime.errors import EdgeMTLError
+from edge_mtl.runtime.plumbing import END
 from edge_mtl.runtime.preprocess import Letterbox
 from edge_mtl.runtime.sinks import Sink, StageTimes
 from edge_mtl.runtime.sources import Frame, FrameSource
 
 log = logging.getLogger("edge_mtl.runtime")
-
-_END = object()  # end of the batch stream, passed from the batcher to the main thread
 
 
 class StreamState(enum.Enum):
@@ -85,9 +84,11 @@ class StreamSummary:
 
     @property
     def fps(self) -> float:
+        """This stream's frames per second (0.0 when it delivered none)."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        """One line for the run summary: frames, FPS, latency p50/p99 ms, drops, state."""
         state = self.state.value + (f": {self.error}" if self.error else "")
         return (
             f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, latency "
@@ -110,6 +111,7 @@ class MultiStreamSummary:
 
     @property
     def frames(self) -> int:
+        """Frames delivered over all streams."""
         return sum(s.frames for s in self.streams)
 
     @property
@@ -119,6 +121,7 @@ class MultiStreamSummary:
 
     @property
     def mean_batch(self) -> float:
+        """Frames per ``session.run`` on average."""
         return self.batched_frames / self.batches if self.batches else 0.0
 
     @property
@@ -137,6 +140,7 @@ class MultiStreamSummary:
         )
 
     def lines(self) -> list[str]:
+        """One :meth:`StreamSummary.line` per stream, then the aggregate :meth:`line`."""
         return [s.line() for s in self.streams] + [self.line()]
 
 
@@ -299,29 +303,18 @@ class MultiStream:
         return items
 
     def _batcher(self) -> None:
-        try:
-            while (items := self._gather()) is not None:
-                x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
-                t0 = time.perf_counter()
-                outputs = self.engine.run(x)  # (N, ...) per output, row k = items[k]
-                t_inf = time.perf_counter() - t0
-                self._inference_s += t_inf
-                self._batch_sizes.append(len(items))
-                if not self._put((items, outputs, t_inf)):
-                    return
-        except Exception as e:  # re-raised on the main thread by run()
-            self._error = e
-        finally:
-            self._put(_END)
+        while (items := self._gather()) is not None:
+            x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
+            t0 = time.perf_counter()
+            outputs = self.engine.run(x)  # (N, ...) per output, row k = items[k]
+            t_inf = time.perf_counter() - t0
+            self._inference_s += t_inf
+            self._batch_sizes.append(len(items))
+            if not plumbing.put(self._q_post, (items, outputs, t_inf), self._stop):
+                return
 
-    def _put(self, item: Any) -> bool:
-        while True:
-            try:
-                self._q_post.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self._stop.is_set():
-                    return False
+    def _keep_error(self, e: BaseException) -> None:
+        self._error = e  # re-raised on the main thread by run()
 
     # ---- main thread --------------------------------------------------------------------------
 
@@ -333,18 +326,20 @@ class MultiStream:
             s.reader = threading.Thread(
                 target=self._read_loop, args=(s,), name=f"edge-mtl-read-{s.index}", daemon=True
             )
-        batcher = threading.Thread(target=self._batcher, name="edge-mtl-batcher", daemon=True)
-        restore_sigint = self._catch_sigint()
+        batcher = plumbing.stage_thread(
+            "batcher", self._batcher, self._q_post, self._stop, self._keep_error
+        )
+        restore_sigint = plumbing.stop_on_sigint(self.stop)
         t_start = time.perf_counter()
         try:
             for s in self._streams:
                 s.reader.start()
             batcher.start()
-            while (item := self._get()) is not _END:
+            while (item := plumbing.get(self._q_post, self._stop, self._retire)) is not END:
                 self._deliver(*item)
                 self._retire()
-                if self._stop.is_set() or any(
-                    getattr(k, "stop_requested", False) for s in self._streams for k in s.sinks
+                if self._stop.is_set() or plumbing.stop_requested(
+                    k for s in self._streams for k in s.sinks
                 ):
                     break
         except KeyboardInterrupt:
@@ -356,15 +351,6 @@ class MultiStream:
         if self._error is not None:
             raise self._error
         return self._summary(t_start, seconds)
-
-    def _get(self) -> Any:
-        while True:
-            try:
-                return self._q_post.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return _END
-                self._retire()
 
     def _deliver(self, items: list[_Item], outputs: dict[str, np.ndarray], t_inf: float) -> None:
         for k, it in enumerate(items):
@@ -391,24 +377,9 @@ class MultiStream:
 
     def _close_sinks(self, s: _Stream) -> None:
         s.sinks_closed = True
-        for sink in s.sinks:
-            try:
-                sink.close()
-            except Exception as e:  # close every sink, report the first failure
-                if self._error is None:
-                    self._error = e
-
-    def _catch_sigint(self) -> Callable[[], None]:
-        """First Ctrl-C: finish the batch in hand, then stop; a second one raises as usual."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            self.stop()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        failed = plumbing.close_all(s.sinks)
+        if failed is not None and self._error is None:
+            self._error = failed
 
     def _shutdown(self, batcher: threading.Thread) -> None:
         self._stop.set()
@@ -449,12 +420,9 @@ class MultiStream:
         out.batched_frames = sum(self._batch_sizes)
         out.inference_mean_ms = 1e3 * self._inference_s / out.batches if out.batches else 0.0
         for s in self._streams:
-            lat = s.latencies
             row = StreamSummary(s.index, s.name, s.state, s.done, error=s.error)
             row.seconds = (s.t_last - t_start) if s.t_last is not None else 0.0
             row.drops, row.reconnects = int(s.source.drops), int(s.source.reconnects)
-            if lat:
-                p50, p99 = np.percentile(lat, [50, 99])
-                row.latency_p50_ms, row.latency_p99_ms = float(p50), float(p99)
+            row.latency_p50_ms, row.latency_p99_ms = plumbing.latency_percentiles(s.latencies)
             out.streams.append(row)
         return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edge_mtl.runtime import plumbing
 from edge_mtl.runtime.engine import Engine
+from edge_mtl.runtime.plumbing import END
 from edge_mtl.runtime.sinks import Sink, StageTimes
 from edge_mtl.runtime.sources import FrameSource
 
 log = logging.getLogger("edge_mtl.runtime")
-
-_END = object()  # end-of-stream marker passed down the queues
 
 
 @dataclass
@@ -47,6 +46,7 @@ class RunSummary:
 
     @property
     def fps(self) -> float:
+        """Frames per second over the run (0.0 for an empty run)."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
@@ -66,6 +66,8 @@ class RunSummary:
 class Pipeline:
     """Runs ``engine`` over ``source`` into ``sinks`` until the source ends, ``max_frames``
     frames are done, a sink asks to stop (``stop_requested``), or Ctrl-C.
+
+    ``queue_size``: frames each stage may hold ahead (default 2 for files, 1 for live sources).
 
     ``on_result(frame, result, times)`` is called on the main thread after the sinks (tests and
     callers that want results in memory).
@@ -95,62 +97,41 @@ class Pipeline:
     # ---- queue helpers that give up when the pipeline stops -------------------------------
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return plumbing.put(q, item, self._stop)
 
     def _get(self, q: queue.Queue[Any]) -> Any:
-        while True:
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return _END
+        return plumbing.get(q, self._stop)
 
-    def _worker(self, body: Callable[[], None], out: queue.Queue[Any]) -> Callable[[], None]:
-        """Wrap a stage: any error is kept for the main thread and ends the stream downstream."""
-
-        def run() -> None:
-            try:
-                body()
-            except Exception as e:  # re-raised on the main thread by run()
-                self._error = e
-            finally:
-                self._put(out, _END)
-
-        return run
+    def _keep_error(self, e: BaseException) -> None:
+        self._error = e  # re-raised on the main thread by run()
 
     # ---- stages -------------------------------------------------------------------------
 
     def _take(self) -> Any:
-        """Next frame from the source, or ``_END`` (source ended, stopped, max_frames reached)."""
+        """Next frame from the source, or ``END`` (source ended, stopped, max_frames reached)."""
         if self._stop.is_set() or (self.max_frames is not None and self._taken >= self.max_frames):
-            return _END
+            return END
         frame = self.source.read()
         if frame is None:
-            return _END
+            return END
         self._taken += 1
         return frame
 
     def _capture(self) -> None:
-        while (frame := self._take()) is not _END:
+        while (frame := self._take()) is not END:
             if not self._put(self._q_pre, frame):
                 return
 
     def _preprocess(self) -> None:
         live = self.source.live
-        while (frame := self._take() if live else self._get(self._q_pre)) is not _END:
+        while (frame := self._take() if live else self._get(self._q_pre)) is not END:
             t0 = time.perf_counter()
             x, lbs = self.engine.preprocess([frame.image])
             if not self._put(self._q_inf, (frame, x, lbs, time.perf_counter() - t0)):
                 return
 
     def _inference(self) -> None:
-        while (item := self._get(self._q_inf)) is not _END:
+        while (item := self._get(self._q_inf)) is not END:
             frame, x, lbs, t_pre = item
             t0 = time.perf_counter()
             outputs = self.engine.run(x)
@@ -167,10 +148,10 @@ class Pipeline:
             ("inference", self._inference, self._q_post),
         ]
         threads = [
-            threading.Thread(target=self._worker(body, out), name=f"edge-mtl-{name}", daemon=True)
+            plumbing.stage_thread(name, body, out, self._stop, self._keep_error)
             for name, body, out in stages[1 if self.source.live else 0 :]
         ]
-        restore_sigint = self._catch_sigint()
+        restore_sigint = plumbing.stop_on_sigint(self._on_sigint)
         summary = RunSummary()
         totals: list[float] = []
         sums = np.zeros(3)
@@ -178,7 +159,7 @@ class Pipeline:
         try:
             for t in threads:
                 t.start()
-            while (item := self._get(self._q_post)) is not _END:
+            while (item := self._get(self._q_post)) is not END:
                 frame, outputs, lbs, t_pre, t_inf = item
                 t0 = time.perf_counter()
                 result = self.engine.postprocess(outputs, lbs)[0]
@@ -192,9 +173,7 @@ class Pipeline:
                     sink.write(frame, result, times)
                 if self.on_result is not None:
                     self.on_result(frame, result, times)
-                if self._interrupted or any(
-                    getattr(s, "stop_requested", False) for s in self.sinks
-                ):
+                if self._interrupted or plumbing.stop_requested(self.sinks):
                     break
         except KeyboardInterrupt:
             self._interrupted = True
@@ -208,8 +187,7 @@ class Pipeline:
         n = len(totals)
         summary.frames = n
         if n:
-            p50, p99 = np.percentile(totals, [50, 99])
-            summary.latency_p50_ms, summary.latency_p99_ms = float(p50), float(p99)
+            summary.latency_p50_ms, summary.latency_p99_ms = plumbing.latency_percentiles(totals)
             means = sums / n
             summary.stage_mean_ms = dict(zip(("preprocess", "inference", "postprocess"), means))
         summary.drops = self.source.drops
@@ -218,19 +196,10 @@ class Pipeline:
         summary.corrupt = self.source.corrupt
         return summary
 
-    def _catch_sigint(self) -> Callable[[], None]:
-        """First Ctrl-C: finish the frame in hand, then stop (every sink gets whole frames).
-        A second Ctrl-C raises KeyboardInterrupt as usual. Returns the undo function."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            self._interrupted = True
-            self._stop.set()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
+    def _on_sigint(self) -> None:
+        """First Ctrl-C: finish the frame in hand, then stop; a second one raises as usual."""
+        self._interrupted = True
+        self._stop.set()
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         self._stop.set()
@@ -243,11 +212,6 @@ class Pipeline:
                 t.join(timeout=10.0)
         if not self.source.live:
             self.source.close()
-        errors = []
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as e:  # close every sink, report the first failure
-                errors.append(e)
-        if errors and self._error is None:
-            self._error = errors[0]
+        failed = plumbing.close_all(self.sinks)
+        if failed is not None and self._error is None:
+            self._error = failed

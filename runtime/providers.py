@@ -22,7 +22,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,49 +42,18 @@ from edge_mtl.runtime.hardware import (
     has_native_fp16,
 )
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.options import (  # the enums live there so CLIs need no onnxruntime
+    AUTO,
+    GPU_PROVIDERS,  # noqa: F401  (re-exported: engine imports it from here)
+    GraphOptLevel,
+    OVPrecision,
+    Provider,
+    choices,
+)
 
 SEE_ORT = "(edge-mtl --debug shows onnxruntime's own message)"
 
 log = logging.getLogger("edge_mtl.runtime")
-
-
-class Provider(str, Enum):
-    """Execution providers we know how to configure, best first."""
-
-    TENSORRT = "tensorrt"
-    CUDA = "cuda"
-    OPENVINO = "openvino"
-    CPU = "cpu"
-
-    @property
-    def ort_name(self) -> str:
-        return _ORT_NAMES[self]
-
-
-_ORT_NAMES = {
-    Provider.TENSORRT: "TensorrtExecutionProvider",
-    Provider.CUDA: "CUDAExecutionProvider",
-    Provider.OPENVINO: "OpenVINOExecutionProvider",
-    Provider.CPU: "CPUExecutionProvider",
-}
-GPU_PROVIDERS = (Provider.TENSORRT, Provider.CUDA)  # outputs can stay on an NVIDIA GPU
-
-
-class OVPrecision(str, Enum):
-    """OpenVINO's inference precision hint. ``auto`` keeps OpenVINO's default: on CPUs bf16
-    where the CPU computes bf16 natively (AMX, AVX512-BF16), f32 elsewhere; f16 on GPU/NPU."""
-
-    AUTO = "auto"
-    F32 = "f32"
-    BF16 = "bf16"
-    F16 = "f16"
-
-
-class GraphOptLevel(str, Enum):
-    DISABLE = "disable"
-    BASIC = "basic"
-    EXTENDED = "extended"
-    ALL = "all"
 
 
 _ORT_OPT = {
@@ -97,22 +65,17 @@ _ORT_OPT = {
 
 
 def default_trt_cache_dir() -> Path:
-    """Where TensorRT engines and timing caches go unless told: ``$XDG_CACHE_HOME/edge-mtl/trt``."""
+    """Where TensorRT engines and timing caches go unless told (``EngineConfig.trt_cache_dir``):
+    ``$XDG_CACHE_HOME/edge-mtl/tensorrt``, else ``~/.cache/edge-mtl/tensorrt``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edge-mtl" / "tensorrt"
-
-
-def default_ov_cache_dir() -> Path:
-    """Where ``--ov-cache`` without a folder would go: ``$XDG_CACHE_HOME/edge-mtl/openvino``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edge-mtl" / "openvino"
 
 
 def parse_providers(providers: str | Sequence[str | Provider]) -> tuple[list[Provider], bool]:
     """``"auto"`` -> all, best first, with fallback; one name -> only that one (strict);
     a list -> that order with fallback. Returns (candidates, strict)."""
     if isinstance(providers, (str, Provider)):
-        if str(getattr(providers, "value", providers)).lower() == "auto":
+        if str(getattr(providers, "value", providers)).lower() == AUTO:
             return list(Provider), False
         names, strict = [providers], True
     else:
@@ -122,7 +85,7 @@ def parse_providers(providers: str | Sequence[str | Provider]) -> tuple[list[Pro
         try:
             out.append(Provider(str(getattr(n, "value", n)).lower()))
         except ValueError:
-            known = ", ".join(["auto", *(p.value for p in Provider)])
+            known = ", ".join(choices(Provider, auto=True))
             raise InputError(f"provider {n!r} is unknown (expected one of: {known})") from None
     if not out:
         raise InputError("providers: the list is empty")
@@ -293,10 +256,10 @@ def openvino_options(
     return {"device_type": device, "load_config": json.dumps({device: props})}
 
 
-def _ov_cpu_computes(kind: str) -> bool:
-    """Whether OpenVINO's CPU plugin runs ``bf16``/``f16`` as asked on this CPU (its rule:
-    AVX512-BF16/AMX for bf16, AVX512-FP16/AMX-FP16 for f16, AVX-NE-CONVERT for both)."""
-    native = has_native_bf16() if kind == "bf16" else has_native_fp16()
+def _ov_cpu_computes(hint: OVPrecision) -> bool:
+    """Whether OpenVINO's CPU plugin runs a ``bf16``/``f16`` hint as asked on this CPU (its
+    rule: AVX512-BF16/AMX for bf16, AVX512-FP16/AMX-FP16 for f16, AVX-NE-CONVERT for both)."""
+    native = has_native_bf16() if OVPrecision(hint) is OVPrecision.BF16 else has_native_fp16()
     return native or "avx_ne_convert" in cpu_flags()
 
 
@@ -316,8 +279,8 @@ def openvino_precision(device: str, hint: OVPrecision, stored: Precision) -> tup
             f"auto: OpenVINO's CPU default, {'native bf16' if run == 'bf16' else 'no native bf16'}"
         )
     else:
-        ok = _ov_cpu_computes(hint.value)
-        run = {"bf16": "bf16", "f16": "fp16"}[hint.value] if ok else "fp32"
+        ok = _ov_cpu_computes(hint)
+        run = {OVPrecision.BF16: "bf16", OVPrecision.F16: "fp16"}[hint] if ok else "fp32"
         why = f"{hint.value} hint" + ("" if ok else ", not native on this CPU: OpenVINO keeps f32")
     if stored is Precision.INT8:
         return "int8", f"quantized ops int8, the rest {run} ({why})"
@@ -355,6 +318,8 @@ def node_split(session: ort.InferenceSession) -> dict[str, int]:
 
 
 class SessionChoice(NamedTuple):
+    """The session created, the provider it runs on, and why each better one was skipped."""
+
     session: ort.InferenceSession
     provider: Provider
     fallback_reasons: list[str]

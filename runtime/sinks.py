@@ -45,6 +45,7 @@ class StageTimes:
     extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
+        """Stage name -> milliseconds rounded to 3 decimals (``extra`` stages included)."""
         d = {
             "preprocess": self.preprocess,
             "inference": self.inference,
@@ -56,9 +57,16 @@ class StageTimes:
 
 
 class Sink(Protocol):
-    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None: ...
+    """Where results go, frame by frame, on the caller's (main) thread. A sink may set
+    ``stop_requested`` True to end the run (a window's q)."""
 
-    def close(self) -> None: ...
+    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Take one frame's result: ``frame.image`` uint8 BGR HWC, boxes in its pixels, ms."""
+        ...
+
+    def close(self) -> None:
+        """Finish the output (file complete, window gone); called exactly once."""
+        ...
 
 
 def draw_overlay(image: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
@@ -113,6 +121,7 @@ class WindowSink:
         self._last: float | None = None
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Show the frame with its overlay and a smoothed FPS; poll the keyboard for q/Esc."""
         now = time.perf_counter()
         if self._last is not None and now > self._last:
             inst = 1.0 / (now - self._last)
@@ -123,6 +132,7 @@ class WindowSink:
             self.stop_requested = True
 
     def close(self) -> None:
+        """Close the window."""
         cv2.destroyWindow(self.title)
 
 
@@ -156,6 +166,7 @@ class VideoSink:
         return writer
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Append the frame with its overlay (the file opens on the first frame)."""
         image = draw_overlay(frame.image, result)
         if self._writer is None:
             self._size = (image.shape[1], image.shape[0])
@@ -166,6 +177,7 @@ class VideoSink:
         self.frames += 1
 
     def close(self) -> None:
+        """Finalise the video file (playable from here on)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
@@ -193,6 +205,7 @@ class JsonlSink:
         self.frames = 0
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Append one record (see the class docstring) and flush the line."""
         assert self._fh is not None, "write after close"
         record = {
             "timestamp": round(frame.timestamp, 6),
@@ -206,6 +219,7 @@ class JsonlSink:
         self.frames += 1
 
     def close(self) -> None:
+        """Close the file; every line written is complete."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None

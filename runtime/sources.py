@@ -28,6 +28,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
+from edge_mtl.runtime.files import IMAGE_SUFFIXES
 
 log = logging.getLogger("edge_mtl.runtime")
 
@@ -36,7 +37,6 @@ log = logging.getLogger("edge_mtl.runtime")
 # opens; a value set by the user wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STALL_TIMEOUT_S = 5.0  # a live source with no usable frame for this long is reconnected
 MAX_BAD_VIDEO_FRAMES = 30  # consecutive undecodable frames before a video file counts as ended
@@ -66,17 +66,25 @@ class FrameSource(Protocol):
     stalls: int  # reads that waited ``stall_timeout_s`` for nothing (live sources)
     corrupt: int  # frames or images that could not be decoded, skipped
 
-    def read(self) -> Frame | None: ...
+    def read(self) -> Frame | None:
+        """The next frame (uint8 BGR HWC), waiting for it; ``None`` at the end."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the file, camera or stream; ``read`` returns ``None`` afterwards."""
+        ...
 
 
 class Capture(Protocol):
     """The part of ``cv2.VideoCapture`` we use (tests plug in fakes)."""
 
-    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """(ok, image): the next decoded image, uint8 BGR HWC as OpenCV gives it."""
+        ...
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Close the device or stream."""
+        ...
 
 
 def _frame(image: np.ndarray, index: int, name: str = "") -> Frame:
@@ -117,6 +125,7 @@ class ImageFilesSource:
         self.drops = self.reconnects = self.stalls = self.corrupt = 0
 
     def read(self) -> Frame | None:
+        """The next decodable image, in order; ``None`` after the last one."""
         while self._next < len(self._paths):
             path = self._paths[self._next]
             self._next += 1
@@ -135,6 +144,7 @@ class ImageFilesSource:
         return None
 
     def close(self) -> None:
+        """Skip the remaining files."""
         self._next = len(self._paths)
 
 
@@ -162,6 +172,7 @@ class VideoFileSource:
         self._ended = False
 
     def read(self) -> Frame | None:
+        """The next decodable frame, in order; ``None`` at the end of the video."""
         bad = 0
         while not self._ended:
             ok, image = self._cap.read()
@@ -185,6 +196,7 @@ class VideoFileSource:
             )  # fmt: skip
 
     def close(self) -> None:
+        """Release the file; ``read`` returns ``None`` afterwards."""
         self._ended = True
         self._cap.release()
 
@@ -369,6 +381,7 @@ class LiveSource:
             return frame
 
     def close(self) -> None:
+        """Stop the capture thread (waits up to 5 s for it); ``read`` returns ``None``."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -401,7 +414,7 @@ def _is_glob(spec: str) -> bool:
 
 def _images_in(paths: list[str]) -> list[Path]:
     return sorted(
-        Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS and os.path.isfile(p)
+        Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(p)
     )
 
 
@@ -425,7 +438,7 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
             raise InputError(f"source {spec}: cannot list the folder ({e.strerror})") from None
         return ImageFilesSource(_images_in(entries), spec)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTS:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([path], spec)
         return VideoFileSource(spec)
     if _is_glob(spec):
@@ -434,6 +447,6 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
 
 
 def iter_frames(source: FrameSource) -> Iterator[Frame]:
-    """Iterate a source until it ends."""
+    """The source's frames (uint8 BGR HWC :class:`Frame` objects) until it ends."""
     while (frame := source.read()) is not None:
         yield frame

@@ -17,8 +17,7 @@ from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import BadEntries, image_problem
 from edge_mtl.runtime.errors import InputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from edge_mtl.runtime.files import IMAGE_SUFFIXES
 
 
 def read_folder(

@@ -19,6 +19,7 @@ from edge_mtl.data.bdd import Record
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import BadEntries, EntryError, image_problem
 from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import IMAGE_SUFFIXES
 
 # KITTI type -> BDD100K-style model class. Misc is left unmapped on purpose: it is reported.
 KITTI_CATEGORIES = {
@@ -31,7 +32,6 @@ KITTI_CATEGORIES = {
     "Tram": "train",
     "DontCare": IGNORE,  # regions KITTI leaves unlabelled; not objects
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FIELDS = ("type", "truncated", "occluded", "alpha", "left", "top", "right", "bottom")
 FIELDS += ("height", "width", "length", "x", "y", "z", "rotation_y")
 

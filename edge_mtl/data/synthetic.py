@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from edge_mtl.data.labels import DET_CLASSES
+from edge_mtl.data.synthetic_objects import DRAW, Painter, fill
 from edge_mtl.data.synthetic_spec import LANE_W, SceneSpec, _Obj, sample_spec
 
 CAM_H = 1.5  # camera height above the road, metres
@@ -111,10 +112,6 @@ def _quad(cam: _Camera, x0, x1, y0, y1, z0, z1) -> np.ndarray:
     return np.stack([u, v], 1)
 
 
-def _fill(img: np.ndarray, pts: np.ndarray, color) -> None:
-    cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], color, cv2.LINE_AA, shift=4)
-
-
 def _draw_background(
     img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float, lights: list
 ) -> None:
@@ -137,13 +134,13 @@ def _draw_background(
         ul, vl = cam.project(-xs, 0.0, zs)
         ur, vr = cam.project(xs, 0.0, zs)
         poly = np.concatenate([np.stack([ul, vl], 1), np.stack([ur, vr], 1)[::-1]])
-        _fill(img, poly, color)
+        fill(img, poly, color)
     # lane markings: dashes 3 m long every 10 m, scrolling with travel
     for i in range(1, spec.lanes):
         xm = (i - spec.lanes / 2) * LANE_W
         start = (-travel) % 10.0
         for z0 in np.arange(start + Z_NEAR * 0.9, 150, 10.0):
-            _fill(img, _quad(cam, xm - 0.08, xm + 0.08, 0, 0, z0, z0 + 3.0), (225, 225, 225))
+            fill(img, _quad(cam, xm - 0.08, xm + 0.08, 0, 0, z0, z0 + 3.0), (225, 225, 225))
     for side in (-1, 1):  # solid edge lines
         xe = side * (spec.road_half - 0.2)
         u0, v0 = cam.project(xe, 0.0, zs)
@@ -159,20 +156,20 @@ def _draw_background(
             continue
         z0 = max(z0, Z_NEAR * 0.7)
         x = side * off
-        _fill(img, _quad(cam, x, x, 0, height, z0, z1), color)
+        fill(img, _quad(cam, x, x, 0, height, z0, z1), color)
         if style == "house":
             u, v = cam.project(
                 np.array([x, x, x]),
                 np.array([height, height + 2.5, height]),
                 np.array([z0, (z0 + z1) / 2, z1]),
             )
-            _fill(img, np.stack([u, v], 1), (40, 50, 110))
+            fill(img, np.stack([u, v], 1), (40, 50, 110))
         step = 3.0
         for zw in np.arange(z0 + 1.0, z1 - 1.0, step):
             for yw in np.arange(2.0, height - 1.0, step):
                 lit = spec.timeofday != "daytime" and (hash((spec.seed, int(zw), int(yw))) % 3 == 0)
                 wcol = (120, 210, 250) if lit else tuple(int(c * 0.55) for c in color)
-                _fill(img, _quad(cam, x, x, yw, yw + 1.2, zw, zw + 1.5), wcol)
+                fill(img, _quad(cam, x, x, yw, yw + 1.2, zw, zw + 1.5), wcol)
                 if lit:
                     u, v = cam.project(x, yw + 0.6, zw + 0.75)
                     lights.append((u, v, min(3.0, cam.f * 0.4 / max(zw, 1)), (120, 210, 250)))
@@ -180,136 +177,44 @@ def _draw_background(
         z = z - travel
         if z < Z_NEAR:
             continue
-        _fill(img, _quad(cam, x - 0.2, x + 0.2, 0, height - radius, z, z), (40, 60, 80))
+        fill(img, _quad(cam, x - 0.2, x + 0.2, 0, height - radius, z, z), (40, 60, 80))
         u, v = cam.project(x, height - radius * 0.6, z)
         cv2.circle(
             img, (int(u), int(v)), max(1, int(cam.f * radius / z)), (40, 110, 50), -1, cv2.LINE_AA
         )
 
 
-def _draw_object(
-    patch: np.ndarray,
-    mask: np.ndarray,
-    o: _Obj,
-    bw: float,
-    bh: float,
-    ox: float,
-    oy: float,
-    night: bool,
-    lights: list,
+def _draw_support(
+    img: np.ndarray, cam: _Camera, o: _Obj, z: float, night: bool, spec: SceneSpec
 ) -> None:
-    """Draw object ``o`` into ``patch``/``mask`` with its box spanning (ox, oy, ox+bw, oy+bh)."""
-
-    def rect(x0, y0, x1, y1, color, into_mask=True):
-        p = np.array(
-            [
-                [ox + x0 * bw, oy + y0 * bh],
-                [ox + x1 * bw, oy + y0 * bh],
-                [ox + x1 * bw, oy + y1 * bh],
-                [ox + x0 * bw, oy + y1 * bh],
-            ]
-        )
-        _fill(patch, p, color)
-        if into_mask:
-            _fill(mask, p, 255)
-
-    def disc(cx, cy, r, color, into_mask=True):
-        c = (round((ox + cx * bw) * 16), round((oy + cy * bh) * 16))
-        rad = max(16, round(r * min(bw, bh) * 16))
-        cv2.circle(patch, c, rad, color, -1, cv2.LINE_AA, shift=4)
-        if into_mask:
-            cv2.circle(mask, c, rad, 255, -1, cv2.LINE_AA, shift=4)
-
-    col = o.color
-    dark = tuple(int(c * 0.45) for c in col)
-    if o.kind == "car":
-        rect(0.08, 0.0, 0.92, 0.45, col)  # cabin
-        rect(0.16, 0.06, 0.84, 0.40, (60, 50, 45) if not night else (20, 20, 20), False)
-        rect(0.0, 0.38, 1.0, 0.85, col)  # body
-        rect(0.0, 0.78, 0.18, 1.0, (20, 20, 20))  # wheels
-        rect(0.82, 0.78, 1.0, 1.0, (20, 20, 20))
-        rect(0.3, 0.62, 0.7, 0.74, (200, 200, 200) if o.variant % 2 else dark, False)
-        for lx in (0.06, 0.80):
-            rect(lx, 0.45, lx + 0.14, 0.56, (30, 30, 230), False)
-            lights.append((ox + (lx + 0.07) * bw, oy + 0.5 * bh, 0.12 * bw, (60, 60, 255)))
-    elif o.kind == "truck":
-        rect(0.0, 0.0, 1.0, 0.82, col)  # cargo box
-        for i in range(1, 4):
-            rect(i / 4 - 0.01, 0.03, i / 4 + 0.01, 0.8, dark, False)
-        rect(0.02, 0.78, 0.98, 0.9, (50, 50, 50))  # bumper
-        rect(0.05, 0.88, 0.25, 1.0, (20, 20, 20))
-        rect(0.75, 0.88, 0.95, 1.0, (20, 20, 20))
-        for lx in (0.04, 0.86):
-            rect(lx, 0.74, lx + 0.1, 0.8, (30, 30, 230), False)
-            lights.append((ox + (lx + 0.05) * bw, oy + 0.77 * bh, 0.08 * bw, (60, 60, 255)))
-    elif o.kind == "bus":
-        rect(0.0, 0.0, 1.0, 0.92, col)
-        rect(0.06, 0.05, 0.94, 0.13, (20, 20, 20), False)  # destination display
-        rect(0.07, 0.07, 0.6, 0.11, (0, 180, 255), False)
-        rect(0.06, 0.18, 0.94, 0.5, (70, 60, 50) if not night else (90, 160, 190), False)
-        rect(0.0, 0.86, 1.0, 0.93, (40, 40, 40))
-        rect(0.06, 0.9, 0.22, 1.0, (20, 20, 20))
-        rect(0.78, 0.9, 0.94, 1.0, (20, 20, 20))
-        for lx in (0.04, 0.88):
-            rect(lx, 0.66, lx + 0.08, 0.78, (30, 30, 230), False)
-            lights.append((ox + (lx + 0.04) * bw, oy + 0.72 * bh, 0.07 * bw, (60, 60, 255)))
-    elif o.kind == "person":
-        skin = [(140, 170, 210), (80, 110, 160), (60, 80, 110)][o.variant]
-        disc(0.5, 0.08, 0.5 * 0.16 * bh / max(bw, 1e-6) if bh < bw else 0.28, skin)
-        rect(0.18, 0.15, 0.82, 0.55, col)  # torso
-        rect(0.0, 0.17, 0.18, 0.5, col)  # arms
-        rect(0.82, 0.17, 1.0, 0.5, col)
-        pants = (60, 40, 30) if o.variant != 1 else (40, 40, 40)
-        step = 0.12 * (1 if o.variant % 2 else -1)
-        rect(0.2 + step / 2, 0.55, 0.47 + step / 2, 1.0, pants)
-        rect(0.53 - step / 2, 0.55, 0.8 - step / 2, 1.0, pants)
-    elif o.kind == "traffic light":
-        rect(0.0, 0.0, 1.0, 1.0, (25, 30, 30))
-        lamps = [(40, 40, 240), (30, 200, 250), (90, 220, 60)]
-        for i, c in enumerate(lamps):
-            on = i == o.variant
-            disc(0.5, 0.18 + 0.32 * i, 0.3, c if on else (50, 55, 55), False)
-            if on:
-                lights.append((ox + 0.5 * bw, oy + (0.18 + 0.32 * i) * bh, 0.5 * bw, c))
-    elif o.kind == "traffic sign":
-        if o.variant == 0:  # round prohibitory
-            disc(0.5, 0.5, 0.5, (30, 30, 210))
-            disc(0.5, 0.5, 0.36, (235, 235, 235), False)
-        elif o.variant == 1:  # triangle warning
-            p = np.array([[ox + 0.5 * bw, oy], [ox + bw, oy + bh], [ox, oy + bh]])
-            _fill(patch, p, (30, 30, 210))
-            _fill(mask, p, 255)
-            q = np.array(
-                [
-                    [ox + 0.5 * bw, oy + 0.3 * bh],
-                    [ox + 0.78 * bw, oy + 0.85 * bh],
-                    [ox + 0.22 * bw, oy + 0.85 * bh],
-                ]
-            )
-            _fill(patch, q, (235, 235, 235))
-        else:  # rectangular information
-            rect(0.0, 0.0, 1.0, 1.0, (160, 90, 20))
-            rect(0.15, 0.3, 0.85, 0.45, (235, 235, 235), False)
-            rect(0.15, 0.55, 0.65, 0.7, (235, 235, 235), False)
+    """What ties object ``o`` to the road: a pole under a raised object, a shadow under a
+    vehicle in clear daylight."""
+    u, v = cam.project(o.x, o.elevation, z)
+    s = cam.f / z
+    if o.elevation > 0:  # pole from the ground to the object
+        ug, vg = cam.project(o.x, 0.0, z)
+        thick = max(1, int(0.1 * s))
+        cv2.line(img, (int(ug), int(vg)), (int(u), int(v)), (90, 90, 90), thick, cv2.LINE_AA)
+    if o.kind in ("car", "truck", "bus") and spec.weather == "clear" and not night:
+        bw = _SIZES[o.kind][0] * s
+        axes = (int(bw * 0.6), max(1, int(bw * 0.08)))
+        cv2.ellipse(img, (int(u), int(v)), axes, 0, 0, 360, (40, 40, 40), -1, cv2.LINE_AA)
 
 
-def render_spec(
-    spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator | None = None
-) -> Scene:
-    """Draw ``spec`` with the camera moved ``travel`` metres forward."""
-    rng = rng if rng is not None else np.random.default_rng(spec.seed + 7919)
+def _paint_objects(
+    img: np.ndarray,
+    spec: SceneSpec,
+    cam: _Camera,
+    travel: float,
+    lights: list,
+    ids: np.ndarray,
+    depth: np.ndarray,
+) -> list[tuple[int, str, tuple[float, float, float, float], int]]:
+    """Paint the objects far to near into ``img``, marking each one's visible pixels in ``ids``
+    (rank + 1) and ``depth`` (metres). Returns (id, kind, nominal xyxy box, drawn pixels)."""
     h, w = spec.hw
-    cam = _Camera(spec)
     night = spec.timeofday == "night"
-    img = np.zeros((h, w, 3), np.uint8)
-    lights: list = []
-    _draw_background(img, spec, cam, travel, lights)
-    ids = np.zeros((h, w), np.int32)
-    depth = np.full((h, w), np.inf, np.float32)
-    rows = np.arange(h, dtype=np.float32) - spec.horizon
-    depth[:] = np.where(rows > 0, cam.f * CAM_H / np.maximum(rows, 1e-3), np.inf)[:, None]
-
-    placed = []  # (obj index, nominal box, drawn pixel count)
+    placed = []
     objs = [(o, o.z - travel * (1 - o.speed)) for o in spec.objects]
     objs = [(o, z) for o, z in objs if z > Z_NEAR * 1.2]
     order = sorted(range(len(objs)), key=lambda i: -objs[i][1])
@@ -317,50 +222,42 @@ def render_spec(
         o, z = objs[i]
         ow, oh = _SIZES[o.kind]
         u, v = cam.project(o.x, o.elevation, z)
-        s = cam.f / z
-        bw, bh = ow * s, oh * s
+        bw, bh = ow * cam.f / z, oh * cam.f / z
         x0, y0 = u - bw / 2, v - bh
-        if o.elevation > 0:  # pole from the ground to the object
-            ug, vg = cam.project(o.x, 0.0, z)
-            cv2.line(
-                img,
-                (int(ug), int(vg)),
-                (int(u), int(v)),
-                (90, 90, 90),
-                max(1, int(0.1 * s)),
-                cv2.LINE_AA,
-            )
-        if o.kind in ("car", "truck", "bus") and spec.weather == "clear" and not night:
-            cv2.ellipse(
-                img,
-                (int(u), int(v)),
-                (int(bw * 0.6), max(1, int(bw * 0.08))),
-                0,
-                0,
-                360,
-                (40, 40, 40),
-                -1,
-                cv2.LINE_AA,
-            )
+        _draw_support(img, cam, o, z, night, spec)
         px0, py0 = math.floor(x0) - 1, math.floor(y0) - 1
         pw, ph = math.ceil(bw) + 3, math.ceil(bh) + 3
-        patch = np.zeros((ph, pw, 3), np.uint8)
-        mask = np.zeros((ph, pw), np.uint8)
+        painter = Painter(
+            np.zeros((ph, pw, 3), np.uint8),
+            np.zeros((ph, pw), np.uint8),
+            bw,
+            bh,
+            x0 - px0,
+            y0 - py0,
+        )
         obj_lights: list = []
-        _draw_object(patch, mask, o, bw, bh, x0 - px0, y0 - py0, night, obj_lights)
+        DRAW[o.kind](painter, o, night, obj_lights)
         fx0, fy0 = max(px0, 0), max(py0, 0)
         fx1, fy1 = min(px0 + pw, w), min(py0 + ph, h)
         if fx1 <= fx0 or fy1 <= fy0:
             continue
-        m = mask[fy0 - py0 : fy1 - py0, fx0 - px0 : fx1 - px0] > 127
+        crop = (slice(fy0 - py0, fy1 - py0), slice(fx0 - px0, fx1 - px0))
+        m = painter.mask[crop] > 127
         region = (slice(fy0, fy1), slice(fx0, fx1))
-        img[region][m] = patch[fy0 - py0 : fy1 - py0, fx0 - px0 : fx1 - px0][m]
+        img[region][m] = painter.patch[crop][m]
         ids[region][m] = rank + 1
         depth[region][m] = z
         lights.extend((lx + px0, ly + py0, r, c) for lx, ly, r, c in obj_lights)
-        nominal = (x0, y0, x0 + bw, y0 + bh)
-        placed.append((rank + 1, o.kind, nominal, int(m.sum())))
+        placed.append((rank + 1, o.kind, (x0, y0, x0 + bw, y0 + bh), int(m.sum())))
+    return placed
 
+
+def _visible_boxes(
+    placed: list, ids: np.ndarray, hw: tuple[int, int]
+) -> tuple[list, list, np.ndarray]:
+    """The labelled boxes (xyxy pixels of the visible pixels) and classes of the placed objects,
+    and the id map relabelled so k+1 marks box k's pixels (0 elsewhere)."""
+    h, w = hw
     boxes, classes = [], []
     seen = np.zeros_like(ids)
     for oid, kind, (nx0, ny0, nx1, ny1), drawn in placed:
@@ -375,7 +272,26 @@ def render_spec(
             continue
         boxes.append(box)
         classes.append(DET_CLASSES.index(kind))
-        seen[ys, xs] = len(boxes)  # k+1 <-> box k
+        seen[ys, xs] = len(boxes)
+    return boxes, classes, seen
+
+
+def render_spec(
+    spec: SceneSpec, travel: float = 0.0, rng: np.random.Generator | None = None
+) -> Scene:
+    """Draw ``spec`` with the camera moved ``travel`` metres forward."""
+    rng = rng if rng is not None else np.random.default_rng(spec.seed + 7919)
+    h, w = spec.hw
+    cam = _Camera(spec)
+    img = np.zeros((h, w, 3), np.uint8)
+    lights: list = []
+    _draw_background(img, spec, cam, travel, lights)
+    ids = np.zeros((h, w), np.int32)
+    rows = np.arange(h, dtype=np.float32) - spec.horizon
+    depth = np.full((h, w), np.inf, np.float32)
+    depth[:] = np.where(rows > 0, cam.f * CAM_H / np.maximum(rows, 1e-3), np.inf)[:, None]
+    placed = _paint_objects(img, spec, cam, travel, lights, ids, depth)
+    boxes, classes, seen = _visible_boxes(placed, ids, spec.hw)
     _apply_atmosphere(img, spec, depth, lights, rng)
     return Scene(
         image=img,

@@ -236,7 +236,7 @@ def test_cpu_engine_reports_the_file_precision(models) -> None:
 )
 def test_openvino_outputs_match_the_cpu_provider(models, kit, hint, tol) -> None:
     _ov_cpu_or_skip()
-    if hint is OVPrecision.BF16 and not providers._ov_cpu_computes("bf16"):
+    if hint is OVPrecision.BF16 and not providers._ov_cpu_computes(OVPrecision.BF16):
         pytest.skip(f"bf16 is not native on this CPU ({hardware.isa_summary()}): OpenVINO runs f32")
     cpu = Engine(models["dense"], "cpu", EngineConfig(intra_op_threads=1, warmup_runs=0))
     config = EngineConfig(intra_op_threads=1, ov_precision=hint, warmup_runs=0)
