@@ -7,9 +7,12 @@ import argparse
 import os
 import sys
 import traceback
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from edge_mtl.runtime.errors import DEBUG_ENV, EdgeMTLError
+
+if TYPE_CHECKING:
+    from edge_mtl.bench.baseline import Baseline
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,34 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
-    compare_cli.register(sub, latency=_side_by_side_latency)
+    compare_cli.register(sub, baseline=torch_baseline)
     export_cli.register(sub)
     quantize_cli.register(sub)
     runtime_cli.register(sub)
-    bench_cli.register(sub, torch_baseline=_torch_baseline, torch_call=_torch_call)
+    bench_cli.register(sub, baseline=torch_baseline)
     env_cli.register(sub)
     return parser
 
 
-def _torch_baseline(*args, **kwargs):
-    """``bench --torch``: imported only when asked for, since it needs torch."""
-    from edge_mtl.export.torch_baseline import bench_torch
+def torch_baseline() -> Baseline:
+    """The one plug from the training side into the measuring tools (``bench --torch`` rows and
+    their calls in turns, ``compare``'s exported latency): imported only when a command asks for
+    it, since it needs torch."""
+    from edge_mtl.export.torch_baseline import TorchBaseline
 
-    return bench_torch(*args, **kwargs)
-
-
-def _torch_call(*args, **kwargs):
-    """``bench --torch``: the torch row's call when the rows are timed in turns."""
-    from edge_mtl.export.torch_baseline import torch_call
-
-    return torch_call(*args, **kwargs)
-
-
-def _side_by_side_latency():
-    """``compare``'s latency measurement exports to ONNX, so it lives in ``export``."""
-    from edge_mtl.export.latency import side_by_side_latency
-
-    return side_by_side_latency
+    return TorchBaseline()
 
 
 def main(argv: list[str] | None = None) -> int:
