@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, NoReturn
 from edge_mtl.runtime.errors import DEBUG_ENV, EdgeMTLError
 
 if TYPE_CHECKING:
+    from collections import Counter
+    from pathlib import Path
+
     from edge_mtl.bench.baseline import Baseline
+    from edge_mtl.data.bdd import Record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands, compare_cli
     from edge_mtl.bench import cli as bench_cli
     from edge_mtl.bench import env as env_cli
+    from edge_mtl.calibration import cli as quantize_cli
     from edge_mtl.export import cli as export_cli
-    from edge_mtl.export import quantize_cli
     from edge_mtl.runtime import cli as runtime_cli
 
     parser = _Parser(
@@ -39,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     compare_cli.register(sub, baseline=torch_baseline)
     export_cli.register(sub)
-    quantize_cli.register(sub)
+    quantize_cli.register(sub, read_labels=read_labels)
     runtime_cli.register(sub)
     bench_cli.register(sub, baseline=torch_baseline)
     env_cli.register(sub)
@@ -53,6 +57,19 @@ def torch_baseline() -> Baseline:
     from edge_mtl.export.torch_baseline import TorchBaseline
 
     return TorchBaseline()
+
+
+def read_labels(
+    root: str | Path,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+) -> tuple[list[Record], Counter]:
+    """``quantize --eval``: the training side's BDD label reader (torch-free), handed to
+    calibration, which may not import the training side (see tests/test_layering.py)."""
+    from edge_mtl.data.bdd import read_bdd
+
+    return read_bdd(root, det_classes, classify, regress)
 
 
 def main(argv: list[str] | None = None) -> int:
