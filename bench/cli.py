@@ -2,7 +2,7 @@
 print the table, write JSON / markdown / plot.
 
 Only argparse is imported at module level; onnxruntime loads inside :func:`cmd_bench`, and
-torch only through ``edge_mtl.export.torch_baseline`` when ``--torch`` is given.
+torch only through the :class:`~edge_mtl.bench.baseline.Baseline` when ``--torch`` is given.
 """
 
 from __future__ import annotations
@@ -11,25 +11,25 @@ import argparse
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.cli import PROVIDER_CHOICES, add_openvino_arguments
 
 if TYPE_CHECKING:
-    from edge_mtl.bench.measure import BenchSettings, Row
+    from edge_mtl.bench.baseline import Baseline, BaselineFactory
+    from edge_mtl.bench.schema import BenchSettings, Row
 
 
 def register(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
-    torch_baseline: Callable[..., list[Row]] | None = None,
-    torch_call: Callable[..., Callable[[], object]] | None = None,
+    baseline: BaselineFactory | None = None,
 ) -> None:
     """Add the ``bench`` subcommand to the ``edge-mtl`` parser.
 
-    ``torch_baseline`` measures the ``--torch CKPT`` rows and ``torch_call`` gives a torch
-    row's call for timing in turns; the caller (``edge_mtl.cli``) passes them in, so runtime
-    never imports torch or edge_mtl itself.
+    ``baseline`` makes the :class:`~edge_mtl.bench.baseline.Baseline` that measures the
+    ``--torch CKPT`` rows (called only then); the composition root (``edge_mtl.cli``) passes it
+    in, so bench never imports torch or the training code itself. Without it ``--torch`` is an
+    error.
     """
     p = sub.add_parser(
         "bench",
@@ -77,12 +77,12 @@ def register(
     p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, torch_baseline=torch_baseline, torch_call=torch_call)
+    p.set_defaults(func=cmd_bench, baseline=baseline)
 
 
 def _settings(args: argparse.Namespace) -> BenchSettings:
     """Checked settings from the arguments (one-line InputError on a bad value)."""
-    from edge_mtl.bench.measure import BenchSettings
+    from edge_mtl.bench.schema import BenchSettings
     from edge_mtl.runtime.errors import InputError
 
     if not (args.model or args.merge or args.torch):
@@ -122,14 +122,8 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     )
 
 
-def _torch_rows(
-    args: argparse.Namespace,
-    settings: BenchSettings,
-    session: dict[str, Any],
-    rows: list[Row],
-    log: Callable[[str], None],
-) -> list[Row]:
-    """The torch eager baseline rows, at the input size the ONNX rows ran at."""
+def _baseline(args: argparse.Namespace) -> Baseline:
+    """The torch eager baseline of ``--torch`` (one-line InputError without torch)."""
     from edge_mtl.runtime.errors import InputError
 
     try:
@@ -138,15 +132,14 @@ def _torch_rows(
         has_torch = False
     if not has_torch:
         raise InputError("--torch needs PyTorch: pip install edge-mtl[train]")
-    if args.torch_baseline is None:
+    if args.baseline is None:
         raise InputError("--torch: this build of the CLI has no torch baseline")
-    hw = next((tuple(r.input_hw) for r in rows if r.input_hw), None)
-    return args.torch_baseline(args.torch, settings, session["machine"], 0, hw, log)
+    return args.baseline()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure, merge, print, save. Returns 0."""
-    from edge_mtl.bench import measure as bench
+    from edge_mtl.bench import measure, schema
     from edge_mtl.bench.report import render_markdown, render_text, save_plot
     from edge_mtl.runtime.files import check_writable, write_text_atomic
 
@@ -156,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             check_writable(path, f"{flag} file")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="edge-mtl bench: %(message)s")
-    docs = [bench.load_document(p) for p in args.merge]  # fail on a bad file before measuring
+    docs = [schema.load_document(p) for p in args.merge]  # fail on a bad file before measuring
     if args.e2e:
         from edge_mtl.runtime.sources import open_source
 
@@ -168,19 +161,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.model or args.torch:
         argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
-        session = bench.new_session(settings, argv)
+        session = schema.new_session(settings, argv)
         rows: list[Row] = []
         for m in args.model:
-            rows += bench.bench_model(m, settings, session["machine"], 0, log)
-        if args.torch:
-            rows += _torch_rows(args, settings, session, rows, log)
+            rows += measure.bench_model(m, settings, session["machine"], 0, log)
+        baseline = _baseline(args) if args.torch else None
+        if baseline is not None:  # at the input size the ONNX rows ran at
+            hw = next((tuple(r.input_hw) for r in rows if r.input_hw), None)
+            rows += baseline.rows(args.torch, settings, session["machine"], 0, hw, log)
         if settings.turns:
-            bench.retime_in_turns(rows, settings, args.torch_call, log)
-        docs.insert(0, bench.document([session], rows))
-    doc = docs[0] if len(docs) == 1 else bench.merge_documents(docs)
+            measure.retime_in_turns(rows, settings, baseline, log)
+        docs.insert(0, schema.document([session], rows))
+    doc = docs[0] if len(docs) == 1 else schema.merge_documents(docs)
     print(render_text(doc))
     if args.json:
-        bench.write_json(doc, args.json)
+        schema.write_json(doc, args.json)
         log(f"wrote {args.json}")
     if args.md:
         write_text_atomic(args.md, render_markdown(doc))

@@ -62,7 +62,7 @@ def collect(probe: bool = True) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (keys in docs/env.md). ``probe``: create a tiny
     session on every provider to see which initialise."""
     import onnxruntime as ort
-    from edge_mtl.bench.measure import machine_info
+    from edge_mtl.bench.machine import machine_info
 
     machine = machine_info()
     logical, physical, usable = hardware.cpu_cores()

@@ -1,7 +1,7 @@
 """Render an ``edge-mtl bench`` document: an aligned text table for the terminal, a markdown
 page, and a latency plot (matplotlib, loaded only here and only if installed).
 
-Everything reads the JSON document of :mod:`edge_mtl.bench.measure` (plain dicts), so results merged
+Everything reads the JSON document of :mod:`edge_mtl.bench.schema` (plain dicts), so results merged
 from several machines render the same way as a fresh run.
 """
 

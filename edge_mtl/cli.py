@@ -7,9 +7,16 @@ import argparse
 import os
 import sys
 import traceback
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from edge_mtl.runtime.errors import DEBUG_ENV, EdgeMTLError
+
+if TYPE_CHECKING:
+    from collections import Counter
+    from pathlib import Path
+
+    from edge_mtl.bench.baseline import Baseline
+    from edge_mtl.data.bdd import Record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands, compare_cli
     from edge_mtl.bench import cli as bench_cli
     from edge_mtl.bench import env as env_cli
+    from edge_mtl.calibration import cli as quantize_cli
     from edge_mtl.export import cli as export_cli
-    from edge_mtl.export import quantize_cli
     from edge_mtl.runtime import cli as runtime_cli
 
     parser = _Parser(
@@ -34,34 +41,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
-    compare_cli.register(sub, latency=_side_by_side_latency)
+    compare_cli.register(sub, baseline=torch_baseline)
     export_cli.register(sub)
-    quantize_cli.register(sub)
+    quantize_cli.register(sub, read_labels=read_labels)
     runtime_cli.register(sub)
-    bench_cli.register(sub, torch_baseline=_torch_baseline, torch_call=_torch_call)
+    bench_cli.register(sub, baseline=torch_baseline)
     env_cli.register(sub)
     return parser
 
 
-def _torch_baseline(*args, **kwargs):
-    """``bench --torch``: imported only when asked for, since it needs torch."""
-    from edge_mtl.export.torch_baseline import bench_torch
+def torch_baseline() -> Baseline:
+    """The one plug from the training side into the measuring tools (``bench --torch`` rows and
+    their calls in turns, ``compare``'s exported latency): imported only when a command asks for
+    it, since it needs torch."""
+    from edge_mtl.export.torch_baseline import TorchBaseline
 
-    return bench_torch(*args, **kwargs)
-
-
-def _torch_call(*args, **kwargs):
-    """``bench --torch``: the torch row's call when the rows are timed in turns."""
-    from edge_mtl.export.torch_baseline import torch_call
-
-    return torch_call(*args, **kwargs)
+    return TorchBaseline()
 
 
-def _side_by_side_latency():
-    """``compare``'s latency measurement exports to ONNX, so it lives in ``export``."""
-    from edge_mtl.export.latency import side_by_side_latency
+def read_labels(
+    root: str | Path,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+) -> tuple[list[Record], Counter]:
+    """``quantize --eval``: the training side's BDD label reader (torch-free), handed to
+    calibration, which may not import the training side (see tests/test_layering.py)."""
+    from edge_mtl.data.bdd import read_bdd
 
-    return side_by_side_latency
+    return read_bdd(root, det_classes, classify, regress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from edge_mtl.compare import LatencyFn
+if TYPE_CHECKING:
+    from edge_mtl.bench.baseline import BaselineFactory
 
 
-def register(sub: argparse._SubParsersAction, latency: Callable[[], LatencyFn]) -> None:  # type: ignore[type-arg]
-    """``latency`` returns the side-by-side latency function (imported lazily: it needs onnx)."""
+def register(sub: argparse._SubParsersAction, baseline: BaselineFactory) -> None:  # type: ignore[type-arg]
+    """``baseline`` makes the :class:`~edge_mtl.bench.baseline.Baseline` whose ``latency`` times
+    the variants' ONNX exports (made only without ``--no-latency``: it needs onnx)."""
     p = sub.add_parser(
         "compare",
         help="multi-task model vs single-task models on the same data and budget",
@@ -37,10 +39,10 @@ def register(sub: argparse._SubParsersAction, latency: Callable[[], LatencyFn]) 
     p.add_argument("--data-root", default="data", help="where synthetic data is cached")
     p.add_argument("--no-latency", action="store_true", help="skip the ONNX latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=lambda args: cmd_compare(args, latency))
+    p.set_defaults(func=lambda args: cmd_compare(args, baseline))
 
 
-def cmd_compare(args: argparse.Namespace, latency: Callable[[], LatencyFn]) -> int:
+def cmd_compare(args: argparse.Namespace, baseline: BaselineFactory) -> int:
     from edge_mtl.commands import _load_cfg
     from edge_mtl.compare import compare, to_markdown
 
@@ -48,7 +50,7 @@ def cmd_compare(args: argparse.Namespace, latency: Callable[[], LatencyFn]) -> i
     report = compare(
         cfg,
         args.out,
-        None if args.no_latency else latency(),
+        None if args.no_latency else baseline().latency,
         device=args.device,
         data_root=args.data_root,
         progress=not args.quiet,

@@ -4,15 +4,13 @@ postprocessing, so the numbers measure what is deployed."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge_mtl.bench.metrics import COCO_SIZES, accuracy_f1, coco_map
 from edge_mtl.config import Config
 from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections
 from edge_mtl.runtime.preprocess import Letterbox
@@ -20,108 +18,6 @@ from edge_mtl.runtime.preprocess import Letterbox
 EVAL_CONF = 0.001  # COCO evaluation keeps low-score detections; thresholds are for deployment
 EVAL_IOU = 0.6
 EVAL_MAX_DET = 100
-# COCO's object sizes by box area in frame pixels (pycocotools' areaRng)
-COCO_SIZES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, math.inf))
-
-
-def coco_map(
-    gts: list[tuple[np.ndarray, np.ndarray]],
-    dets: list[tuple[np.ndarray, ...]],
-    num_classes: int,
-    image_hw: list[tuple[int, int]],
-) -> dict[str, Any]:
-    """mAP@0.5 and mAP@0.5:0.95 with pycocotools. ``gts``: per image (boxes (K,4) xyxy,
-    classes (K,)); ``dets``: per image (boxes (M,4), scores (M,), classes (M,)).
-
-    Also COCO's breakdowns: ``map_small``/``map_medium``/``map_large`` (mAP@0.5:0.95 over
-    objects under 32x32 px, up to 96x96, larger; NaN where there are none) and ``ap50`` (AP@0.5
-    per class id, NaN for a class without labelled objects)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images, anns, results = [], [], []
-    for i, ((gb, gc), (db, ds, dc), (h, w)) in enumerate(zip(gts, dets, image_hw)):
-        images.append({"id": i, "height": int(h), "width": int(w)})
-        for b, c in zip(gb, gc):
-            bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": int(c),
-                    "bbox": [float(b[0]), float(b[1]), bw, bh],
-                    "area": bw * bh,
-                    "iscrowd": 0,
-                }
-            )
-        for b, s, c in zip(db, ds, dc):
-            results.append(
-                {
-                    "image_id": i,
-                    "category_id": int(c),
-                    "score": float(s),
-                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                }
-            )
-    if not anns:
-        return {"map50": math.nan, "map": math.nan}
-    if not results:  # every AP is 0 where there are objects to find
-        areas = np.array([a["area"] for a in anns])
-        present = {int(a["category_id"]) for a in anns}
-        return {
-            "map50": 0.0,
-            "map": 0.0,
-            **{
-                f"map_{name}": 0.0 if ((areas >= lo) & (areas < hi)).any() else math.nan
-                for name, lo, hi in COCO_SIZES
-            },
-            "ap50": [0.0 if c in present else math.nan for c in range(num_classes)],
-        }
-    gt = COCO()
-    gt.dataset = {
-        "images": images,
-        "annotations": anns,
-        "categories": [{"id": c} for c in range(num_classes)],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.maxDets = [1, 10, EVAL_MAX_DET]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    # precision: (IoU thresholds, recall points, classes, area ranges, max dets); -1 = no objects
-    p50 = ev.eval["precision"][0, :, :, 0, -1]
-    ap50 = [float(p[p > -1].mean()) if (p > -1).any() else math.nan for p in p50.T]
-    small, medium, large = (float(v) if v > -1 else math.nan for v in ev.stats[3:6])
-    return {
-        "map": float(ev.stats[0]),
-        "map50": float(ev.stats[1]),
-        "map_small": small,
-        "map_medium": medium,
-        "map_large": large,
-        "ap50": ap50,
-    }
-
-
-def accuracy_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> tuple[float, float]:
-    """Accuracy and macro-F1 over labelled samples (true >= 0); classes absent from both
-    predictions and labels are left out of the macro average."""
-    m = true >= 0
-    pred, true = pred[m], true[m]
-    if true.size == 0:
-        return math.nan, math.nan
-    acc = float((pred == true).mean())
-    f1s = []
-    for c in range(num_classes):
-        tp = np.sum((pred == c) & (true == c))
-        fp = np.sum((pred == c) & (true != c))
-        fn = np.sum((pred != c) & (true == c))
-        if tp + fp + fn == 0:
-            continue
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return acc, float(np.mean(f1s))
 
 
 @torch.no_grad()

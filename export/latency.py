@@ -1,18 +1,22 @@
 """Deployed latency of several checkpoints, measured side by side: each is exported to an FP32
-ONNX file and timed on the ONNX Runtime CPU provider in interleaved rounds, so a noisy machine
-slows every model alike instead of whichever happened to run during the noise.
+ONNX file and timed on the ONNX Runtime CPU provider in interleaved rounds
+(:func:`edge_mtl.bench.timing.time_engines`), so a noisy machine slows every model alike instead
+of whichever happened to run during the noise.
 
-``edge-mtl compare`` gets this function from the composition root (``edge_mtl/cli.py``), since
-``edge_mtl`` itself may not import ``export``.
+``edge-mtl compare`` reaches this through the :class:`~edge_mtl.bench.baseline.Baseline` the
+composition root (``edge_mtl/cli.py``) hands it, since ``edge_mtl`` itself may not import
+``export``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from edge_mtl.bench.measure import bench_input, latency_stats, time_in_turns
+from edge_mtl.bench.stats import latency_stats
+from edge_mtl.bench.timing import bench_input, time_engines
 from edge_mtl.export.onnx_export import ExportConfig, export
 from edge_mtl.runtime.engine import Engine, EngineConfig
 
@@ -23,9 +27,10 @@ def side_by_side_latency(
     rounds: int = 5,
     runs_per_round: int = 10,
     warmup: int = 3,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
-    """name -> latency stats in ms (``p50_ms``, ``p90_ms``, ...) at batch 1 on the CPU."""
+    """name -> latency stats in ms (``p50_ms``, ``p90_ms``, ...) at batch 1 on the CPU. Each
+    checkpoint is exported to ``workdir/<name>/model.onnx`` unless that file is newer."""
     engines: dict[str, Engine] = {}
     for name, w in weights.items():
         onnx_path = workdir / name / "model.onnx"
@@ -33,14 +38,13 @@ def side_by_side_latency(
             export(ExportConfig(weights=str(w), out=str(onnx_path), batch=1, parity_images=1))
         engines[name] = Engine(onnx_path, "cpu", EngineConfig(warmup_runs=warmup))
     names = list(engines)
-    inputs = [bench_input(engines[n], 1) for n in names]  # (1, 3, H, W) seeded noise
-    calls = [lambda e=engines[n], x=x: e.run(x) for n, x in zip(names, inputs)]
+    runs = [(engines[n], bench_input(engines[n], 1)) for n in names]  # (1, 3, H, W) noise
 
     def progress(k: int, ms: list[list[float]]) -> None:
         medians = ", ".join(f"{n} {np.median(v):.1f} ms" for n, v in zip(names, ms))
         log(f"latency round {k + 1}/{rounds}: {medians}")
 
-    timings = time_in_turns(calls, [(runs_per_round, None)] * rounds, 0, progress)
+    timings = time_engines(runs, [(runs_per_round, None)] * rounds, 0, progress)
     ms = dict(zip(names, timings))
     return {
         name: {f"{k}_ms": v for k, v in asdict(latency_stats(v)).items()} for name, v in ms.items()

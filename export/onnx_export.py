@@ -251,16 +251,6 @@ def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
 
 
-def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    """Serialise to a temp file beside ``path``, fsync, then rename over it."""
-    data = proto.SerializeToString()
-    try:
-        with atomic_write(path) as f:
-            f.write(data)
-    except OSError as e:
-        raise RuntimeFailure(f"{path}: could not write the model ({e.strerror or e})") from None
-
-
 def export(ec: ExportConfig) -> ExportResult:
     """Run a whole export: load, export, (NMS), (simplify), metadata, validate, write."""
     if ec.batch is not None and ec.batch < 1:
@@ -297,5 +287,6 @@ def export(ec: ExportConfig) -> ExportResult:
     report = check_parity(model, proto, meta, tol, n_images=ec.parity_images)
     meta = meta.replace(extra={**meta.extra, "parity": report.summary()})
     set_metadata(proto, meta)
-    save_atomic(proto, out)
+    with atomic_write(out) as f:
+        f.write(proto.SerializeToString())
     return ExportResult(out, meta, report, len(proto.graph.node))

@@ -2,7 +2,9 @@
 CPU under ``torch.inference_mode``, timed exactly like the ONNX rows (same warm-up, runs or
 seconds, threads, batch and input size), so the table shows what export bought.
 
-Imported only by the bench CLI when ``--torch`` is given; needs ``pip install edge-mtl[train]``.
+:class:`TorchBaseline` is the :class:`~edge_mtl.bench.baseline.Baseline` the composition root
+(``edge_mtl/cli.py``) hands bench and compare; it is imported only when a command needs it, since
+it needs ``pip install edge-mtl[train]``.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from edge_mtl.bench.measure import (
-    BenchSettings,
-    Row,
-    device_label,
-    latency_stats,
-    own_pass,
-    peak_rss_mb,
-    reset_peak_rss,
-    throughput,
-    time_calls,
-)
+from edge_mtl.bench.baseline import Log
+from edge_mtl.bench.machine import device_label, peak_rss_mb, reset_peak_rss
+from edge_mtl.bench.schema import BenchSettings, Row, own_pass
+from edge_mtl.bench.stats import latency_stats, throughput
+from edge_mtl.bench.timing import time_calls
+from edge_mtl.export.latency import side_by_side_latency
 
 from edge_mtl.checkpoint import load_model
 
@@ -89,8 +86,8 @@ def _input(batch: int, hw: tuple[int, ...]) -> torch.Tensor:
 
 def _call(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
     """``model(x)`` under inference mode (no autograd bookkeeping), with ``threads`` (0: as
-    set now) in force: between the turns of :func:`edge_mtl.bench.measure.retime_in_turns` the ONNX
-    rows do not touch torch's pool, so resetting it is normally a no-op."""
+    set now) in force: between the turns of :func:`edge_mtl.bench.measure.retime_in_turns` the
+    ONNX rows do not touch torch's pool, so resetting it is normally a no-op."""
     threads = threads or torch.get_num_threads()
 
     def call() -> object:
@@ -103,7 +100,30 @@ def _call(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Callable[[],
 
 
 def torch_call(row: Row, settings: BenchSettings) -> Callable[[], object]:
-    """The timed call of a torch row, for :func:`edge_mtl.bench.measure.retime_in_turns`: the row's
-    checkpoint on the row's batch and input size, with the row's threads."""
+    """The timed call of a torch row, for :func:`edge_mtl.bench.measure.retime_in_turns`: the
+    row's checkpoint on the row's batch and input size, with the row's threads."""
     model, _, _ = load_model(Path(row.model_path))
     return _call(model, _input(row.batch, tuple(row.input_hw)), settings.threads)
+
+
+class TorchBaseline:
+    """The :class:`~edge_mtl.bench.baseline.Baseline` of this project: torch eager rows
+    (:func:`bench_torch`), their calls in turns (:func:`torch_call`) and ``compare``'s exported
+    latency (:func:`~edge_mtl.export.latency.side_by_side_latency`)."""
+
+    def rows(
+        self,
+        ckpt: str | Path,
+        settings: BenchSettings,
+        machine: dict[str, Any],
+        session_index: int,
+        input_hw: tuple[int, int] | None,
+        log: Log,
+    ) -> list[Row]:
+        return bench_torch(ckpt, settings, machine, session_index, input_hw, log)
+
+    def call(self, row: Row, settings: BenchSettings) -> Callable[[], object]:
+        return torch_call(row, settings)
+
+    def latency(self, weights: dict[str, Path], workdir: Path) -> dict[str, dict[str, float]]:
+        return side_by_side_latency(weights, workdir)

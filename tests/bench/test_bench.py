@@ -1,4 +1,4 @@
-"""``edge-mtl bench``: statistics, the JSON schema, skipped providers, merge, e2e, no torch.
+"""``edge-mtl bench``: the JSON schema, rows in turns, skipped providers, merge, e2e, no torch.
 
 Models are the tiny ones of conftest; runs are few. Nothing asserts a timing, only structure
 and sanity (p50 <= p90 <= p99, positive throughput).
@@ -7,8 +7,6 @@ and sanity (p50 <= p90 <= p99, positive throughput).
 from __future__ import annotations
 
 import json
-import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,13 +14,8 @@ from pathlib import Path
 
 import pytest
 from edge_mtl.bench import measure as bench
-from edge_mtl.bench.measure import (
-    BenchSettings,
-    latency_stats,
-    time_calls,
-    time_in_turns,
-    turn_blocks,
-)
+from edge_mtl.bench.machine import machine_info
+from edge_mtl.bench.schema import SCHEMA_VERSION, BenchSettings
 
 from edge_mtl.cli import main
 from tests.runtime.conftest import BLOCK_TORCH
@@ -69,52 +62,7 @@ def _check_ok_row(r: dict) -> None:
     assert r["runs"] == 3 and r["reason"] is None
 
 
-# ---- statistics --------------------------------------------------------------------------
-
-
-def test_latency_stats_from_known_timings() -> None:
-    s = latency_stats([float(v) for v in range(1, 101)])  # 1..100 ms, shuffled order irrelevant
-    assert (s.p50, s.p90, s.p99) == pytest.approx((50.5, 90.1, 99.01))
-    assert s.mean == pytest.approx(50.5)
-    assert s.std == pytest.approx(math.sqrt((100**2 - 1) / 12))  # population std of 1..n
-    assert (s.min, s.max) == (1.0, 100.0)
-    assert latency_stats([4.0, 1.0, 3.0, 2.0]).p50 == pytest.approx(2.5)
-    one = latency_stats([7.0])
-    assert (one.p50, one.p99, one.std) == (7.0, 7.0, 0.0)
-    with pytest.raises(ValueError):
-        latency_stats([])
-
-
-def test_time_calls_runs_warmup_and_seconds() -> None:
-    calls: list[int] = []
-    ms = time_calls(lambda: calls.append(1), runs=5, seconds=None, warmup=3)
-    assert len(ms) == 5 and len(calls) == 8 and all(t >= 0 for t in ms)
-    assert len(time_calls(lambda: None, runs=10**9, seconds=0.01, warmup=0)) >= 1
-    assert bench.throughput([10.0, 10.0], batch=4) == pytest.approx(400.0)
-
-
-def test_turn_blocks_split_the_budget() -> None:
-    assert turn_blocks(100, None) == [(10, None)] * 10
-    assert [r for r, _ in turn_blocks(25, None)] == [3] * 5 + [2] * 5
-    assert turn_blocks(3, None) == [(1, None)] * 3
-    five = turn_blocks(100, 5.0)
-    assert len(five) == 10 and all(r == 1 and s == pytest.approx(0.5) for r, s in five)
-    assert turn_blocks(100, 0.2) == [(1, 0.2)]
-    odd = turn_blocks(100, 1.2)  # three turns of 0.4 s, not two of 0.5 and a stub
-    assert len(odd) == 3 and sum(s for _, s in odd) == pytest.approx(1.2)
-
-
-def test_time_in_turns_rotates_and_warms_each_turn() -> None:
-    log: list[str] = []
-    calls = [lambda k=k: log.append(k) for k in "abc"]
-    rounds: list[int] = []
-    ms = time_in_turns(calls, [(2, None)] * 3, warmup=1, on_round=lambda k, _: rounds.append(k))
-    assert [len(m) for m in ms] == [6, 6, 6] and rounds == [0, 1, 2]
-    assert "".join(log[:3]) == "abc"  # warm-up
-    # Each turn is one untimed call and 2 timed ones; the order rotates by one every round,
-    # so every callable runs first once and after each of the others.
-    turns = "".join(log[3:])
-    assert turns == "aaabbbccc" + "bbbcccaaa" + "cccaaabbb"
+# ---- timing in turns ------------------------------------------------------------------------
 
 
 def test_rows_are_timed_in_turns_unless_sequential(models, tmp_path, monkeypatch) -> None:
@@ -141,29 +89,6 @@ def test_rows_are_timed_in_turns_unless_sequential(models, tmp_path, monkeypatch
         _check_ok_row(r)
 
 
-def test_gpu_description_and_memory_from_nvidia_smi(tmp_path, monkeypatch) -> None:
-    """A stand-in nvidia-smi on PATH: GPU name, total memory and this process's memory."""
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in\n'
-        f'  --query-compute-apps*) echo "1, 99"; echo "{os.getpid()}, 512" ;;\n'
-        '  *) echo "NVIDIA H100 80GB HBM3, 81559, 560.35.03" ;;\n'
-        "esac\n"
-    )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    machine = bench.machine_info()
-    (gpu,) = machine["gpus"]
-    assert gpu == {"name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559 * 1.048576,
-                   "driver": "560.35.03"}  # fmt: skip
-    assert bench.device_label(machine, "cuda") == "NVIDIA H100 80GB HBM3"
-    assert bench.device_label(machine, "cpu").endswith("cores)")
-    assert bench.gpu_memory_mb() == (pytest.approx(512 * 1.048576), None)
-    mb, why = bench.gpu_memory_mb(pid=12345)
-    assert mb is None and "no process" in why
-
-
 # ---- a real benchmark of the tiny models --------------------------------------------------
 
 
@@ -172,7 +97,7 @@ def test_tiny_benchmark_writes_json_markdown_plot(models, tmp_path, capsys) -> N
     argv = ["--model", str(models["dense"]), str(models["batch1"]), "--provider", "cpu"]
     doc = _bench(tmp_path, "b", *argv, "--batch", "1", "2", "--md", str(md), "--plot", str(png))
     printed = capsys.readouterr().out
-    assert set(doc) == TOP_KEYS and doc["schema_version"] == bench.SCHEMA_VERSION
+    assert set(doc) == TOP_KEYS and doc["schema_version"] == SCHEMA_VERSION
     (session,) = doc["sessions"]
     assert set(session) == SESSION_KEYS
     assert set(session["machine"]) == MACHINE_KEYS and set(session["settings"]) == SETTINGS_KEYS
@@ -211,7 +136,7 @@ def test_unavailable_providers_are_skipped_with_reasons(models, monkeypatch) -> 
     )
     monkeypatch.setattr("edge_mtl.runtime.providers.find_openvino_plugin", lambda: None)
     settings = BenchSettings(providers=("auto", "cuda", "tensorrt"), runs=2, warmup=0, threads=1)
-    rows = bench.bench_model(models["dense"], settings, bench.machine_info())
+    rows = bench.bench_model(models["dense"], settings, machine_info())
     auto, cuda, trt = rows
     assert auto.status == "ok" and auto.provider == "cpu" and auto.provider_requested == "auto"
     assert len(auto.fallback_reasons) == 3
@@ -277,7 +202,7 @@ def test_merge_rejects_other_files(tmp_path, capsys) -> None:
     f = tmp_path / "x.json"
     f.write_text(json.dumps({"schema_version": 99, "sessions": [], "results": []}))
     assert main(["bench", "--merge", str(f)]) == 2
-    assert f"schema_version {bench.SCHEMA_VERSION}, found 99" in capsys.readouterr().err
+    assert f"schema_version {SCHEMA_VERSION}, found 99" in capsys.readouterr().err
 
 
 # ---- end to end ------------------------------------------------------------------------
@@ -364,17 +289,17 @@ def test_torch_baseline_row(models, tmp_path) -> None:
         ckpt,
     )
     settings = BenchSettings(batches=(1,), runs=3, warmup=1, threads=1)
-    (row,) = bench_torch(ckpt, settings, bench.machine_info(), input_hw=(32, 32))
+    (row,) = bench_torch(ckpt, settings, machine_info(), input_hw=(32, 32))
     d = row.to_dict()
     assert set(d) == ROW_KEYS and d["runtime"] == "torch" and d["precision"] == "fp32"
     assert d["input_hw"] == [32, 32] and any("trained at 64x64" in n for n in d["notes"])
     _check_ok_row(d)
     # In turns, the torch row's call is the same model on the row's input.
-    from edge_mtl.export.torch_baseline import torch_call
+    from edge_mtl.export.torch_baseline import TorchBaseline, torch_call
 
     out = torch_call(row, settings)()
     assert out["cls_w"].shape == (1, 2)
-    bench.retime_in_turns([row], settings, torch_call)
+    bench.retime_in_turns([row], settings, TorchBaseline())
     assert row.runs == 3
     _check_ok_row(row.to_dict())
 

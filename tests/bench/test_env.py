@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from edge_mtl.bench import measure as bench
+from edge_mtl.bench import machine as bench
 from edge_mtl.runtime import hardware, providers
 
 from edge_mtl.cli import main

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from edge_mtl.bench import measure as bench
+from edge_mtl.bench import e2e as bench
 from edge_mtl.runtime.cli import default_name, stream_outputs, stream_specs
 from edge_mtl.runtime.engine import Engine, EngineConfig
 from edge_mtl.runtime.errors import InputError, RuntimeFailure

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_mtl.bench import measure as bench
+from edge_mtl.bench.machine import machine_info
 from edge_mtl.runtime import hardware, providers
 from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision, Provider
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
@@ -102,7 +103,7 @@ def test_cli_explicit_openvino_without_plugin_exits_2(models, no_plugin, tmp_pat
 
 def test_bench_reports_an_absent_plugin_as_a_skipped_row(models, no_plugin) -> None:
     settings = bench.BenchSettings(providers=("openvino", "cpu"), runs=2, warmup=0, threads=1)
-    ov, cpu = bench.bench_model(models["dense"], settings, bench.machine_info())
+    ov, cpu = bench.bench_model(models["dense"], settings, machine_info())
     assert ov.status == "skipped" and ov.provider is None and ov.latency_ms is None
     assert ov.reason == f"provider {OPENVINO_NOT_INSTALLED}"
     assert cpu.status == "ok" and cpu.provider == "cpu" and cpu.precision == "fp32"

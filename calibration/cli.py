@@ -1,19 +1,25 @@
 """The ``edge-mtl quantize`` subcommand. Only argparse at import time; onnx and onnxruntime's
-quantizer load inside the handler."""
+quantizer load inside the handler. Nothing here imports torch."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.options import Provider, choices
+
+if TYPE_CHECKING:
+    from edge_mtl.calibration.accuracy import LabelReader
 
 # Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
 # providers, and the row would compare kernels rather than quantization.
 EVAL_PROVIDERS = choices(Provider)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``quantize`` subcommand to the ``edge-mtl`` parser."""
+def register(sub: argparse._SubParsersAction, read_labels: LabelReader | None = None) -> None:  # type: ignore[type-arg]
+    """Add the ``quantize`` subcommand to the ``edge-mtl`` parser. ``read_labels`` reads the
+    ``--eval`` folder (the composition root passes the training side's BDD reader; without it
+    ``--eval`` is refused)."""
     p = sub.add_parser(
         "quantize",
         help="INT8 (QDQ) quantization with calibration, accuracy report and CPU latency",
@@ -61,17 +67,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="CPU threads for eval/latency")
     p.add_argument("--report", help="also write the summary and tables as JSON here")
-    p.set_defaults(func=cmd_quantize)
+    p.set_defaults(func=cmd_quantize, read_labels=read_labels)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edge_mtl.export.quantize import Method, QuantizeConfig, ReduceRange, Target, quantize
+    from edge_mtl.calibration.quantize import (
+        Method,
+        QuantizeConfig,
+        ReduceRange,
+        Target,
+        quantize,
+    )
     from edge_mtl.runtime.errors import InputError
     from edge_mtl.runtime.hardware import cpu_model, isa_summary
     from edge_mtl.runtime.providers import Provider
 
     if "auto" in args.exclude and len(args.exclude) > 1:
         raise InputError("--exclude: give either 'auto' or node names, not both")
+    if args.eval_data and args.read_labels is None:
+        raise InputError("--eval: this build of the CLI has no label reader")
     qc = QuantizeConfig(
         onnx=args.onnx,
         calib=args.calib,
@@ -88,7 +102,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         eval_provider=Provider(args.eval_provider),
         threads=args.threads,
     )
-    res = quantize(qc)
+    res = quantize(qc, args.read_labels)
     cal = res.meta.calibration or {}
     sel = cal.get("selection", {})
     print(

@@ -12,14 +12,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 from edge_mtl.bench.env import probe_provider
+from edge_mtl.calibration.quantize import QuantizeConfig, float_tail, quantize
 from edge_mtl.calibration.reader import CalibrationReader
 from edge_mtl.export.onnx_export import ExportConfig, export
-from edge_mtl.export.quantize import QuantizeConfig, float_tail, quantize
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.providers import Provider
 
 from edge_mtl.cli import main
+from edge_mtl.data.bdd import read_bdd
 from edge_mtl.data.generate import write_synthetic
+from tests.export.conftest import write_checkpoint  # skips this module without torch
 
 # Stated tolerance, INT8 vs FP32 on calibration-like scenes: every dense output within 10% of
 # that output's FP32 range (8-bit activations through ~45 layers of a random-weight model).
@@ -27,7 +29,8 @@ RANGE_FRACTION = 0.10
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    checkpoint = write_checkpoint(tmp_path_factory.mktemp("run") / "best.pt")
     out = tmp_path_factory.mktemp("q") / "model.onnx"
     export(ExportConfig(weights=str(checkpoint), out=str(out), parity_images=1))
     return out
@@ -45,7 +48,7 @@ def quantized(fp32_onnx: Path, scenes: Path):
         onnx=str(fp32_onnx), calib=str(scenes), out=str(out), per_channel=True, calib_size=6,
         eval_data=str(scenes), threads=1, latency_seconds=0.3,
     )  # fmt: skip
-    return quantize(qc)
+    return quantize(qc, read_bdd)
 
 
 def _meta(path: Path) -> ModelMeta:
@@ -215,7 +218,7 @@ def test_unavailable_eval_provider_fails_before_calibration(
     calibrated: list[object] = []
     # onnxruntime's calibration entry point, recorded instead of run: it must never be reached.
     monkeypatch.setattr(
-        "edge_mtl.export.quantize.quantize_static", lambda *a, **k: calibrated.append(a)
+        "edge_mtl.calibration.quantize.quantize_static", lambda *a, **k: calibrated.append(a)
     )
     out = tmp_path / "m.onnx"
     evaluate = ["--exclude", "auto"] if auto else ["--eval", str(scenes)]

@@ -10,12 +10,15 @@ how often the cheaper model agrees with the reference (FP32) output by output.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from edge_mtl.bench.metrics import accuracy_f1, coco_map
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
@@ -29,6 +32,22 @@ MATCH_IOU = 0.5  # two detections of the same class agree at IoU >= 0.5
 BATCH = 8
 
 
+class LabelReader(Protocol):
+    """Reads a labelled BDD-format folder for the given tasks (``edge_mtl.data.bdd.read_bdd``,
+    handed in by the composition root: calibration never imports the training side). Returns
+    records with ``image`` (path), ``boxes`` (K, 4) xyxy frame pixels, ``classes`` (K,) class
+    indices, ``labels`` (task -> class index) and ``targets`` (task -> value), and a Counter of
+    the categories that map to no detection class."""
+
+    def __call__(
+        self,
+        root: str | Path,
+        det_classes: tuple[str, ...],
+        classify: dict[str, tuple[str, ...]],
+        regress: tuple[str, ...],
+    ) -> tuple[list[Any], Counter]: ...
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """Images to compare models on. ``records`` (``edge_mtl.data.bdd.Record``) when labelled,
@@ -39,14 +58,15 @@ class EvalSet:
     source: str = ""
 
     @staticmethod
-    def labelled(root: str | Path, meta: ModelMeta) -> EvalSet:
-        """A BDD-format folder (``labels.json`` + ``images/``) read with the model's class names."""
-        from edge_mtl.data.bdd import read_bdd
-
+    def labelled(root: str | Path, meta: ModelMeta, read_labels: LabelReader | None) -> EvalSet:
+        """A BDD-format folder (``labels.json`` + ``images/``) read with the model's class names
+        by ``read_labels`` (ValueError without one)."""
+        if read_labels is None:
+            raise ValueError(f"{root}: evaluation data needs a label reader (read_labels)")
         det = meta.detect
         classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
         regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
-        records, _ = read_bdd(root, det.classes if det else (), classify, regress)
+        records, _ = read_labels(root, det.classes if det else (), classify, regress)
         if not records:
             raise InputError(f"{root}: the evaluation set has no images")
         return EvalSet(tuple(r.image for r in records), tuple(records), str(root))
@@ -97,8 +117,6 @@ def predict_all(engines: dict[str, Engine], data: EvalSet) -> dict[str, Predicti
 
 def task_metrics(pred: Predictions, data: EvalSet, meta: ModelMeta) -> dict[str, float]:
     """Metrics against labels, in points (0-100) for mAP/accuracy, label units for MAE."""
-    from edge_mtl.evaluate import accuracy_f1, coco_map
-
     out: dict[str, float] = {}
     recs = data.records
     if recs is None:

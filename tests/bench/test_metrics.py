@@ -1,9 +1,19 @@
+"""The torch-free metrics training and quantization share: COCO mAP on hand-made boxes, and
+accuracy / macro-F1 by hand; importing them loads no torch."""
+
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_mtl.bench.metrics import accuracy_f1, coco_map
 
-from edge_mtl.evaluate import accuracy_f1, coco_map
+from tests.runtime.conftest import BLOCK_TORCH
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _one(boxes, classes):
@@ -64,3 +74,19 @@ def test_accuracy_and_macro_f1_by_hand():
     assert acc == pytest.approx(3 / 5)
     # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp0 fp0 fn1 -> 0
     assert f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_metrics_need_no_torch() -> None:
+    code = BLOCK_TORCH + textwrap.dedent(
+        """
+        import numpy as np
+        from edge_mtl.bench.metrics import accuracy_f1
+        acc, f1 = accuracy_f1(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)
+        assert (round(acc, 4), round(f1, 4)) == (0.6667, 0.6667), (acc, f1)
+        assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,7 +10,8 @@ it costs nothing to run and 8 bits cannot hold pixel coordinates up to the input
 The same QDQ file serves TensorRT (explicit quantization) when quantized with
 ``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires). Accuracy (and the
 search that reuses it) is measured on ``eval_provider``, since INT8 kernels differ between
-providers; latency is always measured on CPU.
+providers; latency is always measured on CPU. Nothing here imports torch: ``edge-mtl quantize``
+runs where only ``pip install edge-mtl[quantize]`` is installed.
 """
 
 from __future__ import annotations
@@ -24,26 +25,32 @@ from typing import Any
 
 import numpy as np
 import onnx
-from edge_mtl.calibration.reader import CalibrationReader
-from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
-from edge_mtl.export.accuracy import (
+from edge_mtl.bench.timing import time_engines
+from edge_mtl.calibration.accuracy import (
     AccuracyReport,
     EvalSet,
+    LabelReader,
     Predictions,
     compare,
     eval_engine,
     image_list,
 )
-from edge_mtl.export.onnx_export import save_atomic
+from edge_mtl.calibration.reader import CalibrationReader
+from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
 from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
-from edge_mtl.runtime.files import check_model_file, check_writable, invalid_model_error
+from edge_mtl.runtime.files import (
+    atomic_write,
+    check_model_file,
+    check_writable,
+    invalid_model_error,
+)
 from edge_mtl.runtime.hardware import has_vnni
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.providers import Provider
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-log = logging.getLogger("edge_mtl.export")
+log = logging.getLogger("edge_mtl.calibration")
 
 MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14 by default; onnxruntime 1.31 reads up to 13
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"})
@@ -279,8 +286,9 @@ def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) 
     return sorted(score, key=lambda k: (score[k], k))
 
 
-def quantize(qc: QuantizeConfig) -> QuantizeResult:
-    """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``."""
+def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> QuantizeResult:
+    """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``.
+    ``read_labels`` reads ``qc.eval_data`` (needed with it; ``edge_mtl.data.bdd.read_bdd``)."""
     fp32 = Path(qc.onnx)
     _, meta = load_fp32(fp32)
     out = check_writable(qc.out, "INT8 model")
@@ -288,7 +296,7 @@ def quantize(qc: QuantizeConfig) -> QuantizeResult:
         raise InputError(f"--threads {qc.threads}: must be at least 1")
     selection = select_calibration(qc.calib, qc.calib_size, qc.seed)
     reader = CalibrationReader.from_meta(selection.paths, meta)
-    eval_set = EvalSet.labelled(qc.eval_data, meta) if qc.eval_data else None
+    eval_set = EvalSet.labelled(qc.eval_data, meta, read_labels) if qc.eval_data else None
     if eval_set is not None or qc.auto:
         check_eval_provider(fp32, qc)
 
@@ -416,7 +424,8 @@ def _finish(
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
         raise RuntimeFailure(f"quantized model fails the ONNX checker: {str(e)[:200]}") from None
-    save_atomic(proto, out)
+    with atomic_write(out) as f:
+        f.write(proto.SerializeToString())
     return new
 
 
@@ -430,10 +439,8 @@ def measure_latency(
 ) -> dict[str, float]:
     """Median inference latency (ms, batch 1, CPU, ``threads`` intra-op threads) per model on a
     real calibration image; models alternate in ``rounds`` so drift hits them alike."""
-    from edge_mtl.bench.measure import time_in_turns
-
     x = reader.tensor(reader.paths[0])
     engines = {k: eval_engine(p, Provider.CPU, threads) for k, p in models.items()}
-    calls = [lambda e=eng: e.run(x) for eng in engines.values()]
-    times = time_in_turns(calls, [(1, seconds / rounds)] * rounds, warmup=3)
+    runs = [(eng, x) for eng in engines.values()]
+    times = time_engines(runs, [(1, seconds / rounds)] * rounds, warmup=3)
     return {k: float(np.median(v)) for k, v in zip(engines, times)}
