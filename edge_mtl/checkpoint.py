@@ -158,8 +158,9 @@ def _what_it_is(head: bytes) -> str:
     return "not a torch.save zip archive"
 
 
-# Config keys older versions wrote into checkpoints and this one no longer has (they did
-# nothing): dropped from an embedded config so old checkpoints still load.
+# Config keys older versions wrote into checkpoints and this one no longer has (cache_images did
+# nothing; channels_last is always on): dropped from an embedded config so old checkpoints still
+# load and resume.
 RETIRED_KEYS = {"data": ("cache_images",), "train": ("channels_last",)}
 
 
