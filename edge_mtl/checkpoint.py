@@ -1,6 +1,13 @@
-"""Atomic checkpoints: written to a temp file, fsynced, then renamed over the target, so a
-crash mid-write never leaves a corrupt ``last.pt``. A checkpoint carries its config, so export
-and evaluation need nothing but the file."""
+"""The checkpoint format, in one place. Two kinds of file, both a dict saved by ``torch.save``:
+
+- resumable (``last.pt``, :func:`resumable`): everything a resume needs: config, raw and EMA
+  weights, optimizer, grad scaler, task weighting, run state, RNG, last metrics;
+- deployable (``best.pt``, :func:`deployable`): what eval, export and compare read: config, the
+  EMA weights as ``model``, run state, metrics.
+
+Files are written through the project's one atomic writer (``edge_mtl.runtime.files``: temp
+file, fsync, rename), so a crash mid-write never leaves a corrupt ``last.pt``. A checkpoint
+carries its config, so export and evaluation need nothing but the file."""
 
 from __future__ import annotations
 
@@ -22,9 +29,90 @@ READABLE_VERSIONS = (1, 2)
 _OLD_TOWER = re.compile(r"^(heads\.detect\.(?:cls|reg)_tower)\.(\d+)\.([01])\.(.+)$")
 
 
+FORMAT = "edge-mtl"
+
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save(obj)`` into ``path`` atomically: the old file stays until the new one is
+    complete on disk."""
     with atomic_write(path) as f:
         torch.save(obj, f)
+
+
+def resumable(
+    config: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    model: dict[str, Any],
+    ema: dict[str, Any],
+    ema_updates: int,
+    optimizer: dict[str, Any],
+    scaler: dict[str, Any],
+    weighting: dict[str, Any],
+    rng: torch.Tensor,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``last.pt`` record: ``config`` (``Config.to_dict()``), ``state`` (the run's progress,
+    ``RunState`` as a dict), state dicts of the parts and the CPU RNG state."""
+    return {
+        "format": FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": config,
+        "model": model,
+        "ema": ema,
+        "ema_updates": ema_updates,
+        "optimizer": optimizer,
+        "scaler": scaler,
+        "weighting": weighting,
+        "state": state,
+        "rng": rng,
+        "metrics": metrics or {},
+    }
+
+
+def deployable(
+    config: dict[str, Any],
+    model: dict[str, Any],
+    state: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    version: int = CHECKPOINT_VERSION,
+) -> dict[str, Any]:
+    """A ``best.pt`` record: only what eval, export and compare read, with the EMA weights as
+    ``model``. AdamW's two moments and the raw weights would make it 4x larger for nothing: a
+    run resumes from ``last.pt``. ``version`` other than the current one is for tests of old
+    files."""
+    return {
+        "format": FORMAT,
+        "version": version,
+        "config": config,
+        "model": model,
+        "weights": "ema",
+        "state": state or {},
+        "metrics": metrics or {},
+    }
+
+
+def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    """Raise InputError unless ``ckpt`` (a ``last.pt`` at ``path``) can continue a run of
+    ``config``: same format version and the same config up to the length of training."""
+    if ckpt["version"] != CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path}: written by an older edge-mtl (checkpoint version "
+            f"{ckpt['version']}) and cannot be resumed; start a new --out (its best.pt still "
+            "evaluates and exports)"
+        )
+    if _resume_key(ckpt["config"]) != _resume_key(config):
+        raise InputError(
+            f"{path}: was trained with a different config; use a new --out or the same config"
+        )
+
+
+def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What must match to resume: everything but the length of training (more epochs or
+    minutes may be asked for when continuing) and keys since retired."""
+    config = _without_retired(config)
+    train = {k: v for k, v in config["train"].items() if k not in ("epochs", "time_limit_min")}
+    return {**config, "train": train}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -54,7 +142,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # torch raises RuntimeError, EOFError, ... on a damaged archive
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{p}: not a readable checkpoint (damaged: {first[:120]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "edge-mtl" or "model" not in ckpt:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise InputError(f"{p}: not an edge-mtl checkpoint")
     if ckpt.get("version") not in READABLE_VERSIONS:
         raise InputError(f"{p}: checkpoint version {ckpt.get('version')} is not supported")
@@ -70,17 +158,23 @@ def _what_it_is(head: bytes) -> str:
     return "not a torch.save zip archive"
 
 
-# Config keys older versions wrote into checkpoints and this one no longer has (they did
-# nothing): dropped from an embedded config so old checkpoints still load.
-RETIRED_KEYS = {"data": ("cache_images",)}
+# Config keys older versions wrote into checkpoints and this one no longer has (cache_images did
+# nothing; channels_last is always on): dropped from an embedded config so old checkpoints still
+# load and resume.
+RETIRED_KEYS = {"data": ("cache_images",), "train": ("channels_last",)}
 
 
-def config_of(ckpt: dict[str, Any], source: str) -> Config:
-    config = dict(ckpt["config"])
+def _without_retired(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
     for section, keys in RETIRED_KEYS.items():
         if isinstance(config.get(section), dict):
             config[section] = {k: v for k, v in config[section].items() if k not in keys}
-    return config_from_dict(config, f"{source} (embedded config)")
+    return config
+
+
+def config_of(ckpt: dict[str, Any], source: str) -> Config:
+    """The checkpoint's embedded config, validated (keys since retired are dropped)."""
+    return config_from_dict(_without_retired(ckpt["config"]), f"{source} (embedded config)")
 
 
 def load_model(path: str | Path):

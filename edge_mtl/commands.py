@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the model described by --config; writes last.pt, "
         "best.pt and metrics.jsonl into --out.",
     )
-    p.add_argument("--config", required=True, help="YAML config (e.g. configs/synthetic.yaml)")
+    p.add_argument(
+        "--config", required=True, help="YAML config file, or a built-in name (e.g. synthetic)"
+    )
     p.add_argument("--out", required=True, help="run directory, e.g. runs/demo")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -75,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(or the config stored in the checkpoint).",
     )
     p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/demo/best.pt")
-    p.add_argument("--config", help="YAML config whose data.val to use (default: checkpoint's)")
+    p.add_argument(
+        "--config", help="config file or built-in name: use its data.val (default: checkpoint's)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default="data")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
@@ -110,24 +114,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_cfg(args: argparse.Namespace):
-    import dataclasses
+def _args_config(args: argparse.Namespace):
+    """The config ``args.config`` names (a path or a built-in name) with the command line's
+    overrides (``--epochs``, ``--time-limit``, ``--pretrained`` where the command has them)."""
+    from edge_mtl.config import load_config, with_overrides
 
-    from edge_mtl.config import load_config, validate
-
-    cfg = load_config(args.config)
-    train_over = {}
-    if getattr(args, "epochs", None) is not None:
-        train_over["epochs"] = args.epochs
-    if getattr(args, "time_limit", None) is not None:
-        train_over["time_limit_min"] = args.time_limit
-    if train_over:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_over))
-    if getattr(args, "pretrained", None):
-        cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, pretrained=args.pretrained)
-        )
-    return validate(cfg)
+    return with_overrides(
+        load_config(args.config),
+        epochs=getattr(args, "epochs", None),
+        time_limit_min=getattr(args, "time_limit", None),
+        pretrained=getattr(args, "pretrained", None),
+    )
 
 
 def _launch_distributed(args: argparse.Namespace) -> int:
@@ -150,7 +147,7 @@ def _launch_distributed(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from edge_mtl.train import train
 
-    cfg = _load_cfg(args)
+    cfg = _args_config(args)
     check_writable_dir(args.out, "run folder")
     if args.devices > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_distributed(args)
@@ -174,7 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model, cfg, _ = load_model(args.weights)
     if args.config:
-        val_cfg = _load_cfg(args)
+        val_cfg = _args_config(args)
         if val_cfg.model != cfg.model:
             print(
                 f"note: {args.config} describes a different model; using its data.val only",

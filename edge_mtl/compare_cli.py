@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction, baseline: BaselineFactory) -> None
         "Interrupted? Run the same command again: finished variants are reused and the "
         "unfinished one resumes from its last.pt.",
     )
-    p.add_argument("--config", required=True, help="YAML config with two or more tasks")
+    p.add_argument(
+        "--config", required=True, help="YAML config or built-in name, two or more tasks"
+    )
     p.add_argument("--out", default="runs/compare", help="output directory (runs/compare)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument(
@@ -43,10 +45,10 @@ def register(sub: argparse._SubParsersAction, baseline: BaselineFactory) -> None
 
 
 def cmd_compare(args: argparse.Namespace, baseline: BaselineFactory) -> int:
-    from edge_mtl.commands import _load_cfg
     from edge_mtl.compare import compare, to_markdown
+    from edge_mtl.config import load_config, with_overrides
 
-    cfg = _load_cfg(args)
+    cfg = with_overrides(load_config(args.config), args.epochs, args.time_limit)
     report = compare(
         cfg,
         args.out,

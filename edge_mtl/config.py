@@ -8,19 +8,55 @@ types are reported with the file and the dotted key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import itertools
 import json
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+class Backbone(enum.StrEnum):
+    """``model.backbone``: the torchvision ResNet trunk."""
+
+    RESNET18 = "resnet18"
+    RESNET34 = "resnet34"
+    RESNET50 = "resnet50"
+
+
+class Amp(enum.StrEnum):
+    """``train.amp``: autocast dtype; ``auto`` picks bf16/fp16 where the hardware is fast."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    OFF = "off"
+
+
+class SourceKind(enum.StrEnum):
+    """``data.*[i].kind``: the format of one data source (see SourceConfig)."""
+
+    SYNTHETIC = "synthetic"
+    BDD100K = "bdd100k"
+    KITTI = "kitti"
+    COCO = "coco"
+    FOLDER = "folder"
+
+
+class WeightingName(enum.StrEnum):
+    """``train.weighting``: the task-weighting strategy (edge_mtl/weighting.py)."""
+
+    FIXED = "fixed"
+    UNCERTAINTY = "uncertainty"
+    GRADNORM = "gradnorm"
+    DWA = "dwa"
 
 
 class ConfigError(InputError):
@@ -31,7 +67,7 @@ class ConfigError(InputError):
 class ModelConfig:
     """Architecture and tasks. Task names become ONNX output names (``cls_<name>``, ...)."""
 
-    backbone: str = "resnet18"
+    backbone: Backbone = Backbone.RESNET18
     pretrained: str | None = None  # path to a local torchvision ResNet state dict
     input_hw: tuple[int, int] = (256, 448)
     neck_channels: int = 96
@@ -50,13 +86,12 @@ class ModelConfig:
 
 # The detection pyramid: P3-P5, or P2-P5 for a stride-4 level that sees objects a few pixels wide.
 STRIDE_CHOICES = ((8, 16, 32), (4, 8, 16, 32))
-SOURCE_KINDS = ("synthetic", "bdd100k", "kitti", "coco", "folder")
 IGNORE = "ignore"  # category mapping target: drop these annotations on purpose
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source (``kind`` one of SOURCE_KINDS):
+    """One data source (``kind`` a SourceKind):
 
     - ``synthetic``: ``n`` scenes rendered from ``seed`` at ``frame_hw`` (cached under ``path``);
     - ``bdd100k``: ``path``/labels.json, images in ``path``/images/;
@@ -74,7 +109,7 @@ class SourceConfig:
     all (bad JSON, a missing label directory) is an error either way.
     """
 
-    kind: str = "synthetic"
+    kind: SourceKind = SourceKind.SYNTHETIC
     path: str | None = None
     n: int = 0
     seed: int = 0
@@ -118,16 +153,15 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 200
     grad_clip: float = 10.0
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    amp: Amp = Amp.AUTO
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight (default 1)
-    weighting: str = "fixed"  # fixed | uncertainty | gradnorm | dwa (edge_mtl/weighting.py)
+    weighting: WeightingName = WeightingName.FIXED
     gradnorm_alpha: float = 1.5  # GradNorm restoring strength (0 = equal gradient norms)
     gradnorm_lr: float = 0.025  # learning rate of GradNorm's own Adam on the task weights
     dwa_temperature: float = 2.0  # DWA softmax temperature (higher = closer to equal)
     max_nonfinite_steps: int = 10  # stop after this many non-finite steps in a row
     seed: int = 0
     eval_every: int = 1  # epochs
-    channels_last: bool = True
     time_limit_min: float = 0.0  # stop training after this many minutes (0 = no limit)
     # Progressive resizing (edge_mtl/progressive.py): the first ``low_res_until`` of the run
     # (0..1, by steps or by the time limit, whichever is further) trains at ``low_res_scale`` x
@@ -165,6 +199,10 @@ class Config:
 
 
 def _plain(x: Any) -> Any:
+    """Plain YAML/JSON data: enums as their strings, tuples as lists (checkpoints load it with
+    ``weights_only=True``, which admits no enum classes)."""
+    if isinstance(x, enum.Enum):
+        return x.value
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -197,6 +235,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 continue
         wanted = " or ".join(_type_name(a) for a in inner)
         raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, str) and value in tp._value2member_map_:
+            return tp(value)
+        choices = ", ".join(str(m.value) for m in tp)
+        raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -229,8 +272,21 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"{key}: unknown key (expected one of: {', '.join(names)})")
+    if cls is SourceConfig:
+        _check_kind(data, where)
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _check_kind(data: dict[str, Any], where: str) -> None:
+    """An unknown source kind, named by the source's label (``data.train[0] (lidar[0])``)."""
+    kind = data.get("kind", SourceKind.SYNTHETIC)
+    if isinstance(kind, str) and kind in SourceKind._value2member_map_:
+        return
+    index = where.rpartition("[")[2].rstrip("]")
+    label = data.get("name") or f"{kind}[{index}]"
+    kinds = ", ".join(SourceKind)
+    raise ConfigError(f"{where} ({label}): unknown kind {kind!r} (expected one of {kinds})")
 
 
 def _validate_stages(src: str, tc: TrainConfig) -> None:
@@ -260,8 +316,6 @@ def as_tuple(x: float | tuple[float, ...]) -> tuple[float, ...]:
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express."""
     src, m = cfg.source, cfg.model
-    if m.backbone not in BACKBONES:
-        raise ConfigError(f"{src}: model.backbone: expected one of {BACKBONES}, got {m.backbone!r}")
     if tuple(m.strides) not in STRIDE_CHOICES:
         choices = " or ".join(str(list(c)) for c in STRIDE_CHOICES)
         raise ConfigError(f"{src}: model.strides: expected {choices}, got {list(m.strides)}")
@@ -276,8 +330,6 @@ def validate(cfg: Config) -> Config:
     for name in cfg.train.loss_weights:
         if name not in tasks:
             raise ConfigError(f"{src}: train.loss_weights.{name}: no such task ({sorted(tasks)})")
-    if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):
-        raise ConfigError(f"{src}: train.amp: expected auto, bf16, fp16 or off")
     _validate_weighting(src, cfg.train)
     if cfg.train.accumulate < 1:
         raise ConfigError(f"{src}: train.accumulate: must be at least 1")
@@ -310,8 +362,6 @@ def validate(cfg: Config) -> Config:
 
 
 def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
-    if s.kind not in SOURCE_KINDS:
-        raise ConfigError(f"{where}: unknown kind {s.kind!r} (expected one of {SOURCE_KINDS})")
     if s.kind != "synthetic" and not s.path:
         raise ConfigError(f"{where}: needs a path")
     if s.weight < 0:
@@ -343,13 +393,6 @@ def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
 
 
 def _validate_weighting(src: str, tc: TrainConfig) -> None:
-    from edge_mtl.weighting import WEIGHTINGS  # the registry; imports torch only when checked
-
-    names = [str(n) for n in WEIGHTINGS]
-    if tc.weighting not in names:
-        raise ConfigError(
-            f"{src}: train.weighting: expected one of {', '.join(names)}, got {tc.weighting!r}"
-        )
     if tc.gradnorm_alpha < 0 or tc.gradnorm_lr <= 0 or tc.dwa_temperature <= 0:
         raise ConfigError(
             f"{src}: train: need gradnorm_alpha >= 0, gradnorm_lr > 0 and dwa_temperature > 0, "
@@ -371,17 +414,60 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     return validate(dataclasses.replace(cfg, source=source))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config file; every problem is a ConfigError naming the file."""
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped in the package ``edge_mtl.configs`` (e.g. ``synthetic``)."""
+    folder = resources.files("edge_mtl.configs")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """Read a YAML config: a file path, or the bare name of a built-in config (``synthetic``
+    reads ``edge_mtl/configs/synthetic.yaml``). A file of that name in the working folder wins
+    over a built-in one. Every problem is a ConfigError naming the file."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
+    p = Path(name_or_path)
+    if not p.is_file() and _is_bare_name(str(name_or_path)):
+        names = builtin_configs()
+        if str(name_or_path) not in names:
+            raise ConfigError(
+                f"{name_or_path}: no such config file or built-in config "
+                f"(built-in: {', '.join(names)})"
+            )
+        resource = resources.files("edge_mtl.configs") / f"{name_or_path}.yaml"
+        source, read = str(resource), resource.read_text
+    elif not p.is_file():
         raise ConfigError(f"{p}: config file not found")
+    else:
+        source, read = str(p), p.read_text
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(read()) or {}
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
+        raise ConfigError(f"{source}: cannot read the config ({e.strerror or e})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return config_from_dict(data, str(p))
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return config_from_dict(data, source)
+
+
+def _is_bare_name(text: str) -> bool:
+    """``synthetic`` is a name; ``configs/x.yaml``, ``x.yaml`` and ``./x`` are paths."""
+    return bool(text) and "/" not in text and "\\" not in text and Path(text).suffix == ""
+
+
+def with_overrides(
+    cfg: Config,
+    epochs: int | None = None,
+    time_limit_min: float | None = None,
+    pretrained: str | None = None,
+) -> Config:
+    """``cfg`` with the command line's overrides (None = keep the config's value), validated."""
+    train: dict[str, Any] = {}
+    if epochs is not None:
+        train["epochs"] = epochs
+    if time_limit_min is not None:
+        train["time_limit_min"] = time_limit_min
+    if train:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+    if pretrained:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=pretrained))
+    return validate(cfg)

@@ -5,6 +5,11 @@ runs exactly that) starts N processes with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`
 process trains on its slice of every global batch; DistributedDataParallel averages gradients,
 so a step sees the same ``train.batch_size`` images as a single-process run. Rank 0 alone logs,
 evaluates and writes files. gloo on CPU (testable anywhere), NCCL on CUDA.
+
+Several machines run the same command under one torchrun launcher each, joined by its
+rendezvous (``--nnodes M --node-rank i --rdzv-endpoint host:port``, see the README). Nothing
+else changes: each machine reads its own copy of the data (the first process per machine
+prepares it), and a resume reads ``last.pt`` on rank 0's machine and sends it to the others.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -29,6 +35,12 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  # processes on this machine
+
+    @property
+    def is_local_main(self) -> bool:
+        """The first process on this machine (prepares the machine's data cache)."""
+        return self.local_rank == 0
 
     @property
     def is_main(self) -> bool:
@@ -46,6 +58,7 @@ def from_env() -> DistInfo:
         rank=int(os.environ.get("RANK", "0")),
         world=world,
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
     )
 
 
@@ -144,6 +157,15 @@ def average_grads(params: Iterable[torch.nn.Parameter], info: DistInfo) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= info.world
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; e.g. a checkpoint only rank 0's disk holds)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def broadcast_from_main(tensors: Iterable[torch.Tensor], info: DistInfo) -> None:

@@ -22,20 +22,12 @@ epoch. All state (learned values, running means, GradNorm's own optimizer) is in
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import nn
 
-from edge_mtl.config import TrainConfig
-
-
-class WeightingName(enum.StrEnum):
-    FIXED = "fixed"
-    UNCERTAINTY = "uncertainty"
-    GRADNORM = "gradnorm"
-    DWA = "dwa"
+from edge_mtl.config import TrainConfig, WeightingName  # the names live with the config
 
 
 class Weighting(nn.Module):

@@ -4,7 +4,16 @@ import pytest
 import yaml
 
 from edge_mtl.cli import main
-from edge_mtl.config import ConfigError, load_config
+from edge_mtl.config import (
+    Amp,
+    Backbone,
+    ConfigError,
+    SourceKind,
+    WeightingName,
+    builtin_configs,
+    config_from_dict,
+    load_config,
+)
 from edge_mtl.data.generate import write_synthetic
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
@@ -19,6 +28,95 @@ def test_shipped_configs_load():
     for name in ("configs/synthetic.yaml", "configs/tiny.yaml"):
         cfg = load_config(name)
         assert cfg.model.detect and cfg.model.classify and cfg.model.regress
+
+
+def test_built_in_configs_load_by_name_and_equal_their_files():
+    assert builtin_configs() == ["compare-synthetic", "synthetic", "tiny"]
+    for name in builtin_configs():
+        by_name, by_path = load_config(name), load_config(f"configs/{name}.yaml")
+        assert by_name.to_dict() == by_path.to_dict()
+        assert by_name.source.endswith(f"configs/{name}.yaml")
+
+
+def test_a_file_in_the_working_folder_wins_over_a_built_in_name(tmp_path, monkeypatch):
+    d = tiny_cfg_dict()
+    d["train"]["epochs"] = 7
+    _write(tmp_path, d, name="tiny")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny").train.epochs == 7
+
+
+def test_an_unknown_name_is_one_line_listing_the_built_in_names(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"^nope: no such config file or built-in config"):
+        load_config("nope")
+    code, err = _cli(capsys, "train", "--config", "nope", "--out", str(tmp_path / "r"))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.endswith("(built-in: compare-synthetic, synthetic, tiny)")
+
+
+def test_closed_sets_of_names_are_enums_spelled_as_in_yaml():
+    d = tiny_cfg_dict()
+    d["train"].update(amp="bf16", weighting="dwa")
+    cfg = config_from_dict(d)
+    assert cfg.model.backbone is Backbone.RESNET18 and cfg.train.amp is Amp.BF16
+    assert cfg.train.weighting is WeightingName.DWA
+    assert cfg.data.train[0].kind is SourceKind.SYNTHETIC
+    plain = cfg.to_dict()  # what a checkpoint embeds: plain strings, YAML spelling
+    assert (plain["model"]["backbone"], plain["train"]["amp"]) == ("resnet18", "bf16")
+    assert (
+        type(plain["train"]["weighting"]) is str
+        and plain["data"]["train"][0]["kind"] == "synthetic"
+    )
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(plain))) == cfg
+    for section, key, value in (("model", "backbone", "resnet99"), ("train", "amp", "fp8")):
+        bad = tiny_cfg_dict()
+        bad[section][key] = value
+        with pytest.raises(
+            ConfigError, match=rf"{section}\.{key}: expected one of .*got '{value}'"
+        ):
+            config_from_dict(bad, "c.yaml")
+
+
+def test_channels_last_is_no_longer_a_key_but_old_checkpoints_still_load():
+    from pathlib import Path
+
+    from edge_mtl.runtime.errors import InputError
+
+    from edge_mtl.checkpoint import CHECKPOINT_VERSION, check_resumable, config_of
+
+    d = tiny_cfg_dict()
+    d["train"]["channels_last"] = True
+    with pytest.raises(ConfigError, match=r"train\.channels_last: unknown key"):
+        config_from_dict(d, "c.yaml")
+    now = config_from_dict(tiny_cfg_dict(), "x").to_dict()
+    assert config_of({"config": d}, "old.pt").to_dict() == now
+    old = {**now, "train": {**now["train"], "channels_last": True}}  # as an old last.pt has it
+    check_resumable({"version": CHECKPOINT_VERSION, "config": old}, Path("last.pt"), now)
+    faster = tiny_cfg_dict()
+    faster["train"]["lr"] = 0.5
+    faster = config_from_dict(faster).to_dict()
+    with pytest.raises(InputError, match=r"last\.pt: was trained with a different config"):
+        check_resumable({"version": CHECKPOINT_VERSION, "config": old}, Path("last.pt"), faster)
+
+
+def test_validating_a_config_imports_no_torch():
+    """``edge_mtl.config`` and the weighting names it checks need no torch (no import cycle
+    through ``edge_mtl.weighting``)."""
+    import subprocess
+    import sys
+
+    from tests.runtime.conftest import BLOCK_TORCH
+
+    code = BLOCK_TORCH + (
+        "from edge_mtl.config import load_config\n"
+        "cfg = load_config('synthetic')\n"
+        "import sys\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch']\n"
+        "print(cfg.train.weighting, cfg.model.backbone, len(cfg.data.train))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["fixed", "resnet18", "1"]
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -180,7 +180,7 @@ def test_dynamic_weights_are_logged_and_resume_exactly(tmp_path, monkeypatch, we
 def test_a_version_1_checkpoint_still_evaluates_with_the_same_outputs(tmp_path):
     """Version 1 shared one BatchNorm across the detection levels; its weights load into the
     per-level layout (each level gets a copy) and the model computes what it computed before."""
-    from edge_mtl.checkpoint import load_model, save_atomic
+    from edge_mtl.checkpoint import deployable, load_model, save_atomic
 
     cfg = config_from_dict(tiny_cfg_dict())
     model = MultiTaskModel(cfg.model).eval()
@@ -202,7 +202,7 @@ def test_a_version_1_checkpoint_still_evaluates_with_the_same_outputs(tmp_path):
     config = cfg.to_dict()
     config["data"]["cache_images"] = True  # version 1 wrote this key (since retired)
     path = tmp_path / "v1.pt"
-    save_atomic({"format": "edge-mtl", "version": 1, "config": config, "model": state}, path)
+    save_atomic(deployable(config, state, version=1), path)
     loaded, _, _ = load_model(path)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

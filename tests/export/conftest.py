@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from edge_mtl.checkpoint import CHECKPOINT_VERSION, save_atomic  # noqa: E402
+from edge_mtl.checkpoint import deployable, save_atomic  # noqa: E402
 from edge_mtl.config import Config, ModelConfig  # noqa: E402
 from edge_mtl.model import MultiTaskModel  # noqa: E402
 
@@ -60,21 +60,11 @@ def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
 def write_checkpoint(path: Path, strides: tuple[int, ...] = (8, 16, 32)) -> Path:
     """A tiny model's ``best.pt`` in the format ``edge_mtl.train`` writes (EMA = weights)."""
     cfg = tiny_config(strides)
-    state = tiny_model(cfg).state_dict()
-    record = {
-        "format": "edge-mtl",
-        "version": CHECKPOINT_VERSION,
-        "config": cfg.to_dict(),
-        "model": state,
-        "ema": state,
-        "ema_updates": 0,
-        "metrics": {},
-    }
-    save_atomic(record, path)
+    save_atomic(deployable(cfg.to_dict(), tiny_model(cfg).state_dict()), path)
     return path
 
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``best.pt`` in the format ``edge_mtl.train`` writes (EMA weights used by load_model)."""
+    """``best.pt`` in the format ``edge_mtl.train`` writes (the EMA weights as the model)."""
     return write_checkpoint(tmp_path_factory.mktemp("run") / "best.pt")
