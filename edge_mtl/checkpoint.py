@@ -71,8 +71,8 @@ def _what_it_is(head: bytes) -> str:
 
 
 # Config keys older versions wrote into checkpoints and this one no longer has (they did
-# nothing): dropped from an embedded config so old checkpoints still load.
-RETIRED_KEYS = {"data": ("cache_images",)}
+# nothing at inference): dropped from an embedded config so old checkpoints still load.
+RETIRED_KEYS = {"data": ("cache_images",), "train": ("det_object_balance",)}
 
 
 def config_of(ckpt: dict[str, Any], source: str) -> Config:

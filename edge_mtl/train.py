@@ -39,6 +39,7 @@ from edge_mtl.progressive import active, resize_batch, stage_at, train_hw
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import check_writable_dir
 from edge_mtl.runtime.hardware import cpu_model, has_native_bf16, isa_summary
+from edge_mtl.tasks import task_names
 from edge_mtl.weighting import build_weighting
 
 
@@ -191,7 +192,7 @@ def _train(
         f"model: {cfg.model.backbone} + FPN({cfg.model.neck_channels}), "
         f"{count_parameters(model) / 1e6:.2f} M parameters, input {cfg.model.input_hw}"
     )
-    weighting = build_weighting(tc, cfg.model.task_names(), model.shared_parameter()).to(dev)
+    weighting = build_weighting(tc, task_names(cfg.model), model.shared_parameter()).to(dev)
     net: torch.nn.Module = model  # what the forward pass runs: the DDP wrapper when distributed
     if info.enabled:
         if tc.sync_bn and dev.type == "cuda":
@@ -207,7 +208,7 @@ def _train(
     stepped = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype is torch.float16)
     ema = EMA(model)
-    loss_fn = MultiTaskLoss(cfg.model, weighting, dev, tc.det_object_balance)
+    loss_fn = MultiTaskLoss(cfg.model, weighting, dev)
     steps_per_epoch = len(train_ds) // tc.batch_size  # an epoch visits len(train_ds) images
     if steps_per_epoch == 0:
         raise InputError(f"{cfg.source}: batch_size {tc.batch_size} > {len(train_ds)} images")

@@ -5,7 +5,7 @@ The torch model is converted before export (BatchNorm folded in float32 first, t
 casts at the boundaries, so the graph
 starts with one Cast to float16 and ends with Casts to float32 and the runtime feeds it exactly
 what it feeds the float32 model. Detection decoding (anchor points, box corners, score
-sigmoid/sqrt) stays in float32 because :class:`edge_mtl.model.DetectHead` upcasts before it.
+sigmoid/sqrt) stays in float32 because :class:`edge_mtl.tasks.detect.DetectHead` upcasts before it.
 """
 
 from __future__ import annotations
