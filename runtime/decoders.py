@@ -239,7 +239,7 @@ def decoder_registered(decoder: Decoder) -> Iterator[Decoder]:
 
 def decoder_for(t: TaskMeta) -> Decoder:
     """The decoder of ``t``'s kind; MetadataError when this runtime has none."""
-    d = DECODERS.get(str(getattr(t.kind, "value", t.kind)))
+    d = DECODERS.get(t.kind_name)
     if d is None:
         raise MetadataError(
             f"task {t.name!r} has kind {t.kind!r}, which this runtime cannot decode "

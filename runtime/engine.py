@@ -250,7 +250,7 @@ class Engine:
     def describe(self) -> str:
         """One line: model, provider and why others were skipped, input size, tasks."""
         tasks = ", ".join(
-            f"{t.name}({t.kind.value}{f', {len(t.classes)} classes' if t.classes else ''})"
+            f"{t.name}({t.kind_name}{f', {len(t.classes)} classes' if t.classes else ''})"
             for t in self.meta.tasks
         )
         h, w = self.meta.input_hw

@@ -53,6 +53,11 @@ class TaskMeta:
     iou_threshold: float = 0.5
     nms_in_graph: bool = False
 
+    @property
+    def kind_name(self) -> str:
+        """``kind`` as plain text (``"detect"``, or a registered kind's name)."""
+        return str(getattr(self.kind, "value", self.kind))
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -79,8 +84,8 @@ class ModelMeta:
     def to_json(self) -> str:
         d = asdict(self)
         d["precision"] = self.precision.value
-        for t in d["tasks"]:
-            t["kind"] = str(getattr(t["kind"], "value", t["kind"]))
+        for t, task in zip(d["tasks"], self.tasks):
+            t["kind"] = task.kind_name
         return json.dumps(d, sort_keys=True)
 
     def replace(self, **changes: Any) -> ModelMeta:
