@@ -108,6 +108,28 @@ def test_model_without_metadata(models, kit) -> None:
     assert got.regressions == pytest.approx(want.regressions)
 
 
+def test_metadata_is_checked_by_each_task_kinds_decoder() -> None:
+    import dataclasses
+    import json
+
+    from edge_mtl.runtime.metadata import ModelMeta
+
+    from tests.runtime.conftest import tiny_meta
+
+    d = json.loads(tiny_meta().to_json())
+    d["tasks"][2]["kind"] = "segment"  # no decoder for it in this runtime
+    with pytest.raises(MetadataError, match=r"m\.onnx: task 'curvature' has kind 'segment', which"):
+        ModelMeta.from_json(json.dumps(d), "m.onnx")
+    meta = tiny_meta()
+    det = dataclasses.replace(meta.tasks[0], outputs=("det_boxes",))
+    bad = meta.replace(tasks=(det, *meta.tasks[1:])).to_json()
+    with pytest.raises(MetadataError, match=r"detection task 'det' needs outputs for \['boxes'"):
+        ModelMeta.from_json(bad, "m.onnx")
+    nameless = meta.replace(tasks=(dataclasses.replace(meta.tasks[1], classes=()),)).to_json()
+    with pytest.raises(MetadataError, match="task 'weather' has no class names"):
+        ModelMeta.from_json(nameless, "m.onnx")
+
+
 def test_imgsz_that_contradicts_the_graph(models) -> None:
     with pytest.raises(InputError, match=r"expects 3x32x32, got 3x64x64"):
         Engine(models["dense"], "cpu", EngineConfig(imgsz=(64, 64)))
