@@ -17,7 +17,8 @@ from edge_mtl.runtime.files import atomic_write
 
 CHECKPOINT_VERSION = 2
 # Version 1 shared one BatchNorm over the pyramid levels in the detection towers; version 2 has
-# one per level (edge_mtl.model.LevelTower). Version 1 weights still load for eval and export.
+# one per level (edge_mtl.tasks.detect.LevelTower). Version 1 weights still load for eval and
+# export.
 READABLE_VERSIONS = (1, 2)
 _OLD_TOWER = re.compile(r"^(heads\.detect\.(?:cls|reg)_tower)\.(\d+)\.([01])\.(.+)$")
 
