@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from edge_mtl.bench.timing import time_calls
 from edge_mtl.runtime.engine import Engine, FrameResult
 from edge_mtl.runtime.errors import InputError

@@ -62,6 +62,7 @@ def collect(probe: bool = True) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (keys in docs/env.md). ``probe``: create a tiny
     session on every provider to see which initialise."""
     import onnxruntime as ort
+
     from edge_mtl.bench.machine import machine_info
 
     machine = machine_info()
@@ -100,6 +101,7 @@ def provider_report(probe: bool) -> list[dict[str, Any]]:
     """Every provider in auto order: in the build (or, for OpenVINO, plugin installed), and,
     when ``probe``, whether a real session on a tiny model initialises (else ``None``)."""
     import onnxruntime as ort
+
     from edge_mtl.runtime.providers import Provider, find_openvino_plugin
 
     listed = set(ort.get_available_providers())
@@ -122,6 +124,8 @@ def provider_report(probe: bool) -> list[dict[str, Any]]:
 def probe_provider(p: Any) -> tuple[bool, str]:
     """(does ``p`` initialise, what happened): a strict session on onnxruntime's own tiny
     ``mul_1.onnx`` with default options (TensorRT's cache in a temporary folder)."""
+    from onnxruntime.datasets import get_example
+
     from edge_mtl.runtime.errors import EdgeMTLError
     from edge_mtl.runtime.providers import (
         SEE_ORT,
@@ -133,7 +137,6 @@ def probe_provider(p: Any) -> tuple[bool, str]:
         session_options,
         tensorrt_options,
     )
-    from onnxruntime.datasets import get_example
 
     model = Path(get_example("mul_1.onnx"))
     with tempfile.TemporaryDirectory(prefix="edge-mtl-env-") as tmp:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from edge_mtl.bench.baseline import Baseline, Log
 from edge_mtl.bench.e2e import E2E_ROUNDS, E2ERounds, run_e2e, run_streams
 from edge_mtl.bench.machine import (

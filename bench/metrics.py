@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-COCO_MAX_DET = 100  # the COCO protocol scores at most this many detections per image
+from edge_mtl.runtime.postprocess import EVAL_MAX_DET
+
 # COCO's object sizes by box area in frame pixels (pycocotools' areaRng)
 COCO_SIZES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, math.inf))
 
@@ -79,7 +80,7 @@ def coco_map(
         gt.createIndex()
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "bbox")
-        ev.params.maxDets = [1, 10, COCO_MAX_DET]
+        ev.params.maxDets = [1, 10, EVAL_MAX_DET]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

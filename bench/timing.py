@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from edge_mtl.runtime.engine import Engine
 
 TURN_BLOCK_S = 0.5  # --seconds: each row's turn is about this long

@@ -18,16 +18,20 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
 from edge_mtl.bench.metrics import accuracy_f1, coco_map
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
-from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many
+from edge_mtl.runtime.postprocess import (
+    EVAL_CONF,
+    EVAL_IOU,
+    EVAL_MAX_DET,
+    Detections,
+    box_iou_one_to_many,
+)
 from edge_mtl.runtime.providers import Provider
 
-EVAL_CONF = 0.001  # edge_mtl.evaluate's COCO settings: low-score detections count toward mAP
-EVAL_IOU = 0.6
-EVAL_MAX_DET = 100
 MATCH_IOU = 0.5  # two detections of the same class agree at IoU >= 0.5
 BATCH = 8
 
@@ -131,7 +135,7 @@ def task_metrics(pred: Predictions, data: EvalSet, meta: ModelMeta) -> dict[str,
             true = np.array([r.labels.get(t.name, -1) for r in recs])
             acc, _ = accuracy_f1(np.array(pred.cls[t.name]), true, len(t.classes))
             out[f"{t.name} acc"] = 100 * acc
-        else:
+        elif t.kind is TaskKind.REGRESS:
             y = np.array([r.targets.get(t.name, math.nan) for r in recs])
             p, ok = np.array(pred.reg[t.name]), np.isfinite(y)
             out[f"{t.name} MAE"] = float(np.abs(p[ok] - y[ok]).mean()) if ok.any() else math.nan
@@ -157,7 +161,7 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
         elif t.kind is TaskKind.CLASSIFY:
             same = np.array(ref.cls[t.name]) == np.array(other.cls[t.name])
             out[f"{t.name} top-1 agreement"] = 100.0 * float(same.mean())
-        else:
+        elif t.kind is TaskKind.REGRESS:
             diff = np.abs(np.array(ref.reg[t.name]) - np.array(other.reg[t.name]))
             out[f"{t.name} mean abs diff"] = float(diff.mean())
     return out

@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
 from edge_mtl.bench.timing import time_engines
 from edge_mtl.calibration.accuracy import (
     AccuracyReport,
@@ -47,8 +50,6 @@ from edge_mtl.runtime.files import (
 from edge_mtl.runtime.hardware import has_vnni
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.providers import Provider
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 log = logging.getLogger("edge_mtl.calibration")
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import ModelMeta
 from edge_mtl.runtime.preprocess import preprocess
-from onnxruntime.quantization import CalibrationDataReader
 
 
 class CalibrationReader(CalibrationDataReader):

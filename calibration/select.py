@@ -17,6 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.files import IMAGE_SUFFIXES, read_json
 

@@ -24,7 +24,8 @@ from edge_mtl.runtime.files import atomic_write
 
 CHECKPOINT_VERSION = 2
 # Version 1 shared one BatchNorm over the pyramid levels in the detection towers; version 2 has
-# one per level (edge_mtl.model.LevelTower). Version 1 weights still load for eval and export.
+# one per level (edge_mtl.tasks.detect.LevelTower). Version 1 weights still load for eval and
+# export.
 READABLE_VERSIONS = (1, 2)
 _OLD_TOWER = re.compile(r"^(heads\.detect\.(?:cls|reg)_tower)\.(\d+)\.([01])\.(.+)$")
 
@@ -159,9 +160,9 @@ def _what_it_is(head: bytes) -> str:
 
 
 # Config keys older versions wrote into checkpoints and this one no longer has (cache_images did
-# nothing; channels_last is always on): dropped from an embedded config so old checkpoints still
-# load and resume.
-RETIRED_KEYS = {"data": ("cache_images",), "train": ("channels_last",)}
+# nothing; channels_last is always on; det_object_balance lost its side-by-side run): dropped
+# from an embedded config so old checkpoints still load and resume.
+RETIRED_KEYS = {"data": ("cache_images",), "train": ("channels_last", "det_object_balance")}
 
 
 def _without_retired(config: dict[str, Any]) -> dict[str, Any]:

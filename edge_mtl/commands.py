@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.files import check_writable, check_writable_dir
+
+if TYPE_CHECKING:
+    from edge_mtl.config import ModelConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -157,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not metrics and int(os.environ.get("RANK", "0")) != 0:
         return 0  # a worker of a distributed run: rank 0 reports
     print(f"done: {args.out}/best.pt, {args.out}/last.pt, {args.out}/metrics.jsonl")
-    print(format_metrics(metrics))
+    print(format_metrics(metrics, cfg.model))
     return 0
 
 
@@ -196,36 +199,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({"weights": str(args.weights), "images": len(recs), **jsonable(metrics)}))
     else:
         print(f"{args.weights} on {len(recs)} images")
-        print(format_metrics(metrics))
+        print(format_metrics(metrics, cfg.model))
     return 0
 
 
-def _f3(v: float) -> str:
-    return f"{v:.3f}" if math.isfinite(v) else "—"  # e.g. no objects of that size
+def format_metrics(metrics: dict[str, float], model: ModelConfig) -> str:
+    """The summary lines of ``metrics`` for every task of ``model`` (a ``ModelConfig``), each
+    written by its kind in the task registry."""
+    from edge_mtl.tasks import KINDS, declared
 
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    rows = []
-    if "det/map50" in metrics:
-        rows.append(
-            f"  detection  mAP@0.5 {metrics['det/map50']:.3f}  "
-            f"mAP@0.5:0.95 {metrics['det/map']:.3f}"
-        )
-        sizes = [(s, metrics.get(f"det/map_{s}", math.nan)) for s in ("small", "medium", "large")]
-        if any(math.isfinite(v) for _, v in sizes):
-            rows.append("    by size  mAP@0.5:0.95 " + "  ".join(f"{s} {_f3(v)}" for s, v in sizes))
-        per_class = [
-            (k.removeprefix("det/ap50/"), v)
-            for k, v in metrics.items()
-            if k.startswith("det/ap50/")
-        ]
-        if per_class:
-            rows.append("    by class AP@0.5 " + "  ".join(f"{c} {_f3(v)}" for c, v in per_class))
-    for k in metrics:
-        if k.endswith("/acc"):
-            t = k[:-4]
-            rows.append(f"  {t:<10} accuracy {metrics[k]:.3f}  macro-F1 {metrics[t + '/f1']:.3f}")
-        if k.endswith("/mae"):
-            t = k[:-4]
-            rows.append(f"  {t:<10} MAE {metrics[k]:.4f}  (label std {metrics[t + '/std']:.4f})")
-    return "\n".join(rows)
+    return "\n".join(
+        line
+        for name, tasks in declared(model).items()
+        for t in tasks
+        for line in KINDS[name].metric_lines(t, metrics)
+    )

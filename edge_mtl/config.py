@@ -170,10 +170,6 @@ class TrainConfig:
     # 0.75x to three quarters, then full size.
     low_res_scale: float | tuple[float, ...] = 1.0
     low_res_until: float | tuple[float, ...] = 0.0
-    # Detection positives weighted per object: a location assigned to an object with n
-    # positive locations weighs n ** -det_object_balance (renormalised to the same total), so a
-    # large object stops outvoting a tiny one by its area. 0 = every location alike (FCOS).
-    det_object_balance: float = 0.0
     # batch_size is the global batch of one optimizer step: split over the processes of a
     # distributed run and over ``accumulate`` forward/backward passes in each.
     accumulate: int = 1
@@ -334,11 +330,6 @@ def validate(cfg: Config) -> Config:
     if cfg.train.accumulate < 1:
         raise ConfigError(f"{src}: train.accumulate: must be at least 1")
     _validate_stages(src, cfg.train)
-    if not 0 <= cfg.train.det_object_balance <= 1:
-        raise ConfigError(
-            f"{src}: train.det_object_balance: must be in [0, 1], "
-            f"got {cfg.train.det_object_balance}"
-        )
     if cfg.train.batch_size % cfg.train.accumulate:
         raise ConfigError(
             f"{src}: train.batch_size {cfg.train.batch_size} must be a multiple of "

@@ -1,8 +1,9 @@
-"""The multi-task network: ResNet trunk -> FPN neck (P3-P5) -> a dict of task heads.
+"""The multi-task network: ResNet trunk -> FPN neck (P3-P5) -> one head per task kind.
 
-``MultiTaskModel.forward(images)`` returns a dict with fixed keys; the ONNX contract outputs
-(``det_boxes``, ``det_scores``, ``cls_<task>``, ``reg_<task>``) are among them, the rest
-(``det_logits``, ``det_ctr``) exist for the losses and are dropped at export.
+The heads come from the task registry (:mod:`edge_mtl.tasks`): every kind with tasks in the
+config adds its head, keyed by the kind name. ``MultiTaskModel.forward(images)`` returns a dict
+with fixed keys; the ONNX contract outputs (each kind's ``output_names``) are among them, the
+rest (e.g. the detection logits) exist for the losses and are dropped at export.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 
 from edge_mtl.config import ModelConfig
 from edge_mtl.runtime.errors import InputError
+from edge_mtl.tasks import KINDS, Features, Kind, Task, declared
+from edge_mtl.tasks.base import conv_bn_relu
 
 
 class Backbone(nn.Module):
@@ -53,12 +56,6 @@ class Backbone(nn.Module):
         return {4: c2, 8: c3, 16: c4, 32: self.layer4(c4)}
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)
-    )
-
-
 class FPN(nn.Module):
     """Top-down feature pyramid, finest first: (C3, C4, C5) -> (P3, P4, P5), or with C2 in
     front also P2; all ``width`` channels."""
@@ -75,190 +72,47 @@ class FPN(nn.Module):
         return [m(x) for m, x in zip(self.smooth, lat)]
 
 
-class LevelTower(nn.Module):
-    """Conv-BN-ReLU blocks whose convolutions every pyramid level shares, with a BatchNorm per
-    level. One BatchNorm over all levels normalises each level by its own batch statistics in
-    training but by a blend of all levels' running statistics in eval mode, and the levels
-    differ: P3 features were then scaled wrongly at inference (on the demo model, giving each
-    level its own statistics raised mAP@0.5:0.95 from 0.38 to 0.47 with the weights unchanged).
-    At export each level's BatchNorm folds into its own copy of the convolution."""
-
-    def __init__(self, width: int, convs: int, levels: int) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(
-            nn.Conv2d(width, width, 3, padding=1, bias=False) for _ in range(convs)
-        )
-        self.norms = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm2d(width) for _ in range(convs)) for _ in range(levels)
-        )
-        self.folded: nn.ModuleList | None = None  # per-level convs with norms folded in
-
-    def fold_norms(self) -> None:
-        """For inference only: give each level its own copy of the convolutions with that
-        level's BatchNorm folded in (export calls this; a folded tower cannot train)."""
-        self.folded = nn.ModuleList(
-            nn.ModuleList(
-                torch.nn.utils.fusion.fuse_conv_bn_eval(conv, norm)
-                for conv, norm in zip(self.convs, norms)
-            )
-            for norms in self.norms
-        )
-
-    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        if self.folded is not None:
-            for conv in self.folded[level]:
-                x = F.relu(conv(x), inplace=True)
-            return x
-        for conv, norm in zip(self.convs, self.norms[level]):
-            x = F.relu(norm(conv(x)), inplace=True)
-        return x
-
-
-class DetectHead(nn.Module):
-    """Anchor-free dense detector (FCOS-style) shared over the pyramid levels (P3-P5, or P2-P5),
-    boxes decoded in forward.
-
-    Per location: class logits (C), box distances left/top/right/bottom in input pixels, and a
-    centerness logit. Score = sqrt(sigmoid(class) * sigmoid(centerness)).
-    """
-
-    def __init__(self, classes: tuple[str, ...], width: int, convs: int, strides: tuple[int, ...]):
-        super().__init__()
-        self.num_classes = len(classes)
-        self.strides = strides
-        self.cls_tower = LevelTower(width, convs, len(strides))
-        self.reg_tower = LevelTower(width, convs, len(strides))
-        self.cls_out = nn.Conv2d(width, self.num_classes, 3, padding=1)
-        self.reg_out = nn.Conv2d(width, 4, 3, padding=1)
-        self.ctr_out = nn.Conv2d(width, 1, 3, padding=1)
-        self.scales = nn.Parameter(torch.ones(len(strides)))
-        nn.init.constant_(self.cls_out.bias, -4.6)  # prior probability 0.01 (focal loss init)
-        nn.init.normal_(self.cls_out.weight, std=0.01)
-
-    @staticmethod
-    def points(hw: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:
-        """Centres of a feature map's cells in input pixels, (h*w, 2) as (x, y)."""
-        h, w = hw
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * stride
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * stride
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-
-    def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits, dists, ctrs, pts = [], [], [], []
-        for i, (f, stride) in enumerate(zip(feats, self.strides)):
-            b = f.shape[0]
-            c = self.cls_tower(f, i)
-            r = self.reg_tower(f, i)
-            logits.append(self.cls_out(c).flatten(2).transpose(1, 2))  # (B, hw, C)
-            ctrs.append(self.ctr_out(r).flatten(2).transpose(1, 2))  # (B, hw, 1)
-            d = F.relu(self.reg_out(r) * self.scales[i]) * stride  # distances in pixels
-            dists.append(d.flatten(2).transpose(1, 2))  # (B, hw, 4)
-            pts.append(self.points(f.shape[-2:], stride, f.device).expand(b, -1, -1))
-        logit = torch.cat(logits, 1)  # (B, A, C)
-        ctr = torch.cat(ctrs, 1)  # (B, A, 1)
-        dist = torch.cat(dists, 1).float()
-        p = torch.cat(pts, 1)  # (B, A, 2)
-        boxes = torch.cat([p - dist[..., :2], p + dist[..., 2:]], -1)  # (B, A, 4) xyxy
-        scores = torch.sqrt(torch.sigmoid(logit.float()) * torch.sigmoid(ctr.float()))
-        return {
-            "det_boxes": boxes,
-            "det_scores": scores,
-            "det_logits": logit,
-            "det_ctr": ctr[..., 0],
-        }
-
-
-class ClassifyHead(nn.Module):
-    """A shared hidden layer on globally pooled C5, then one linear classifier per task."""
-
-    def __init__(self, tasks: dict[str, tuple[str, ...]], in_channels: int) -> None:
-        super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(in_channels, 256), nn.ReLU(True), nn.Dropout(0.1))
-        self.out = nn.ModuleDict({t: nn.Linear(256, len(c)) for t, c in tasks.items()})
-
-    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.hidden(pooled)
-        return {f"cls_{t}": m(h) for t, m in self.out.items()}  # each (B, K) logits
-
-
-class RegressHead(nn.Module):
-    """Scalar targets that depend on *where* things are (road curvature): attention pooling
-    over P4 with coordinate channels appended, so the pooled vector keeps position."""
-
-    def __init__(self, tasks: tuple[str, ...], width: int, maps: int = 4) -> None:
-        super().__init__()
-        self.reduce = conv_bn_relu(width + 2, 64)
-        self.attn = nn.Conv2d(64, maps, 1)
-        self.out = nn.ModuleDict(
-            {
-                t: nn.Sequential(nn.Linear(maps * 66, 64), nn.ReLU(True), nn.Linear(64, 1))
-                for t in tasks
-            }
-        )
-
-    def forward(self, p4: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, _, h, w = p4.shape
-        ys = torch.linspace(-1, 1, h, device=p4.device, dtype=p4.dtype)
-        xs = torch.linspace(-1, 1, w, device=p4.device, dtype=p4.dtype)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        coords = torch.stack([gx, gy]).expand(b, -1, -1, -1)  # (B, 2, h, w)
-        f = self.reduce(torch.cat([p4, coords], 1))  # (B, 64, h, w)
-        fc = torch.cat([f, coords], 1).flatten(2)  # (B, 66, hw)
-        a = torch.softmax(self.attn(f).flatten(2), -1)  # (B, maps, hw)
-        pooled = torch.einsum("bmn,bcn->bmc", a, fc).flatten(1)  # (B, maps*66)
-        return {f"reg_{t}": m(pooled) for t, m in self.out.items()}  # each (B, 1)
-
-
-HEADS: dict[str, type[nn.Module]] = {
-    "classify": ClassifyHead,
-    "detect": DetectHead,
-    "regress": RegressHead,
-}
-
-
 class MultiTaskModel(nn.Module):
-    """Shared trunk + neck, task heads from the config. Input: float32 (B, 3, H, W) normalised
-    RGB; H, W multiples of 32."""
+    """Shared trunk + neck, one head per task kind the config declares (registry order). Input:
+    float32 (B, 3, H, W) normalised RGB; H, W multiples of 32."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # the kinds this model was built with, fixed even if the registry changes later
+        self.tasks: dict[str, tuple[Task, ...]] = declared(cfg)
+        self.kinds: dict[str, Kind] = {name: KINDS[name] for name in self.tasks}
         self.backbone = Backbone(cfg.backbone, cfg.pretrained)
         # A classification-only model has no use for the pyramid: skipping it keeps single-task
         # baselines (``edge-mtl compare``) as lean as a user would build them.
-        needs_neck = bool(cfg.detect or cfg.regress)
+        needs_neck = any(k.needs_neck for k in self.kinds.values())
         chans = tuple(self.backbone.channels[s] for s in cfg.strides)
         self.neck = FPN(chans, cfg.neck_channels) if needs_neck else None
-        self.heads = nn.ModuleDict()
-        if cfg.detect:
-            self.heads["detect"] = HEADS["detect"](
-                cfg.detect, cfg.neck_channels, cfg.head_convs, cfg.strides
-            )
-        if cfg.classify:
-            self.heads["classify"] = HEADS["classify"](cfg.classify, self.backbone.channels[32])
-        if cfg.regress:
-            self.heads["regress"] = HEADS["regress"](cfg.regress, cfg.neck_channels)
+        self.heads = nn.ModuleDict(
+            {
+                name: kind.build_head(cfg, self.tasks[name], self.backbone.channels)
+                for name, kind in self.kinds.items()
+            }
+        )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.backbone(images)
         strides = self.cfg.strides
         p = self.neck([c[s] for s in strides]) if self.neck is not None else []
+        feats = Features(c, dict(zip(strides, p)))
         out: dict[str, torch.Tensor] = {}
-        if "detect" in self.heads:
-            out.update(self.heads["detect"](p))
-        if "classify" in self.heads:
-            out.update(self.heads["classify"](c[32].mean((2, 3))))
-        if "regress" in self.heads:
-            out.update(self.heads["regress"](p[strides.index(16)]))
+        for name, head in self.heads.items():
+            out.update(head(self.kinds[name].head_input(feats)))
         return out
 
     def output_names(self) -> list[str]:
-        """The ONNX contract outputs, in a fixed order."""
-        names = ["det_boxes", "det_scores"] if self.cfg.detect else []
-        names += [f"cls_{t}" for t in self.cfg.classify]
-        names += [f"reg_{t}" for t in self.cfg.regress]
-        return names
+        """The ONNX contract outputs, in a fixed order (registry order, then task order)."""
+        return [
+            n
+            for name, kind in self.kinds.items()
+            for t in self.tasks[name]
+            for n in kind.output_names(t)
+        ]
 
     def shared_parameter(self) -> nn.Parameter:
         """The weight of the last layer every task's loss flows through (GradNorm measures

@@ -32,6 +32,7 @@ from edge_mtl.model import MultiTaskModel, count_parameters
 from edge_mtl.progressive import resize_batch, train_hw
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.hardware import cpu_model
+from edge_mtl.tasks import task_names
 from edge_mtl.train_parts import (
     EMA,
     RunState,
@@ -138,7 +139,7 @@ class Trainer:
             f"model: {cfg.model.backbone} + FPN({cfg.model.neck_channels}), "
             f"{count_parameters(model) / 1e6:.2f} M parameters, input {cfg.model.input_hw}"
         )
-        self.weighting = build_weighting(tc, cfg.model.task_names(), model.shared_parameter())
+        self.weighting = build_weighting(tc, task_names(cfg.model), model.shared_parameter())
         self.weighting = self.weighting.to(dev)
         self.model, self.net = self._wrap(model)
         self.opt = torch.optim.AdamW(
@@ -149,7 +150,7 @@ class Trainer:
         self.stepped = [p for g in self.opt.param_groups for p in g["params"]]
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.model)
-        self.loss_fn = MultiTaskLoss(cfg.model, self.weighting, dev, tc.det_object_balance)
+        self.loss_fn = MultiTaskLoss(cfg.model, self.weighting, dev)
         self.total_steps = self.steps_per_epoch * tc.epochs
 
     def _wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:

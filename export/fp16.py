@@ -5,16 +5,17 @@ The torch model is converted before export (BatchNorm folded in float32 first, t
 casts at the boundaries, so the graph
 starts with one Cast to float16 and ends with Casts to float32 and the runtime feeds it exactly
 what it feeds the float32 model. Detection decoding (anchor points, box corners, score
-sigmoid/sqrt) stays in float32 because :class:`edge_mtl.model.DetectHead` upcasts before it.
+sigmoid/sqrt) stays in float32 because :class:`edge_mtl.tasks.detect.DetectHead` upcasts before it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from edge_mtl.runtime.errors import RuntimeFailure
 from onnx import TensorProto
 from torch import nn
+
+from edge_mtl.runtime.errors import RuntimeFailure
 
 FP16_MAX = 65504.0
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
 from edge_mtl.bench.stats import latency_stats
 from edge_mtl.bench.timing import bench_input, time_engines
 from edge_mtl.export.onnx_export import ExportConfig, export

@@ -26,9 +26,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_mtl.runtime.decoders import (
+    DET_BOXES,
+    DET_CLASSES,
+    DET_NUM,
+    DET_SCORES,
+    DETECT_OUTPUTS,
+    NMS_OUTPUTS,
+)
+
+__all__ = ["MAX_DET", "NMS_OUTPUTS", "PRE_NMS_TOPK", "add_nms"]
+
 MAX_DET = 300  # detections kept per image (the runtime's default max_det)
 PRE_NMS_TOPK = 1000  # (anchor, class) candidates kept before NMS (postprocess_detections default)
-NMS_OUTPUTS = ("det_num", "det_boxes", "det_scores", "det_classes")
 
 
 def _static_dims(proto: onnx.ModelProto, name: str) -> list[int | str]:
@@ -50,6 +60,44 @@ def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
             vi.name = new
 
 
+class _Tail:
+    """The NMS tail being built: nodes in order and initialisers (added to ``graph`` at once),
+    every name under ``nms/``."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.consts: dict[str, np.ndarray] = {}
+        self.nodes: list[onnx.NodeProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        value = np.asarray(value)
+        if name in self.consts:
+            assert np.array_equal(self.consts[name], value), f"constant {name} defined twice"
+        else:
+            self.consts[name] = value
+            self.graph.initializer.append(numpy_helper.from_array(value, f"nms/{name}"))
+        return f"nms/{name}"
+
+    def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [f"nms/{name}"], f"nms/{name}_op", **attrs)
+        )
+        return f"nms/{name}"
+
+    def column(self, sel: str, i: int) -> str:
+        """Column ``i`` of the (K, 3) NonMaxSuppression selection, (K, 1)."""
+        return self.op(
+            "Slice",
+            [
+                sel,
+                self.const(f"c{i}", np.array([i], np.int64)),
+                self.const(f"c{i + 1}", np.array([i + 1], np.int64)),
+                self.const(f"cax{i}", np.array([1], np.int64)),
+            ],
+            f"sel_col{i}",
+        )
+
+
 def add_nms(
     proto: onnx.ModelProto,
     score_threshold: float,
@@ -67,36 +115,42 @@ def add_nms(
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     g = out.graph
-    batch_dim, a, _ = _static_dims(out, "det_boxes")
-    _, _, c = _static_dims(out, "det_scores")
+    batch_dim, a, _ = _static_dims(out, DET_BOXES)
+    _, _, c = _static_dims(out, DET_SCORES)
     if not isinstance(a, int) or not isinstance(c, int) or a <= 0 or c <= 0:
-        raise ValueError(f"det_scores needs static anchor and class dimensions, got ({a}, {c})")
+        raise ValueError(f"{DET_SCORES} needs static anchor and class dimensions, got ({a}, {c})")
     m = min(max_det, a * c)
 
-    for name in ("det_boxes", "det_scores"):
+    for name in DETECT_OUTPUTS:
         _rename_tensor(g, name, f"nms/raw_{name}")
-    others = [o for o in g.output if o.name not in ("det_boxes", "det_scores")]
+    others = [o for o in g.output if o.name not in DETECT_OUTPUTS]
 
-    consts: dict[str, np.ndarray] = {}
+    tail = _Tail(g)
+    boxes, scores = _drop_nonfinite(tail, f"nms/raw_{DET_BOXES}", f"nms/raw_{DET_SCORES}")
+    flat, scores_t = _keep_top_candidates(tail, scores, a, c, pre_nms_topk)
+    top_vals, top_idx = _select_and_rank(
+        tail, boxes, scores_t, flat, c, m, max_det, iou_threshold, score_threshold
+    )
+    final = _final_nodes(tail, boxes, top_vals, top_idx, c)
+    g.node.extend(tail.nodes)
+    g.node.extend(final)
+    n = batch_dim if batch_dim else "batch"
+    new_outputs = [
+        helper.make_tensor_value_info(DET_NUM, TensorProto.INT64, [n]),
+        helper.make_tensor_value_info(DET_BOXES, TensorProto.FLOAT, [n, m, 4]),
+        helper.make_tensor_value_info(DET_SCORES, TensorProto.FLOAT, [n, m]),
+        helper.make_tensor_value_info(DET_CLASSES, TensorProto.INT64, [n, m]),
+    ]
+    del g.output[:]
+    g.output.extend(new_outputs + others)
+    return out
 
-    def const(name: str, value: np.ndarray) -> str:
-        value = np.asarray(value)
-        if name in consts:
-            assert np.array_equal(consts[name], value), f"constant {name} defined twice"
-        else:
-            consts[name] = value
-            g.initializer.append(numpy_helper.from_array(value, f"nms/{name}"))
-        return f"nms/{name}"
 
-    nodes: list[onnx.NodeProto] = []
-
-    def op(op_type: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(op_type, inputs, [f"nms/{name}"], f"nms/{name}_op", **attrs))
-        return f"nms/{name}"
-
-    boxes, scores = "nms/raw_det_boxes", "nms/raw_det_scores"
+def _drop_nonfinite(tail: _Tail, boxes: str, scores: str) -> tuple[str, str]:
+    """Step 1: anchors with a non-finite coordinate get zero boxes and scores, NaN scores 0."""
+    op, const = tail.op, tail.const
     zero_f = const("zero_f", np.array(0.0, np.float32))
-    # 1. x - x is 0 for finite x and NaN otherwise: flag anchors with any non-finite coordinate.
+    # x - x is 0 for finite x and NaN otherwise: flag anchors with any non-finite coordinate.
     finite = op("Equal", [op("Sub", [boxes, boxes], "diff"), zero_f], "finite")
     nonfinite = op(
         "Cast", [op("Not", [finite], "nonfinite_b")], "nonfinite_f", to=TensorProto.FLOAT
@@ -108,13 +162,21 @@ def add_nms(
     boxes = op("Where", [bad, zero_f, boxes], "boxes_clean")  # (N, A, 4)
     scores = op("Where", [bad, zero_f, scores], "scores_finite")
     scores = op("Where", [op("Equal", [scores, scores], "not_nan"), scores, zero_f], "scores_clean")
+    return boxes, scores
 
-    # 2. keep the pre_nms_topk best (anchor, class) scores; anchor-major like numpy's nonzero.
+
+def _keep_top_candidates(
+    tail: _Tail, scores: str, a: int, c: int, pre_nms_topk: int
+) -> tuple[str, str]:
+    """Step 2: keep the ``pre_nms_topk`` best (anchor, class) scores, anchor-major like numpy's
+    nonzero. Returns the flat scores (N, A*C) and the per-class view (N, C, A)."""
+    op, const = tail.op, tail.const
+    zero_f = const("zero_f", np.array(0.0, np.float32))
     flat = op("Reshape", [scores, const("flat_shape", np.array([0, -1], np.int64))], "flat")
     if a * c > pre_nms_topk:
         k = const("pre_k", np.array([pre_nms_topk], np.int64))
         vals = op("TopK", [flat, k], "pre_vals", axis=1)
-        nodes[-1].output.append("nms/pre_idx_unused")
+        tail.nodes[-1].output.append("nms/pre_idx_unused")
         kth = op(
             "Slice",
             [
@@ -128,9 +190,25 @@ def add_nms(
         flat = op("Where", [op("Less", [flat, kth], "below_k"), zero_f, flat], "flat_topk")
     scores = op("Reshape", [flat, const("nac_shape", np.array([0, a, c], np.int64))], "scores_k")
     scores_t = op("Transpose", [scores], "scores_t", perm=[0, 2, 1])  # (N, C, A)
+    return flat, scores_t
 
-    # 3. per-class NMS -> selected (K, 3) = (batch, class, anchor).
-    sel = op(
+
+def _select_and_rank(
+    tail: _Tail,
+    boxes: str,
+    scores_t: str,
+    flat: str,
+    c: int,
+    m: int,
+    max_det: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> tuple[str, str]:
+    """Steps 3-4: per-class NonMaxSuppression, then the kept scores scattered into a dense
+    (N, A*C) map at anchor*C + class and ranked with TopK. Returns the top ``m`` scores and
+    their flat indices, (N, M) each."""
+    op, const = tail.op, tail.const
+    sel = op(  # (K, 3) = (batch, class, anchor)
         "NonMaxSuppression",
         [
             boxes,
@@ -143,23 +221,11 @@ def add_nms(
         center_point_box=0,
     )
     sel_scores = op("GatherND", [scores_t, sel], "sel_scores")  # (K,)
-
-    # 4. scatter kept scores into a dense (N, A*C) map at anchor*C + class, rank with TopK.
-    def column(i: int) -> str:
-        return op(
-            "Slice",
-            [
-                sel,
-                const(f"c{i}", np.array([i], np.int64)),
-                const(f"c{i + 1}", np.array([i + 1], np.int64)),
-                const(f"cax{i}", np.array([1], np.int64)),
-            ],
-            f"sel_col{i}",
-        )  # (K, 1)
-
     n_c = const("num_classes", np.array(c, np.int64))
-    pos = op("Add", [op("Mul", [column(2), n_c], "anchor_x_c"), column(1)], "pos")
-    scatter_idx = op("Concat", [column(0), pos], "scatter_idx", axis=1)  # (K, 2)
+    pos = op(
+        "Add", [op("Mul", [tail.column(sel, 2), n_c], "anchor_x_c"), tail.column(sel, 1)], "pos"
+    )
+    scatter_idx = op("Concat", [tail.column(sel, 0), pos], "scatter_idx", axis=1)  # (K, 2)
     dense = op(
         "ConstantOfShape",
         [op("Shape", [flat], "flat_shape_dyn")],
@@ -175,9 +241,18 @@ def add_nms(
         largest=1,
         sorted=1,
     )
-    nodes[-1].output.append("nms/top_idx")
-    top_idx = "nms/top_idx"  # (N, M) int64
+    tail.nodes[-1].output.append("nms/top_idx")
+    return top_vals, "nms/top_idx"  # (N, M) float32, (N, M) int64
 
+
+def _final_nodes(
+    tail: _Tail, boxes: str, top_vals: str, top_idx: str, c: int
+) -> list[onnx.NodeProto]:
+    """The ranked scores and indices -> the four NMS outputs; rows past ``det_num`` get zero
+    boxes, zero scores and class -1."""
+    op, const = tail.op, tail.const
+    zero_f = const("zero_f", np.array(0.0, np.float32))
+    n_c = const("num_classes", np.array(c, np.int64))
     valid = op("Greater", [top_vals, zero_f], "valid")  # (N, M)
     det_num = op(
         "ReduceSum",
@@ -193,29 +268,10 @@ def add_nms(
     anchor3 = op("Unsqueeze", [anchor, const("ax2b", np.array([2], np.int64))], "anchor3")
     picked = op("GatherND", [boxes, anchor3], "picked", batch_dims=1)  # (N, M, 4)
     valid3 = op("Unsqueeze", [valid, const("ax2c", np.array([2], np.int64))], "valid3")
-
-    final = {
-        "det_num": helper.make_node("Identity", [det_num], ["det_num"], "nms/out_num"),
-        "det_boxes": helper.make_node(
-            "Where", [valid3, picked, zero_f], ["det_boxes"], "nms/out_boxes"
-        ),
-        "det_scores": helper.make_node("Identity", [top_vals], ["det_scores"], "nms/out_scores"),
-        "det_classes": helper.make_node(
-            "Where",
-            [valid, cls, const("minus_one", np.array(-1, np.int64))],
-            ["det_classes"],
-            "nms/out_classes",
-        ),
-    }
-    g.node.extend(nodes)
-    g.node.extend(final.values())
-    n = batch_dim if batch_dim else "batch"
-    new_outputs = [
-        helper.make_tensor_value_info("det_num", TensorProto.INT64, [n]),
-        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [n, m, 4]),
-        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [n, m]),
-        helper.make_tensor_value_info("det_classes", TensorProto.INT64, [n, m]),
+    minus_one = const("minus_one", np.array(-1, np.int64))
+    return [
+        helper.make_node("Identity", [det_num], [DET_NUM], "nms/out_num"),
+        helper.make_node("Where", [valid3, picked, zero_f], [DET_BOXES], "nms/out_boxes"),
+        helper.make_node("Identity", [top_vals], [DET_SCORES], "nms/out_scores"),
+        helper.make_node("Where", [valid, cls, minus_one], [DET_CLASSES], "nms/out_classes"),
     ]
-    del g.output[:]
-    g.output.extend(new_outputs + others)
-    return out

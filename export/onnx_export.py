@@ -21,6 +21,10 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
+
+from edge_mtl.checkpoint import load_model
+from edge_mtl.config import Config
 from edge_mtl.export.fp16 import check_half_graph, to_half
 from edge_mtl.export.nms import MAX_DET, PRE_NMS_TOPK, add_nms
 from edge_mtl.export.validate import (
@@ -30,21 +34,18 @@ from edge_mtl.export.validate import (
     check_graph,
     check_parity,
 )
+from edge_mtl.model import MultiTaskModel
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import atomic_write, check_writable
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.preprocess import PAD_VALUE
-from torch import nn
-
-from edge_mtl.checkpoint import load_model
-from edge_mtl.config import Config
-from edge_mtl.model import LevelTower, MultiTaskModel
+from edge_mtl.tasks import KINDS, declared
+from edge_mtl.tasks.detect import IOU_THRESHOLD as DEFAULT_IOU_THRESHOLD
+from edge_mtl.tasks.detect import SCORE_THRESHOLD as DEFAULT_SCORE_THRESHOLD
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; others go through onnx.version_converter
 MIN_OPSET = 17
-DEFAULT_SCORE_THRESHOLD = 0.25  # detection defaults recorded in the metadata (TaskMeta's own)
-DEFAULT_IOU_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 setattr(parent, cname, fused)
                 setattr(parent, bname, nn.Identity())
     for module in model.modules():
-        if isinstance(module, LevelTower):  # shared convs, a BatchNorm per pyramid level
+        if hasattr(module, "fold_norms"):  # e.g. a detection LevelTower: a BatchNorm per level
             module.fold_norms()
     return model
 
@@ -203,31 +204,10 @@ def build_metadata(
     nms: bool,
     extra: dict | None = None,
 ) -> ModelMeta:
-    """The ``edge_mtl`` metadata for an export of ``cfg.model`` at ``imgsz`` (H, W pixels)."""
+    """The ``edge_mtl`` metadata for an export of ``cfg.model`` at ``imgsz`` (H, W pixels): each
+    declared task described by its kind (``nms``: in-graph NMS replaced the detection outputs)."""
     m = cfg.model
-    tasks: list[TaskMeta] = []
-    if m.detect:
-        outputs = (
-            ("det_num", "det_boxes", "det_scores", "det_classes")
-            if nms
-            else ("det_boxes", "det_scores")
-        )
-        tasks.append(
-            TaskMeta(
-                "det",
-                TaskKind.DETECT,
-                outputs,
-                tuple(m.detect),
-                tuple(m.strides),
-                DEFAULT_SCORE_THRESHOLD,
-                DEFAULT_IOU_THRESHOLD,
-                nms,
-            )
-        )
-    for name, classes in m.classify.items():
-        tasks.append(TaskMeta(name, TaskKind.CLASSIFY, (f"cls_{name}",), tuple(classes)))
-    for name in m.regress:
-        tasks.append(TaskMeta(name, TaskKind.REGRESS, (f"reg_{name}",)))
+    tasks = [KINDS[name].export_meta(t, m, nms) for name, ts in declared(m).items() for t in ts]
     return ModelMeta(
         input_name=INPUT_NAME,
         input_hw=imgsz,

@@ -4,6 +4,7 @@ Cast/Reshape removal, shape-chain folding). Parity is re-checked on the result b
 from __future__ import annotations
 
 import onnx
+
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from edge_mtl.bench.baseline import Log
 from edge_mtl.bench.machine import device_label, peak_rss_mb, reset_peak_rss
 from edge_mtl.bench.schema import BenchSettings, Row, own_pass
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import time_calls
-from edge_mtl.export.latency import side_by_side_latency
-
 from edge_mtl.checkpoint import load_model
+from edge_mtl.export.latency import side_by_side_latency
 
 
 def bench_torch(

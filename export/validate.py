@@ -16,18 +16,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
+from edge_mtl.data.synthetic import render_scene
+from edge_mtl.model import MultiTaskModel
+from edge_mtl.runtime.decoders import DET_BOXES, DET_CLASSES, DET_NUM, DET_SCORES, NMS_OUTPUTS
 from edge_mtl.runtime.errors import RuntimeFailure
 from edge_mtl.runtime.metadata import ModelMeta
 from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many, postprocess_detections
 from edge_mtl.runtime.preprocess import preprocess
 
-from edge_mtl.data.synthetic import render_scene
-from edge_mtl.model import MultiTaskModel
-
 STANDARD_DOMAINS = ("", "ai.onnx")
 TRAINING_OPS = ("Dropout",)  # in eval export there is no reason for one to survive
 FRAME_HW = (360, 640)  # rendered camera frames, letterboxed into the model input
-NMS_OUTPUTS = ("det_num", "det_boxes", "det_scores", "det_classes")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Tolerance:
     def atol_for(self, output: str) -> float:
         """Absolute tolerance in the output's own unit: boxes are pixels (near x=400 one fp16
         ulp is 0.25 px), everything else is unitless."""
-        return max(self.atol, self.box_atol) if output == "det_boxes" else self.atol
+        return max(self.atol, self.box_atol) if output == DET_BOXES else self.atol
 
 
 # FP32: ORT and torch use different conv algorithms; differences are float rounding only. A
@@ -191,11 +191,11 @@ def run_torch(model: MultiTaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def nms_detections(outputs: dict[str, np.ndarray], i: int) -> Detections:
     """Image ``i``'s detections from the in-graph NMS outputs (rows below ``det_num``)."""
-    n = int(outputs["det_num"][i])
+    n = int(outputs[DET_NUM][i])
     return Detections(
-        outputs["det_boxes"][i, :n].astype(np.float32),
-        outputs["det_scores"][i, :n].astype(np.float32),
-        outputs["det_classes"][i, :n].astype(np.int64),
+        outputs[DET_BOXES][i, :n].astype(np.float32),
+        outputs[DET_SCORES][i, :n].astype(np.float32),
+        outputs[DET_CLASSES][i, :n].astype(np.int64),
     )
 
 
@@ -279,10 +279,10 @@ def _check_detections(
     assert det is not None
     max_det = int(meta.extra.get("max_det", 300))
     n_t = n_o = n_m = 0
-    for i in range(len(ref["det_boxes"])):
+    for i in range(len(ref[DET_BOXES])):
         want = postprocess_detections(
-            ref["det_boxes"][i],
-            ref["det_scores"][i],
+            ref[DET_BOXES][i],
+            ref[DET_SCORES][i],
             det.score_threshold,
             det.iou_threshold,
             max_det,
@@ -291,8 +291,8 @@ def _check_detections(
             got = nms_detections(onnx_out, i)
         else:
             got = postprocess_detections(
-                onnx_out["det_boxes"][i],
-                onnx_out["det_scores"][i],
+                onnx_out[DET_BOXES][i],
+                onnx_out[DET_SCORES][i],
                 det.score_threshold,
                 det.iou_threshold,
                 max_det,

@@ -17,14 +17,11 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from edge_mtl.runtime.decoders import DECODERS, Classification, DecodeOptions, decoder_for
 from edge_mtl.runtime.errors import InputError, MetadataError, RuntimeFailure
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
-from edge_mtl.runtime.postprocess import (
-    Detections,
-    detections_to_frame,
-    postprocess_detections,
-    softmax,
-)
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskMeta
+from edge_mtl.runtime.postprocess import Detections
 from edge_mtl.runtime.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -87,29 +84,21 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class Classification:
-    """One classification task's answer: best ``label`` (index ``index``) with probability
-    ``prob`` in [0, 1], and ``probs`` float32 (K,) over all classes (softmax of the logits)."""
-
-    label: str
-    index: int
-    prob: float
-    probs: np.ndarray
-
-
-@dataclass(frozen=True)
 class FrameResult:
     """Everything the model says about one frame.
 
     ``detections``: boxes float32 (K, 4) xyxy in *frame* pixels, scores (K,), class ids (K,);
     ``det_labels``: the K class names; ``classifications``: task name -> answer;
-    ``regressions``: task name -> value (in the unit the task was trained on).
+    ``regressions``: task name -> value (in the unit the task was trained on);
+    ``others``: task name -> the answer of a task of a registered kind beyond the built-in
+    ones (whatever its decoder returns, JSON-ready).
     """
 
     detections: Detections = field(default_factory=Detections.empty)
     det_labels: tuple[str, ...] = ()
     classifications: dict[str, Classification] = field(default_factory=dict)
     regressions: dict[str, float] = field(default_factory=dict)
+    others: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready dict: detections as a list, tasks by name (rounded for compact logs)."""
@@ -128,6 +117,7 @@ class FrameResult:
             for name, c in self.classifications.items()
         }
         tasks.update({name: round(v, 6) for name, v in self.regressions.items()})
+        tasks.update(self.others)
         return {"detections": dets, "tasks": tasks}
 
 
@@ -176,6 +166,8 @@ class Engine:
         self.nodes = node_split(self.session) if self.provider is Provider.OPENVINO else {}
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._use_binding = c.io_binding and self.provider in GPU_PROVIDERS
+        self._decode = DecodeOptions(c.conf_threshold, c.iou_threshold, c.max_det)
+        self._decoders = [(t, decoder_for(t)) for t in self.meta.tasks]
         for _ in range(self.config.warmup_runs):
             self.run(np.zeros((self.meta.batch or 1, 3, *self.meta.input_hw), self._input_dtype))
         log.info("%s", self.describe())
@@ -251,21 +243,15 @@ class Engine:
                 f"{self.path}: metadata lists outputs {missing} the graph does not have "
                 f"(it has {sorted(outputs)})"
             )
-        for t in m.tasks:
-            if t.kind is TaskKind.DETECT:
-                need = (
-                    {"num", "boxes", "scores", "classes"} if t.nms_in_graph else {"boxes", "scores"}
-                )
-                if not need <= {_role(o) for o in t.outputs}:
-                    raise MetadataError(
-                        f"{self.path}: detection task {t.name!r} needs outputs for "
-                        f"{sorted(need)}, metadata lists {list(t.outputs)}"
-                    )
+        for t in m.tasks:  # checked in from_json too; a model without metadata gets it here
+            problem = decoder_for(t).check(t)
+            if problem:
+                raise MetadataError(f"{self.path}: {problem}")
 
     def describe(self) -> str:
         """One line: model, provider and why others were skipped, input size, tasks."""
         tasks = ", ".join(
-            f"{t.name}({t.kind.value}{f', {len(t.classes)} classes' if t.classes else ''})"
+            f"{t.name}({t.kind_name}{f', {len(t.classes)} classes' if t.classes else ''})"
             for t in self.meta.tasks
         )
         h, w = self.meta.input_hw
@@ -334,38 +320,16 @@ class Engine:
         return [self._one(outputs, i, lb) for i, lb in enumerate(letterboxes)]
 
     def _one(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox) -> FrameResult:
-        cls: dict[str, Classification] = {}
-        reg: dict[str, float] = {}
-        dets, labels = Detections.empty(), ()
-        for t in self.meta.tasks:
-            if t.kind is TaskKind.DETECT:
-                dets = detections_to_frame(self._detect(t, outputs, i), lb)
-                labels = tuple(_label(t, int(c)) for c in dets.classes)
-            elif t.kind is TaskKind.CLASSIFY:
-                probs = softmax(outputs[t.outputs[0]][i : i + 1].astype(np.float32))[0]
-                k = int(np.argmax(probs))
-                cls[t.name] = Classification(_label(t, k), k, float(probs[k]), probs)
-            else:
-                reg[t.name] = float(np.asarray(outputs[t.outputs[0]][i]).reshape(-1)[0])
-        return FrameResult(dets, labels, cls, reg)
-
-    def _detect(self, t: TaskMeta, outputs: dict[str, np.ndarray], i: int) -> Detections:
-        c = self.config
-        conf = t.score_threshold if c.conf_threshold is None else c.conf_threshold
-        named = {_role(o): outputs[o] for o in t.outputs}
-        if not t.nms_in_graph:
-            iou = t.iou_threshold if c.iou_threshold is None else c.iou_threshold
-            return postprocess_detections(
-                named["boxes"][i], named["scores"][i], conf, iou, max_det=c.max_det
-            )
-        n = int(named["num"][i])
-        scores = named["scores"][i, :n].astype(np.float32)
-        keep = np.flatnonzero(scores > conf)[: c.max_det]
-        return Detections(
-            named["boxes"][i, keep].astype(np.float32),
-            scores[keep],
-            named["classes"][i, keep].astype(np.int64),
-        )
+        """Image ``i`` of a batch: every task through its kind's decoder."""
+        fields: dict[str, Any] = {"classifications": {}, "regressions": {}, "others": {}}
+        for t, decoder in self._decoders:
+            raw = {name: outputs[name][i] for name in t.outputs}
+            for key, value in decoder.decode(t, raw, lb, self._decode).items():
+                if isinstance(fields.get(key), dict):
+                    fields[key].update(value)
+                else:
+                    fields[key] = value
+        return FrameResult(**fields)
 
     # ---- convenience -----------------------------------------------------------------------
 
@@ -400,29 +364,14 @@ def check_frame(frame: Any) -> None:
 
 def generic_meta(session: ort.InferenceSession, imgsz: tuple[int, int]) -> ModelMeta:
     """Metadata for a model exported elsewhere: tasks guessed from output names that follow our
-    contract (``det_boxes``/``det_scores``, ``cls_<task>``, ``reg_<task>``), labels "0".."K-1",
-    ImageNet normalisation, grey padding."""
+    contract (each decoder in ``DECODERS`` recognises its kind's names: ``det_boxes``/
+    ``det_scores``, ``cls_<task>``, ``reg_<task>``), labels "0".."K-1", ImageNet normalisation,
+    grey padding."""
     outs = {o.name: o.shape for o in session.get_outputs()}
-    tasks: list[TaskMeta] = []
-    if "det_boxes" in outs and "det_scores" in outs:
-        names_dense = ("det_boxes", "det_scores")
-        nms = "det_num" in outs and "det_classes" in outs
-        c = outs["det_scores"][-1]
-        if not nms and not isinstance(c, int):
-            raise MetadataError("det_scores has a dynamic class dimension; cannot label classes")
-        # In-graph NMS outputs carry class ids only; labels fall back to the id (see _label).
-        names = ("det_num", "det_boxes", "det_scores", "det_classes") if nms else names_dense
-        labels = tuple(str(k) for k in range(1 if nms else c))
-        tasks.append(TaskMeta("det", TaskKind.DETECT, names, labels, nms_in_graph=nms))
-    for name, shape in outs.items():
-        if name.startswith("cls_") and isinstance(shape[-1], int):
-            labels = tuple(str(k) for k in range(shape[-1]))
-            tasks.append(TaskMeta(name[4:], TaskKind.CLASSIFY, (name,), labels))
-        elif name.startswith("reg_"):
-            tasks.append(TaskMeta(name[4:], TaskKind.REGRESS, (name,)))
+    tasks: list[TaskMeta] = [t for d in DECODERS.values() for t in d.guess(outs)]
     if not tasks:
         raise MetadataError(
-            f"no outputs follow the edge-mtl contract (det_boxes/det_scores, cls_*, reg_*): "
+            f"no outputs follow the edge-mtl contract of a task kind ({', '.join(DECODERS)}): "
             f"{sorted(outs)}"
         )
     inp = session.get_inputs()[0]
@@ -436,18 +385,6 @@ def generic_meta(session: ort.InferenceSession, imgsz: tuple[int, int]) -> Model
         tasks=tuple(tasks),
         batch=batch,
     )
-
-
-def _label(t: TaskMeta, k: int) -> str:
-    return t.classes[k] if 0 <= k < len(t.classes) else str(k)
-
-
-def _role(output_name: str) -> str:
-    """``det_boxes`` -> ``boxes``: which part of a detection task an output is."""
-    for role in ("boxes", "scores", "classes", "num"):
-        if output_name.endswith(role):
-            return role
-    raise MetadataError(f"detection output {output_name!r} is not *_boxes/_scores/_classes/_num")
 
 
 def _pad_batch(x: np.ndarray, b: int) -> np.ndarray:

@@ -20,9 +20,17 @@ FORMAT_VERSION = 1
 
 
 class TaskKind(str, Enum):
+    """The built-in task kinds. A task's ``kind`` is one of these or the name of a kind
+    registered with :func:`edge_mtl.runtime.decoders.register_decoder`."""
+
     DETECT = "detect"
     CLASSIFY = "classify"
     REGRESS = "regress"
+
+
+def task_kind(name: str) -> TaskKind | str:
+    """``"detect"`` -> ``TaskKind.DETECT``; a registered kind's name stays a plain string."""
+    return TaskKind(name) if name in TaskKind._value2member_map_ else name
 
 
 class Precision(str, Enum):
@@ -33,16 +41,22 @@ class Precision(str, Enum):
 
 @dataclass(frozen=True)
 class TaskMeta:
-    """One task of the model. ``outputs`` are the ONNX output names that belong to it."""
+    """One task of the model. ``outputs`` are the ONNX output names that belong to it;
+    ``kind`` names its decoder (a :class:`TaskKind` for the built-in kinds)."""
 
     name: str
-    kind: TaskKind
+    kind: TaskKind | str
     outputs: tuple[str, ...]
     classes: tuple[str, ...] = ()
     strides: tuple[int, ...] = ()
     score_threshold: float = 0.25
     iou_threshold: float = 0.5
     nms_in_graph: bool = False
+
+    @property
+    def kind_name(self) -> str:
+        """``kind`` as plain text (``"detect"``, or a registered kind's name)."""
+        return str(getattr(self.kind, "value", self.kind))
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,8 @@ class ModelMeta:
     def to_json(self) -> str:
         d = asdict(self)
         d["precision"] = self.precision.value
-        for t in d["tasks"]:
-            t["kind"] = t["kind"].value
+        for t, task in zip(d["tasks"], self.tasks):
+            t["kind"] = task.kind_name
         return json.dumps(d, sort_keys=True)
 
     def replace(self, **changes: Any) -> ModelMeta:
@@ -98,7 +112,7 @@ class ModelMeta:
             tasks = tuple(
                 TaskMeta(
                     name=str(t["name"]),
-                    kind=TaskKind(t["kind"]),
+                    kind=task_kind(str(t["kind"])),
                     outputs=tuple(t["outputs"]),
                     classes=tuple(t.get("classes", ())),
                     strides=tuple(int(s) for s in t.get("strides", ())),
@@ -135,7 +149,13 @@ class ModelMeta:
             raise MetadataError(f"{source}: edge_mtl metadata mean/std must be 3 values, std > 0")
         if h <= 0 or w <= 0:
             raise MetadataError(f"{source}: edge_mtl metadata input_hw must be positive")
+        from edge_mtl.runtime.decoders import decoder_for  # decoders import this module
+
         for t in tasks:
-            if t.kind in (TaskKind.DETECT, TaskKind.CLASSIFY) and not t.classes:
-                raise MetadataError(f"{source}: task {t.name!r} has no class names")
+            try:
+                problem = decoder_for(t).check(t)
+            except MetadataError as e:
+                problem = str(e)
+            if problem:
+                raise MetadataError(f"{source}: {problem}")
         return meta

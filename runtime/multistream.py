@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from edge_mtl.runtime import plumbing
 from edge_mtl.runtime.engine import Engine, FrameResult
 from edge_mtl.runtime.errors import EdgeMTLError

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from edge_mtl.runtime import plumbing
 from edge_mtl.runtime.engine import Engine
 from edge_mtl.runtime.plumbing import END

@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from edge_mtl.runtime.preprocess import Letterbox, boxes_to_frame
+
+# Decoding for evaluation (training metrics and the quantization accuracy check alike): COCO
+# mAP counts low-score detections, so these keep them; deployment thresholds are the model's.
+EVAL_CONF = 0.001
+EVAL_IOU = 0.6
+EVAL_MAX_DET = 100
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from edge_mtl.runtime.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

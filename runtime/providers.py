@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import onnxruntime as ort
+
 from edge_mtl.runtime.errors import (
     DEBUG_ENV,
     EdgeMTLError,

@@ -16,6 +16,7 @@ from typing import IO, Protocol
 
 import cv2
 import numpy as np
+
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import check_writable

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import IMAGE_SUFFIXES
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from edge_mtl.data.malformed import BadEntries
 from edge_mtl.data.synthetic import synthetic_cache_name
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.preprocess import boxes_to_input, letterbox, normalize
+from edge_mtl.tasks import KINDS, Sample, declared
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -37,15 +37,17 @@ def load_image(path: Path) -> np.ndarray:
 class MultiTaskDataset(Dataset):
     """Items: (image float32 (3, H, W), target dict). Target: ``boxes`` (K, 4) xyxy input px,
     ``classes`` (K,), ``has_boxes`` (False: the source has no box labels, no detection loss),
-    ``cls_<t>`` int (-1 = no label), ``reg_<t>`` float (NaN = no label), ``letterbox``
-    (scale, pad_x, pad_y, frame_h, frame_w), ``index``, ``source`` (the source's name).
-    Training items are augmented with a Generator seeded by (train.seed, epoch, index)."""
+    ``letterbox`` (scale, pad_x, pad_y, frame_h, frame_w), ``index``, ``source`` (the source's
+    name), and each declared task's entries from its kind's ``targets`` (e.g. ``cls_<t>`` int,
+    -1 = no label; ``reg_<t>`` float, NaN = no label). Training items are augmented with a
+    Generator seeded by (train.seed, epoch, index)."""
 
     def __init__(self, records: list[Record], cfg: Config, train: bool) -> None:
         self.records = records
         self.cfg = cfg
         self.aug: AugmentConfig | None = cfg.data.augment if train else None
         self.epoch_seed = 0
+        self.tasks = [(t, KINDS[name]) for name, ts in declared(cfg.model).items() for t in ts]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -71,20 +73,15 @@ class MultiTaskDataset(Dataset):
             "index": i,
             "source": rec.source,
         }
-        for task in m.classify:
-            t[f"cls_{task}"] = rec.labels.get(task, -1)
-        for task in m.regress:
-            t[f"reg_{task}"] = targets.get(task, math.nan)
+        sample = Sample(img, boxes, classes, rec.labels, targets, rec)
+        for task, kind in self.tasks:
+            t.update(kind.targets(task, sample))
         return x, t
 
 
 def collate(batch):
     images = torch.stack([b[0] for b in batch])
     return images, [b[1] for b in batch]
-
-
-def stack_task_labels(targets: list[dict], key: str, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor([t[key] for t in targets], dtype=dtype)
 
 
 def records_for(

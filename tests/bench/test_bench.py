@@ -13,10 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from edge_mtl.bench import measure as bench
 from edge_mtl.bench.machine import machine_info
 from edge_mtl.bench.schema import SCHEMA_VERSION, BenchSettings
-
 from edge_mtl.cli import main
 from tests.runtime.conftest import BLOCK_TORCH
 
@@ -274,9 +274,8 @@ def test_bench_runs_with_torch_blocked(models, tmp_path) -> None:
 
 def test_torch_baseline_row(models, tmp_path) -> None:
     torch = pytest.importorskip("torch")
-    from edge_mtl.export.torch_baseline import bench_torch
-
     from edge_mtl.config import config_from_dict
+    from edge_mtl.export.torch_baseline import bench_torch
     from edge_mtl.model import MultiTaskModel
 
     cfg = config_from_dict(

@@ -12,10 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from edge_mtl.bench import machine as bench
-from edge_mtl.runtime import hardware, providers
 
+from edge_mtl.bench import machine as bench
 from edge_mtl.cli import main
+from edge_mtl.runtime import hardware, providers
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from edge_mtl.bench.machine import (
     device_label,
     gpu_memory_mb,

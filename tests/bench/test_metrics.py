@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_mtl.bench.metrics import accuracy_f1, coco_map
 
+from edge_mtl.bench.metrics import accuracy_f1, coco_map
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import (
     bench_input,

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import onnx
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 
 from edge_mtl.data.generate import write_synthetic
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,16 +11,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from edge_mtl.bench.env import probe_provider
 from edge_mtl.calibration.quantize import QuantizeConfig, float_tail, quantize
 from edge_mtl.calibration.reader import CalibrationReader
-from edge_mtl.export.onnx_export import ExportConfig, export
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
-from edge_mtl.runtime.providers import Provider
-
 from edge_mtl.cli import main
 from edge_mtl.data.bdd import read_bdd
 from edge_mtl.data.generate import write_synthetic
+from edge_mtl.export.onnx_export import ExportConfig, export
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.providers import Provider
 from tests.export.conftest import write_checkpoint  # skips this module without torch
 
 # Stated tolerance, INT8 vs FP32 on calibration-like scenes: every dense output within 10% of

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper
+
 from edge_mtl.calibration.reader import CalibrationReader
+from edge_mtl.data.generate import write_synthetic
 from edge_mtl.runtime.engine import Engine
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, TaskKind, TaskMeta
-from onnx import TensorProto, helper
-
-from edge_mtl.data.generate import write_synthetic
 
 HW = (64, 96)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_mtl.calibration.select import allocate, select_calibration
-from edge_mtl.runtime.errors import InputError
 
+from edge_mtl.calibration.select import allocate, select_calibration
 from edge_mtl.data.generate import write_synthetic
+from edge_mtl.runtime.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.config import config_from_dict
 from edge_mtl.data.bdd import read_bdd
 from edge_mtl.data.dataset import records_for
 from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
 from edge_mtl.data.malformed import BadEntries
+from edge_mtl.runtime.errors import InputError
 from tests.edge_mtl.conftest import tiny_cfg_dict
 from tests.edge_mtl.loader_files import (
     BUS,

@@ -6,11 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.malformed import BadEntries
+from edge_mtl.runtime.errors import InputError
 from tests.edge_mtl.loader_files import (
     CAR,
     PERSON,

@@ -80,9 +80,8 @@ def test_closed_sets_of_names_are_enums_spelled_as_in_yaml():
 def test_channels_last_is_no_longer_a_key_but_old_checkpoints_still_load():
     from pathlib import Path
 
-    from edge_mtl.runtime.errors import InputError
-
     from edge_mtl.checkpoint import CHECKPOINT_VERSION, check_resumable, config_of
+    from edge_mtl.runtime.errors import InputError
 
     d = tiny_cfg_dict()
     d["train"]["channels_last"] = True

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl import distributed as ddp
+from edge_mtl.runtime.errors import InputError
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,10 +4,10 @@ import re
 from collections import Counter
 
 import pytest
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.labels import ATTRIBUTES
+from edge_mtl.runtime.errors import InputError
 from tests.edge_mtl.loader_files import (
     assert_same_records,
     class_folders,

@@ -5,11 +5,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.malformed import BadEntries
+from edge_mtl.runtime.errors import InputError
 from tests.edge_mtl.loader_files import (
     CAR,
     KITTI_1,

@@ -5,10 +5,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_mtl.config import config_from_dict  # noqa: E402
-from edge_mtl.losses import (  # noqa: E402
+from edge_mtl.tasks.detect import (  # noqa: E402
     assign,
     centerness_target,
-    detection_loss,
     grown_to_grid,
     level_info,
     level_range,
@@ -68,42 +67,13 @@ def test_level_ranges_keep_fcos_for_p3_p5_and_give_p2_the_smallest_objects():
     assert 4.0 not in set(strides[idx == 1].tolist()) and 8.0 in set(strides[idx == 1].tolist())
 
 
-def test_object_balance_gives_each_object_the_same_say_at_p_1():
-    cfg = config_from_dict(tiny_cfg_dict(), "tiny").model
-    level = level_info(cfg, torch.device("cpu"))
-    a, c = level[0].shape[0], len(cfg.detect)
-    boxes = torch.tensor([[4.0, 4.0, 60.0, 60.0], [70.0, 40.0, 78.0, 48.0]])  # large, tiny
-    targets = [{"boxes": boxes, "classes": torch.tensor([0, 1])}]
-    idx = assign(*level, boxes)
-    n_large, n_tiny = int((idx == 0).sum()), int((idx == 1).sum())
-    assert n_large > 4 * n_tiny >= 4
-
-    def class_grad(p: float) -> tuple[float, float]:
-        # All logits 0: every positive location has the same focal loss, so its gradient is
-        # its weight; sum it per object.
-        logits = torch.zeros(1, a, c, requires_grad=True)
-        out = {
-            "det_logits": logits,
-            "det_boxes": torch.zeros(1, a, 4),
-            "det_ctr": torch.zeros(1, a),
-        }
-        detection_loss(out, targets, cfg, level, p)["det_cls"].backward()
-        g = logits.grad[0].abs()
-        return float(g[idx == 0, 0].sum()), float(g[idx == 1, 1].sum())
-
-    large0, tiny0 = class_grad(0.0)
-    large1, tiny1 = class_grad(1.0)
-    assert large0 / tiny0 == pytest.approx(n_large / n_tiny, rel=1e-4)  # FCOS: by area
-    assert large1 / tiny1 == pytest.approx(1.0, rel=1e-4)  # one say per object
-    assert large1 + tiny1 == pytest.approx(large0 + tiny0, rel=1e-4)  # same total
-    large_h, tiny_h = class_grad(0.5)
-    assert large_h / tiny_h == pytest.approx((n_large / n_tiny) ** 0.5, rel=1e-4)
-
-
-def test_object_balance_is_checked(tmp_path):
+def test_the_retired_det_object_balance_key_is_refused_in_configs_but_not_in_checkpoints():
+    from edge_mtl.checkpoint import config_of
     from edge_mtl.config import ConfigError
 
     d = tiny_cfg_dict()
-    d["train"]["det_object_balance"] = 1.5
-    with pytest.raises(ConfigError, match=r"train\.det_object_balance: must be in"):
+    d["train"]["det_object_balance"] = 0.5
+    with pytest.raises(ConfigError, match=r"train\.det_object_balance: unknown key"):
         config_from_dict(d, "x.yaml")
+    cfg = config_of({"config": d}, "old.pt")  # a checkpoint written before the key retired
+    assert cfg.model.detect == tuple(d["model"]["detect"])

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from edge_mtl.runtime.errors import InputError
 
 from edge_mtl.data.malformed import BadEntries, EntryError
+from edge_mtl.runtime.errors import InputError
 
 
 def test_bad_entries_raise_or_count():

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from edge_mtl.config import config_from_dict
-from edge_mtl.model import HEADS, MultiTaskModel
+from edge_mtl.model import MultiTaskModel
+from edge_mtl.tasks import KINDS
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 
@@ -34,7 +35,7 @@ def test_boxes_are_decoded_around_their_points():
     assert bool((b[:, 2] >= b[:, 0]).all()) and bool((b[:, 3] >= b[:, 1]).all())
 
 
-@pytest.mark.parametrize("kind", sorted(HEADS))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_registered_head_builds_alone(kind):
     d = tiny_cfg_dict()
     m = d["model"]
@@ -44,9 +45,14 @@ def test_every_registered_head_builds_alone(kind):
     cfg = config_from_dict(d)
     model = MultiTaskModel(cfg.model).eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, 64, 96))
+        out = model(torch.zeros(2, 3, 64, 96))
     assert list(model.heads) == [kind]
-    assert all(name in out for name in model.output_names())
+    tasks = KINDS[kind].declared(cfg.model)
+    names = [n for t in tasks for n in KINDS[kind].output_names(t)]
+    assert model.output_names() == names and len(names) >= len(tasks) >= 1
+    for t in tasks:  # the shapes the kind declares are the shapes its head returns
+        for name, shape in KINDS[kind].output_shapes(t, cfg.model, (64, 96)).items():
+            assert tuple(out[name].shape) == (2, *shape)
 
 
 def test_pretrained_trunk_loads_from_a_local_torchvision_state_dict(tmp_path):

@@ -11,6 +11,7 @@ from edge_mtl.config import ConfigError, config_from_dict, validate  # noqa: E40
 from edge_mtl.losses import MultiTaskLoss  # noqa: E402
 from edge_mtl.model import MultiTaskModel  # noqa: E402
 from edge_mtl.progressive import low_res_hw, resize_batch, stage_at, train_hw  # noqa: E402
+from edge_mtl.tasks.detect import level_info  # noqa: E402
 from edge_mtl.train import train  # noqa: E402
 
 from .conftest import tiny_cfg_dict  # noqa: E402
@@ -107,7 +108,8 @@ def test_the_detection_loss_follows_the_input_size():
     ]
     for hw in ((64, 96), (128, 192)):
         out = model(torch.randn(1, 3, *hw))
-        assert loss_fn.level(hw)[0].shape[0] == out["det_boxes"].shape[1]
+        points = level_info(cfg.model, torch.device("cpu"), hw)[0]
+        assert points.shape[0] == out["det_boxes"].shape[1]
         loss, parts = loss_fn(out, targets, hw)
         assert torch.isfinite(loss) and parts["det"] > 0
 

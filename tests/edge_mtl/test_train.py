@@ -6,13 +6,13 @@ import signal
 
 import pytest
 import torch
-from edge_mtl.runtime.errors import RuntimeFailure
 
 from edge_mtl.checkpoint import load_checkpoint, load_model
 from edge_mtl.config import config_from_dict
 from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
 from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel
+from edge_mtl.runtime.errors import RuntimeFailure
 from edge_mtl.train import train
 from tests.edge_mtl.conftest import tiny_cfg_dict
 

@@ -15,6 +15,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+
+from edge_mtl.checkpoint import load_model
+from edge_mtl.cli import main
 from edge_mtl.export.fp16 import fp16_weight_fraction
 from edge_mtl.export.nms import add_nms
 from edge_mtl.export.onnx_export import build_metadata
@@ -22,10 +26,6 @@ from edge_mtl.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, foreign_nod
 from edge_mtl.export.validate import synthetic_inputs as scenes
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.postprocess import postprocess_detections
-from onnx import TensorProto, helper
-
-from edge_mtl.checkpoint import load_model
-from edge_mtl.cli import main
 
 from .conftest import HW, tiny_config, write_checkpoint
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from edge_mtl.runtime.metadata import METADATA_KEY  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
+from edge_mtl.runtime.metadata import METADATA_KEY  # noqa: E402
 from tests.runtime.conftest import build_model, make_frames, write_video  # noqa: E402
 
 MATRIX = "matrix"

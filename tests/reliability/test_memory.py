@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.engine import Engine, EngineConfig
 from edge_mtl.runtime.pipeline import Pipeline
 from edge_mtl.runtime.sinks import JsonlSink
 from edge_mtl.runtime.sources import Frame
-
 from tests.runtime.conftest import make_frames
 
 WARMUP, FRAMES = 200, 3000

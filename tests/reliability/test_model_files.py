@@ -16,12 +16,12 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from onnx import helper
+
 from edge_mtl.calibration.quantize import load_fp32
 from edge_mtl.runtime.errors import InputError, MetadataError
 from edge_mtl.runtime.files import check_model_file, invalid_model_error
 from edge_mtl.runtime.metadata import FORMAT_VERSION, ModelMeta
-from onnx import helper
-
 from tests.reliability.conftest import onnx
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"

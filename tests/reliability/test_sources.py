@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.sources import Frame, LiveSource, as_bgr, iter_frames, open_source
-
 from tests.runtime.test_http_stream import MjpegServer
 
 GOOD = np.full((4, 6, 3), 7, np.uint8)

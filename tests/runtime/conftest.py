@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, TaskKind, TaskMeta  # noqa: E402
 from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 # Prepended to a `python -c` script: any import of torch/torchvision/onnx fails, as on an edge
 # box with only the runtime installed.

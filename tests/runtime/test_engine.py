@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from edge_mtl.runtime.engine import Engine, EngineConfig, Provider
 from edge_mtl.runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections, softmax
 from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from edge_mtl.runtime.providers import parse_providers
-
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +106,27 @@ def test_model_without_metadata(models, kit) -> None:
     np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=1e-4)
     assert got.classifications["weather"].label == str(want.classifications["weather"].index)
     assert got.regressions == pytest.approx(want.regressions)
+
+
+def test_metadata_is_checked_by_each_task_kinds_decoder() -> None:
+    import dataclasses
+    import json
+
+    from edge_mtl.runtime.metadata import ModelMeta
+    from tests.runtime.conftest import tiny_meta
+
+    d = json.loads(tiny_meta().to_json())
+    d["tasks"][2]["kind"] = "segment"  # no decoder for it in this runtime
+    with pytest.raises(MetadataError, match=r"m\.onnx: task 'curvature' has kind 'segment', which"):
+        ModelMeta.from_json(json.dumps(d), "m.onnx")
+    meta = tiny_meta()
+    det = dataclasses.replace(meta.tasks[0], outputs=("det_boxes",))
+    bad = meta.replace(tasks=(det, *meta.tasks[1:])).to_json()
+    with pytest.raises(MetadataError, match=r"detection task 'det' needs outputs for \['boxes'"):
+        ModelMeta.from_json(bad, "m.onnx")
+    nameless = meta.replace(tasks=(dataclasses.replace(meta.tasks[1], classes=()),)).to_json()
+    with pytest.raises(MetadataError, match="task 'weather' has no class names"):
+        ModelMeta.from_json(nameless, "m.onnx")
 
 
 def test_imgsz_that_contradicts_the_graph(models) -> None:

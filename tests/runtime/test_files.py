@@ -3,6 +3,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.files import IMAGE_SUFFIXES, atomic_write, read_json, write_json_atomic
 from edge_mtl.runtime.sources import iter_frames, open_source
@@ -37,7 +38,6 @@ def test_every_stage_reads_the_same_image_suffixes(tmp_path):
     """One list: a .tif (like every suffix in IMAGE_SUFFIXES) is a run source frame, a
     calibration image and folder training data alike; other files are passed over."""
     from edge_mtl.calibration.select import select_calibration
-
     from edge_mtl.data.folder import read_folder
 
     assert {".jpg", ".png", ".tif", ".tiff"} <= IMAGE_SUFFIXES

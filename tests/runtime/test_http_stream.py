@@ -9,6 +9,7 @@ import time
 
 import cv2
 import numpy as np
+
 from edge_mtl.runtime.sources import LiveSource, open_source
 
 FRAME = np.zeros((48, 64, 3), np.uint8)

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import cv2
 import pytest
+
 from edge_mtl.bench import e2e as bench
+from edge_mtl.cli import main
 from edge_mtl.runtime.cli import default_name, stream_outputs, stream_specs
 from edge_mtl.runtime.engine import Engine, EngineConfig
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.multistream import MultiStream, MultiStreamConfig, StreamState
 from edge_mtl.runtime.sinks import JsonlSink
 from edge_mtl.runtime.sources import Frame, LiveSource, iter_frames, open_source
-
-from edge_mtl.cli import main
 
 TIMEOUT_S = 60.0  # generous: the machine is shared; a healthy run takes well under a second
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edge_mtl.bench import measure as bench
 from edge_mtl.bench.machine import machine_info
+from edge_mtl.cli import main
 from edge_mtl.runtime import hardware, providers
 from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision, Provider
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.metadata import Precision
 from edge_mtl.runtime.providers import OPENVINO_NOT_INSTALLED, openvino_options, parse_providers
-
-from edge_mtl.cli import main
 
 PLUGIN = providers.find_openvino_plugin()
 needs_plugin = pytest.mark.skipif(

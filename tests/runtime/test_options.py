@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from edge_mtl.runtime.options import AUTO, GraphOptLevel, OVPrecision, Provider, choices
 from edge_mtl.runtime.providers import parse_providers
 

@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from edge_mtl.cli import main
 from edge_mtl.runtime.engine import Engine, EngineConfig
 from edge_mtl.runtime.pipeline import Pipeline
 from edge_mtl.runtime.sinks import JsonlSink, VideoSink
 from edge_mtl.runtime.sources import LiveSource, iter_frames, open_source
-
-from edge_mtl.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,6 +7,7 @@ import signal
 import threading
 
 import pytest
+
 from edge_mtl.runtime import plumbing
 from edge_mtl.runtime.plumbing import END
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.postprocess import (
     Detections,
     box_iou_one_to_many,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.preprocess import (
     IMAGENET_MEAN,

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.postprocess import (
     Detections,
@@ -17,9 +21,6 @@ from edge_mtl.runtime.postprocess import (
     softmax,
 )
 from edge_mtl.runtime.preprocess import boxes_to_frame, boxes_to_input, letterbox, preprocess
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

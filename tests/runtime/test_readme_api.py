@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import cv2
-import edge_mtl.runtime as runtime
 import pytest
+
+import edge_mtl.runtime as runtime
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 N_FRAMES = 6

@@ -7,6 +7,7 @@ import itertools
 import cv2
 import numpy as np
 import pytest
+
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.sources import LiveSource, iter_frames, open_source
 
