@@ -28,7 +28,7 @@ def test_choices_follow_the_enums() -> None:
 
 def test_every_cli_offers_the_enum_choices() -> None:
     from edge_mtl.bench import cli as bench_cli
-    from edge_mtl.export import quantize_cli
+    from edge_mtl.calibration import cli as quantize_cli
     from edge_mtl.runtime import cli as run_cli
 
     providers = choices(Provider, auto=True)
@@ -50,7 +50,7 @@ def test_every_choice_parses_and_unknown_names_list_them() -> None:
 def test_cli_parsers_need_no_onnxruntime() -> None:
     """The choices come from a stdlib-only module: building the parsers loads no onnxruntime."""
     code = (
-        "import sys, edge_mtl.runtime.cli, edge_mtl.bench.cli, edge_mtl.export.quantize_cli\n"
+        "import sys, edge_mtl.runtime.cli, edge_mtl.bench.cli, edge_mtl.calibration.cli\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
