@@ -78,10 +78,17 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     strides: tuple[int, ...] = (8, 16, 32)  # detection levels: P3-P5, or (4, 8, 16, 32) for P2-P5
+    # Tasks of kinds registered beyond the built-in ones (edge_mtl.tasks.register_kind):
+    # kind name -> {task name: options that kind reads}.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def task_names(self) -> list[str]:
-        """Loss task names in a fixed order: ``det``, then classification, then regression."""
-        return (["det"] if self.detect else []) + list(self.classify) + list(self.regress)
+        """Loss task names in a fixed order: ``det``, classification, regression, then the tasks
+        of registered kinds."""
+        registered = [name for entry in self.tasks.values() for name in entry]
+        return (
+            (["det"] if self.detect else []) + list(self.classify) + list(self.regress) + registered
+        )
 
 
 # The detection pyramid: P3-P5, or P2-P5 for a stride-4 level that sees objects a few pixels wide.
@@ -216,6 +223,8 @@ def _type_name(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
     """Check ``value`` against type ``tp`` and convert lists to tuples; raise ConfigError."""
+    if tp is Any:  # read by a registered task kind, which checks it
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

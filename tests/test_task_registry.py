@@ -1,9 +1,9 @@
 """The task registry is open: a kind registered from outside the package trains, exports and runs.
 
-The toy kind ``count`` regresses how many labelled objects an image holds (declared whenever the
-model detects, so its labels come with the boxes): its own head on pooled C5, loss, metric,
-ONNX output ``count_objects`` and a runtime decoder that puts a whole count into
-``FrameResult.others``.
+The toy kind ``count`` regresses how many labelled objects an image holds (declared in the config
+as ``model.tasks: {count: {objects: {}}}``; its labels come with the boxes): its own head on
+pooled C5, loss, metric, ONNX output ``count_objects`` and a runtime decoder that puts a whole
+count into ``FrameResult.others``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytest.importorskip("onnx")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edge_mtl.config import ModelConfig, SourceConfig, load_config  # noqa: E402
+from edge_mtl.config import ConfigError, ModelConfig, SourceConfig, load_config  # noqa: E402
 from edge_mtl.export.onnx_export import ExportConfig, export  # noqa: E402
 from edge_mtl.runtime.decoders import (  # noqa: E402
     DECODERS,
@@ -105,9 +105,6 @@ class CountKind(Kind):
     def key(self, task: Task) -> str:
         return self.output_names(task)[0]
 
-    def declared(self, cfg: ModelConfig) -> tuple[Task, ...]:
-        return (Task("objects", self.name),) if cfg.detect else ()
-
     def build_head(
         self, cfg: ModelConfig, tasks: tuple[Task, ...], trunk_channels: dict[int, int]
     ) -> nn.Module:
@@ -154,7 +151,8 @@ def _tiny_config():
     val_src = SourceConfig(kind="synthetic", n=8, seed=1000, frame_hw=(90, 160))
     data = dataclasses.replace(cfg.data, train=(train_src,), val=(val_src,))
     tc = dataclasses.replace(cfg.train, epochs=1, batch_size=8, amp="off", warmup_steps=1)
-    return dataclasses.replace(cfg, data=data, train=tc)
+    model = dataclasses.replace(cfg.model, tasks={"count": {"objects": {}}})
+    return dataclasses.replace(cfg, data=data, train=tc, model=model)
 
 
 def test_a_kind_registered_outside_the_package_trains_exports_and_runs(tmp_path, count_kind):
@@ -179,6 +177,13 @@ def test_a_kind_registered_outside_the_package_trains_exports_and_runs(tmp_path,
     assert result.to_record()["tasks"]["objects"] == result.others["objects"]
     assert set(result.classifications) == {"weather", "scene", "timeofday"}
     assert "curvature" in result.regressions
+
+
+def test_a_config_entry_for_an_unregistered_kind_is_an_error(tmp_path):
+    cfg = _tiny_config()
+    assert cfg.model.task_names()[-1] == "objects"  # the entry names the kind's tasks
+    with pytest.raises(ConfigError, match=r"model\.tasks\.count: not a registered task kind"):
+        train(cfg, tmp_path / "run", "cpu", progress=False, data_root=tmp_path)
 
 
 def test_registering_a_kind_twice_or_removing_a_built_in_one_is_an_error():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from edge_mtl.config import ModelConfig
+from edge_mtl.config import ConfigError, ModelConfig
 from edge_mtl.tasks.base import Features, Kind, LossContext, Sample, Task, TaskMetric
 from edge_mtl.tasks.classify import CLASSIFY
 from edge_mtl.tasks.detect import DETECT
@@ -67,6 +67,13 @@ def kind_registered(kind: Kind) -> Iterator[Kind]:
 def declared(cfg: ModelConfig) -> dict[str, tuple[Task, ...]]:
     """Kind name -> the tasks of that kind ``cfg`` declares, in registry order, kinds without
     tasks left out."""
+    unknown = sorted(set(cfg.tasks) - set(KINDS).difference(BUILT_IN))
+    if unknown:
+        registered = ", ".join(sorted(set(KINDS).difference(BUILT_IN))) or "none"
+        raise ConfigError(
+            f"model.tasks.{unknown[0]}: not a registered task kind (registered: {registered}; "
+            f"the built-in kinds have their own keys: {', '.join(BUILT_IN)})"
+        )
     out = {name: kind.declared(cfg) for name, kind in KINDS.items()}
     return {name: tasks for name, tasks in out.items() if tasks}
 

@@ -96,9 +96,11 @@ class Kind(abc.ABC):
     decoder: Decoder
     needs_neck: bool = False
 
-    @abc.abstractmethod
     def declared(self, cfg: ModelConfig) -> tuple[Task, ...]:
-        """The tasks of this kind the model config declares (none: no head)."""
+        """The tasks of this kind the model config declares (none: no head). A registered kind's
+        config entry is ``model.tasks.<kind>``: task name -> options (read them from
+        ``cfg.tasks[self.name][task.name]``); the built-in kinds have their own keys."""
+        return tuple(Task(name, self.name) for name in cfg.tasks.get(self.name, {}))
 
     @abc.abstractmethod
     def build_head(
