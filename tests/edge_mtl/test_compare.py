@@ -145,6 +145,7 @@ def test_a_metric_without_se_is_not_tested():
     assert "SE n/a for curvature: no per-image error SD recorded." in md
 
 
+@pytest.mark.slow  # trains four variants and exports them: about 20 s
 def test_compare_runs_end_to_end_and_resumes(tmp_path, capsys):
     import yaml
 

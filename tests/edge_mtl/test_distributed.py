@@ -40,6 +40,7 @@ def _losses(run: Path) -> list[float]:
     return [sum(v for k, v in r.items() if k.startswith("loss/")) for r in recs]
 
 
+@pytest.mark.slow  # torchrun with two processes: about 45 s on 2 cores
 def test_two_processes_follow_the_single_process_loss_curve(tmp_path):
     d = tiny_cfg_dict(n_train=16, n_val=4)
     d["train"].update(batch_size=8, epochs=2)
