@@ -3,17 +3,21 @@
 
 Threads::
 
-    reader (one per stream)   source.read() -> letterbox + normalise -> the stream's buffer
-    batcher                   one frame from each stream that has one -> (N, 3, H, W) -> run
+    reader (one per stream)   file: source.read() -> letterbox + normalise -> the buffer
+                              live: source.read() -> the buffer's one slot (newest frame wins)
+    batcher                   one frame from each stream that has one -> letterbox + normalise
+                              the live ones -> (N, 3, H, W) -> run
     main (the caller)         postprocess, the stream's sinks, Ctrl-C
 
-A file stream's buffer holds ``queue_size`` frames and its reader waits while it is full
-(back-pressure: every frame, in order). A live stream's buffer holds one frame and its reader
-takes the next frame from the source's latest-frame capture thread only once the previous one
-has gone into a batch, so stale frames are replaced (and counted in ``drops``) by the source,
-never queued. The batcher waits for the first ready frame of any stream, then at most
-``max_wait_ms`` for the streams still running that have nothing ready, so one slow stream costs
-the others a few milliseconds per batch, never a stall. A stream whose source ends, raises, or
+A file stream's buffer holds ``queue_size`` preprocessed frames and its reader waits while it is
+full (back-pressure: every frame, in order). A live stream is pulled: its buffer holds the
+newest raw frame, replaced (and counted in ``drops``) whenever a newer one arrives, and the
+batcher takes and preprocesses it only when the batch is about to run, once the batch before
+has been taken for postprocessing; so a result is at most one camera interval plus one pass of
+preprocess + batched inference + postprocess old. The batcher waits for the first ready frame
+of any stream, then at most ``max_wait_ms`` (the only deliberate wait) for the streams still
+running that have nothing ready, so one slow stream costs the others a few milliseconds per
+batch, never a stall. A stream whose source ends, raises, or
 blocks in ``read()`` longer than ``stall_timeout_s`` is removed and reported; the others go on.
 """
 
@@ -70,7 +74,8 @@ class MultiStreamConfig:
 @dataclass
 class StreamSummary:
     """One stream's share of a run. ``seconds`` runs from the start of the run to the stream's
-    last result; latencies (milliseconds) from capture to result ready."""
+    last result; latencies (milliseconds) from capture to result ready, each frame's age at its
+    result."""
 
     index: int
     name: str
@@ -81,6 +86,7 @@ class StreamSummary:
     reconnects: int = 0
     error: str | None = None
     latency_p50_ms: float = 0.0
+    latency_p90_ms: float = 0.0
     latency_p99_ms: float = 0.0
 
     @property
@@ -89,12 +95,14 @@ class StreamSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        """One line for the run summary: frames, FPS, latency p50/p99 ms, drops, state."""
+        """One line for the run summary: frames, FPS, capture to result p50/p90/p99 ms, drops,
+        state."""
         state = self.state.value + (f": {self.error}" if self.error else "")
         return (
-            f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, latency "
-            f"p50 {self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms, drops "
-            f"{self.drops}, reconnects {self.reconnects}, {state}"
+            f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, capture "
+            f"to result p50 {self.latency_p50_ms:.1f} ms p90 {self.latency_p90_ms:.1f} ms p99 "
+            f"{self.latency_p99_ms:.1f} ms, drops {self.drops}, reconnects {self.reconnects}, "
+            f"{state}"
         )
 
 
@@ -147,13 +155,14 @@ class MultiStreamSummary:
 
 @dataclass
 class _Item:
-    """A captured frame, preprocessed: ``x`` (1, 3, H, W) in the model's input dtype."""
+    """A captured frame, preprocessed: ``x`` (1, 3, H, W) in the model's input dtype (``None``
+    with ``letterbox`` until the batcher preprocesses a pulled live frame)."""
 
     stream: _Stream
     frame: Frame
-    x: np.ndarray
-    letterbox: Letterbox
-    t_pre: float  # seconds
+    x: np.ndarray | None = None
+    letterbox: Letterbox | None = None
+    t_pre: float = 0.0  # seconds
 
 
 @dataclass(eq=False)
@@ -163,10 +172,12 @@ class _Stream:
     source: FrameSource
     sinks: list[Sink]
     capacity: int
+    pull: bool  # a live stream, pulled: the buffer holds the newest raw frame
     buf: deque[_Item] = field(default_factory=deque)
     state: StreamState = StreamState.RUNNING
     error: str | None = None
-    taken: int = 0  # frames put into the buffer
+    taken: int = 0  # frames put into the buffer (pulled: taken into a batch)
+    replaced: int = 0  # pulled frames replaced in the buffer by a newer one (drops)
     done: int = 0  # results delivered to the sinks
     read_since: float | None = None  # perf_counter() when the reader entered read(), else None
     t_last: float | None = None  # perf_counter() of the last result
@@ -200,9 +211,11 @@ class MultiStream:
         if not (len(sinks) == len(names) == len(sources) >= 1):
             raise ValueError("MultiStream: one list of sinks and one name per source, >= 1 source")
         self._streams = [
-            _Stream(i, n, src, list(sk), 1 if src.live else c.queue_size)
+            _Stream(i, n, src, list(sk), 1 if src.live else c.queue_size, src.live)
             for i, (src, sk, n) in enumerate(zip(sources, sinks, names))
         ]
+        self._pull = any(s.pull for s in self._streams)
+        self._slot = threading.Semaphore(1)  # pull: one batch at most between batcher and main
         self.on_result = on_result
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -224,29 +237,35 @@ class MultiStream:
 
     def _read_loop(self, s: _Stream) -> None:
         end, error = StreamState.ENDED, None
+        limit = self.config.max_frames
         try:
             while True:
-                with self._cond:
-                    while len(s.buf) >= s.capacity and not self._stop.is_set():
+                with self._cond:  # a pulled stream never waits: a newer frame replaces the old
+                    while not s.pull and len(s.buf) >= s.capacity and not self._stop.is_set():
                         self._cond.wait(0.1)
                 if self._stop.is_set():
                     end = StreamState.STOPPED
                     return
-                if self.config.max_frames is not None and s.taken >= self.config.max_frames:
+                if s.state is not StreamState.RUNNING or (limit is not None and s.taken >= limit):
                     return
                 s.read_since = time.perf_counter()
                 frame = s.source.read()
                 s.read_since = None
                 if frame is None:
                     return
-                t0 = time.perf_counter()
-                x, lbs = self.engine.preprocess([frame.image])
-                item = _Item(s, frame, x, lbs[0], time.perf_counter() - t0)
+                item = _Item(s, frame)
+                if not s.pull:  # a pulled frame is preprocessed by the batcher, when it runs
+                    t0 = time.perf_counter()
+                    x, lbs = self.engine.preprocess([frame.image])
+                    item.x, item.letterbox, item.t_pre = x, lbs[0], time.perf_counter() - t0
                 with self._cond:
                     if s.state is not StreamState.RUNNING:  # declared stalled meanwhile
                         return
+                    if s.pull and s.buf:
+                        s.buf.clear()
+                        s.replaced += 1
                     s.buf.append(item)
-                    s.taken += 1
+                    s.taken += 0 if s.pull else 1
                     self._cond.notify_all()
         except Exception as e:  # whatever breaks one stream must not stop the others
             end = StreamState.FAILED
@@ -300,12 +319,32 @@ class MultiStream:
             ready = [s for s in order if s.buf][: self.config.max_batch or n]
             self._rotate = (ready[-1].index + 1) % n
             items = [s.buf.popleft() for s in ready]
+            for s in ready:
+                if s.pull:
+                    s.taken += 1
+                    if self.config.max_frames is not None and s.taken >= self.config.max_frames:
+                        s.state = StreamState.ENDED
             self._cond.notify_all()  # readers waiting for room
         return items
 
+    def _preprocess_pulled(self, items: list[_Item]) -> None:
+        """Letterbox + normalise the pulled live frames of a batch, now that it is to run."""
+        raw = [it for it in items if it.x is None]
+        if not raw:
+            return
+        t0 = time.perf_counter()
+        x, lbs = self.engine.preprocess([it.frame.image for it in raw])
+        share = (time.perf_counter() - t0) / len(raw)  # each frame's part of the batch's time
+        for k, it in enumerate(raw):
+            it.x, it.letterbox, it.t_pre = x[k : k + 1], lbs[k], share
+
     def _batcher(self) -> None:
-        while (items := self._gather()) is not None:
-            x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
+        while (not self._pull or plumbing.acquire(self._slot, self._stop)) and (
+            items := self._gather()
+        ) is not None:
+            self._preprocess_pulled(items)
+            xs = [it.x for it in items if it.x is not None]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
             t0 = time.perf_counter()
             outputs = self.engine.run(x)  # (N, ...) per output, row k = items[k]
             t_inf = time.perf_counter() - t0
@@ -337,6 +376,8 @@ class MultiStream:
                 s.reader.start()
             batcher.start()
             while (item := plumbing.get(self._q_post, self._stop, self._retire)) is not END:
+                if self._pull:
+                    self._slot.release()  # the next batch may be gathered now
                 self._deliver(*item)
                 self._retire()
                 if self._stop.is_set() or plumbing.stop_requested(
@@ -357,6 +398,7 @@ class MultiStream:
         for k, it in enumerate(items):
             t0 = time.perf_counter()
             row = {name: v[k : k + 1] for name, v in outputs.items()}
+            assert it.letterbox is not None, "every item is preprocessed before it runs"
             result = self.engine.postprocess(row, [it.letterbox])[0]
             t1 = time.perf_counter()
             total = (t1 - it.frame.t_capture) * 1e3
@@ -373,7 +415,8 @@ class MultiStream:
     def _retire(self) -> None:
         """Close the sinks of streams that are over and fully delivered (files complete now)."""
         for s in self._streams:
-            if not s.sinks_closed and s.state is not StreamState.RUNNING and s.done == s.taken:
+            over = s.state is not StreamState.RUNNING and s.done == s.taken and not s.buf
+            if not s.sinks_closed and over:
                 self._close_sinks(s)
 
     def _close_sinks(self, s: _Stream) -> None:
@@ -423,7 +466,9 @@ class MultiStream:
         for s in self._streams:
             row = StreamSummary(s.index, s.name, s.state, s.done, error=s.error)
             row.seconds = (s.t_last - t_start) if s.t_last is not None else 0.0
-            row.drops, row.reconnects = int(s.source.drops), int(s.source.reconnects)
-            row.latency_p50_ms, row.latency_p99_ms = plumbing.latency_percentiles(s.latencies)
+            row.drops = int(s.source.drops) + s.replaced
+            row.reconnects = int(s.source.reconnects)
+            p50, p90, p99 = plumbing.latency_percentiles(s.latencies)
+            row.latency_p50_ms, row.latency_p90_ms, row.latency_p99_ms = p50, p90, p99
             out.streams.append(row)
         return out

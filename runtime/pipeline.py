@@ -1,12 +1,13 @@
 """Capture -> preprocess -> inference -> postprocess + sinks, overlapped on threads.
 
-Each stage runs on its own thread joined by small bounded queues, so while the model runs on
-frame k, frame k+1 is being letterboxed and frame k+2 decoded; end-to-end FPS approaches bare
-``session.run`` FPS. Postprocess and the sinks run on the calling (main) thread, where GUI
-windows must live and where Ctrl-C arrives. Queues block (no frames lost here): a file source is
-read by a capture thread throttled to the model's pace; a live source already has its own
-latest-frame capture thread, so the preprocess thread takes the newest frame straight from it
-and hands it on through a one-slot queue: a frame never waits behind stale ones.
+A file source delivers every frame: each stage runs on its own thread joined by small bounded
+queues, so while the model runs on frame k, frame k+1 is being letterboxed and frame k+2
+decoded; end-to-end FPS approaches bare ``session.run`` FPS. A live source is pulled: its own
+capture thread keeps the newest frame, and the inference thread takes it, preprocesses it and
+runs the model on it only once the result before has been taken for postprocessing, so no
+frame waits in a hand-off and a result is at most one camera interval plus one pass of
+preprocess + inference + postprocess old. Postprocess and the sinks run on the calling (main)
+thread, where GUI windows must live and where Ctrl-C arrives.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ log = logging.getLogger("edge_mtl.runtime")
 
 @dataclass
 class RunSummary:
-    """What a run did. Latencies in milliseconds, ``total`` = capture to result ready."""
+    """What a run did. Latencies in milliseconds from capture (as the capture thread saw it) to
+    the result ready: each frame's age at its result."""
 
     frames: int = 0
     seconds: float = 0.0
     latency_p50_ms: float = 0.0
+    latency_p90_ms: float = 0.0
     latency_p99_ms: float = 0.0
     stage_mean_ms: dict[str, float] = field(default_factory=dict)
     drops: int = 0
@@ -55,8 +58,9 @@ class RunSummary:
         stages = " / ".join(f"{k} {v:.1f}" for k, v in self.stage_mean_ms.items())
         end = " (interrupted)" if self.interrupted else ""
         return (
-            f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, latency p50 "
-            f"{self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms (mean ms: {stages}), "
+            f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, capture to result "
+            f"p50 {self.latency_p50_ms:.1f} ms p90 {self.latency_p90_ms:.1f} ms p99 "
+            f"{self.latency_p99_ms:.1f} ms (mean ms: {stages}), "
             f"drops {self.drops}, reconnects {self.reconnects}"
             + (f", stalls {self.stalls}" if self.stalls else "")
             + (f", corrupt frames {self.corrupt}" if self.corrupt else "")
@@ -68,7 +72,7 @@ class Pipeline:
     """Runs ``engine`` over ``source`` into ``sinks`` until the source ends, ``max_frames``
     frames are done, a sink asks to stop (``stop_requested``), or Ctrl-C.
 
-    ``queue_size``: frames each stage may hold ahead (default 2 for files, 1 for live sources).
+    ``queue_size``: frames each stage may hold ahead (file sources; default 2).
 
     ``on_result(frame, result, times)`` is called on the main thread after the sinks (tests and
     callers that want results in memory).
@@ -84,12 +88,14 @@ class Pipeline:
         on_result: Callable[..., None] | None = None,
     ) -> None:
         self.engine, self.source, self.sinks = engine, source, list(sinks)
+        self.pull = source.live
         self.max_frames = max_frames
         self.on_result = on_result
-        size = queue_size or (1 if source.live else 2)
+        size = queue_size or 2
         self._q_pre: queue.Queue[Any] = queue.Queue(size)
         self._q_inf: queue.Queue[Any] = queue.Queue(size)
         self._q_post: queue.Queue[Any] = queue.Queue(size)
+        self._slot = threading.Semaphore(1)  # pull: one result at most between inference and main
         self._taken = 0  # frames taken from the source (for max_frames)
         self._stop = threading.Event()
         self._interrupted = False
@@ -124,8 +130,7 @@ class Pipeline:
                 return
 
     def _preprocess(self) -> None:
-        live = self.source.live
-        while (frame := self._take() if live else self._get(self._q_pre)) is not END:
+        while (frame := self._get(self._q_pre)) is not END:
             t0 = time.perf_counter()
             x, lbs = self.engine.preprocess([frame.image])
             if not self._put(self._q_inf, (frame, x, lbs, time.perf_counter() - t0)):
@@ -139,19 +144,38 @@ class Pipeline:
             if not self._put(self._q_post, (frame, outputs, lbs, t_pre, time.perf_counter() - t0)):
                 return
 
-    def run(self) -> RunSummary:
-        """Run to the end; returns the summary. Sinks and source are closed on every exit path;
-        an error from any stage is re-raised here after cleanup. Ctrl-C ends the run normally
-        with ``interrupted=True``."""
+    def _pull(self) -> None:
+        """Live source: once the result before has been taken, take the newest frame and
+        preprocess and run it on this one thread (nothing waits in a hand-off)."""
+        while plumbing.acquire(self._slot, self._stop) and (frame := self._take()) is not END:
+            t0 = time.perf_counter()
+            x, lbs = self.engine.preprocess([frame.image])
+            t1 = time.perf_counter()
+            outputs = self.engine.run(x)
+            t_inf = time.perf_counter() - t1
+            if not self._put(self._q_post, (frame, outputs, lbs, t1 - t0, t_inf)):
+                return
+
+    def _stages(self) -> list[threading.Thread]:
+        """The stage threads: capture, preprocess, inference for a file; one for a live source
+        (its own capture thread keeps the newest frame)."""
         stages = [
             ("capture", self._capture, self._q_pre),
             ("preprocess", self._preprocess, self._q_inf),
             ("inference", self._inference, self._q_post),
         ]
-        threads = [
+        if self.pull:
+            stages = [("inference", self._pull, self._q_post)]
+        return [
             plumbing.stage_thread(name, body, out, self._stop, self._keep_error)
-            for name, body, out in stages[1 if self.source.live else 0 :]
+            for name, body, out in stages
         ]
+
+    def run(self) -> RunSummary:
+        """Run to the end; returns the summary. Sinks and source are closed on every exit path;
+        an error from any stage is re-raised here after cleanup. Ctrl-C ends the run normally
+        with ``interrupted=True``."""
+        threads = self._stages()
         restore_sigint = plumbing.stop_on_sigint(self._on_sigint)
         summary = RunSummary()
         totals: list[float] = []
@@ -161,6 +185,8 @@ class Pipeline:
             for t in threads:
                 t.start()
             while (item := self._get(self._q_post)) is not END:
+                if self.pull:
+                    self._slot.release()  # the next frame may be taken now
                 frame, outputs, lbs, t_pre, t_inf = item
                 t0 = time.perf_counter()
                 result = self.engine.postprocess(outputs, lbs)[0]
@@ -188,7 +214,8 @@ class Pipeline:
         n = len(totals)
         summary.frames = n
         if n:
-            summary.latency_p50_ms, summary.latency_p99_ms = plumbing.latency_percentiles(totals)
+            p50, p90, p99 = plumbing.latency_percentiles(totals)
+            summary.latency_p50_ms, summary.latency_p90_ms, summary.latency_p99_ms = p50, p90, p99
             means = sums / n
             summary.stage_mean_ms = dict(zip(("preprocess", "inference", "postprocess"), means))
         summary.drops = self.source.drops

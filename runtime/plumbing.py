@@ -40,6 +40,14 @@ def put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def acquire(slot: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take ``slot``, waiting while it is taken; False (not taken) once ``stop`` is set."""
+    while not stop.is_set():
+        if slot.acquire(timeout=POLL_S):
+            return True
+    return False
+
+
 def get(q: queue.Queue[Any], stop: threading.Event, idle: Callable[[], None] | None = None) -> Any:
     """The next item of ``q``, or :data:`END` once ``q`` is empty and ``stop`` is set.
     ``idle`` is called after every empty poll (housekeeping while waiting)."""
@@ -106,10 +114,10 @@ def close_all(sinks: Iterable[Closable]) -> Exception | None:
     return first
 
 
-def latency_percentiles(values_ms: Iterable[float]) -> tuple[float, float]:
-    """(p50, p99) of latencies in milliseconds (linear interpolation); (0.0, 0.0) when empty."""
+def latency_percentiles(values_ms: Iterable[float]) -> tuple[float, float, float]:
+    """(p50, p90, p99) of latencies in milliseconds (linear interpolation); zeros when empty."""
     a = np.asarray(list(values_ms), dtype=np.float64)
     if a.size == 0:
-        return 0.0, 0.0
-    p50, p99 = np.percentile(a, [50, 99])
-    return float(p50), float(p99)
+        return 0.0, 0.0, 0.0
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return float(p50), float(p90), float(p99)

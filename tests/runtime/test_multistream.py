@@ -422,7 +422,7 @@ def test_bench_streams_rows_side_by_side(tmp_path, models, kit, capsys) -> None:
         n = r["streams"]
         assert set(r) == {
             "streams", "frames", "seconds", "fps", "stream_fps", "mean_batch", "inference_ms",
-            "speedup",
+            "speedup", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
         }  # fmt: skip
         assert r["frames"] == bench.STREAM_ROUNDS * 6 * n and len(r["stream_fps"]) == n
         assert r["fps"] > 0 and all(f > 0 for f in r["stream_fps"])

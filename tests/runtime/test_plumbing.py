@@ -74,10 +74,19 @@ def test_close_all_closes_every_sink_and_reports_the_first_failure() -> None:
 
 
 def test_latency_percentiles() -> None:
-    assert plumbing.latency_percentiles([]) == (0.0, 0.0)
-    assert plumbing.latency_percentiles([5.0]) == (5.0, 5.0)
-    p50, p99 = plumbing.latency_percentiles([float(v) for v in range(1, 102)])
-    assert p50 == 51.0 and p99 == pytest.approx(100.0)
+    assert plumbing.latency_percentiles([]) == (0.0, 0.0, 0.0)
+    assert plumbing.latency_percentiles([5.0]) == (5.0, 5.0, 5.0)
+    p50, p90, p99 = plumbing.latency_percentiles([float(v) for v in range(1, 102)])
+    assert p50 == 51.0 and p90 == pytest.approx(91.0) and p99 == pytest.approx(100.0)
+
+
+def test_acquire_waits_for_the_slot_and_gives_up_once_stopped() -> None:
+    slot, stop = threading.Semaphore(1), threading.Event()
+    assert plumbing.acquire(slot, stop)
+    threading.Timer(0.15, slot.release).start()
+    assert plumbing.acquire(slot, stop)  # released by the timer
+    threading.Timer(0.15, stop.set).start()
+    assert not plumbing.acquire(slot, stop)  # never released: gives up at the stop
 
 
 def test_first_ctrl_c_calls_back_second_raises_and_the_handler_is_restored() -> None:
