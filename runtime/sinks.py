@@ -37,7 +37,8 @@ PALETTE = np.array(
 
 @dataclass
 class StageTimes:
-    """Per-frame latency in milliseconds. ``total`` runs from capture to the result being ready."""
+    """Per-frame latency in milliseconds. ``total`` runs from capture (as the capture thread
+    saw it) to the result being ready: the frame's age at its result."""
 
     preprocess: float = 0.0
     inference: float = 0.0
@@ -187,11 +188,14 @@ class VideoSink:
 class JsonlSink:
     """One JSON object per line and per frame::
 
-        {"timestamp": 1732352000.123, "frame": 7, "source_frame": 7, "file": "",
+        {"capture_time": 1732352000.123456, "age_ms": 9.1, "frame": 7, "source_frame": 7,
+         "file": "",
          "detections": [{"box": [x1, y1, x2, y2], "score": 0.91, "class_id": 0, "label": "car"}],
          "tasks": {"weather": {"label": "rain", "prob": 0.8}, "curvature": 0.012},
          "latency_ms": {"preprocess": 1.2, "inference": 5.0, "postprocess": 0.3, "total": 9.1}}
 
+    ``capture_time`` is wall-clock Unix seconds when the capture thread got the frame;
+    ``age_ms`` the frame's age in milliseconds when its result was ready (``latency_ms.total``).
     ``frame`` counts written records; ``source_frame`` is the source's index (gaps = drops).
     Boxes are frame pixels. Each line is flushed as written, so an interrupted run leaves only
     complete lines.
@@ -209,7 +213,8 @@ class JsonlSink:
         """Append one record (see the class docstring) and flush the line."""
         assert self._fh is not None, "write after close"
         record = {
-            "timestamp": round(frame.timestamp, 6),
+            "capture_time": round(frame.timestamp, 6),
+            "age_ms": round(times.total, 3),
             "frame": self.frames,
             "source_frame": frame.index,
             "file": frame.name,
