@@ -64,7 +64,12 @@ def register(
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
     add_openvino_arguments(p)
-    p.add_argument("--e2e", metavar="SRC", help="also run the real pipeline on this source")
+    p.add_argument(
+        "--e2e", metavar="SRC",
+        help="also run the real pipeline on this source; camera:VIDEO@FPS serves VIDEO looped at "
+        "FPS as a live MJPEG camera on 127.0.0.1 for the run (capture-to-result age on a live "
+        "source, no hardware needed)",
+    )  # fmt: skip
     p.add_argument("--e2e-frames", type=int, default=300, metavar="N", help="e2e frame cap")
     p.add_argument(
         "--streams", nargs="+", type=int, default=[], metavar="N",
@@ -80,7 +85,7 @@ def register(
     p.set_defaults(func=cmd_bench, baseline=baseline)
 
 
-def _settings(args: argparse.Namespace) -> BenchSettings:
+def _settings(args: argparse.Namespace, e2e_source: str | None) -> BenchSettings:
     """Checked settings from the arguments (one-line InputError on a bad value)."""
     from edge_mtl.bench.schema import BenchSettings
     from edge_mtl.runtime.errors import InputError
@@ -112,7 +117,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         seconds=args.seconds,
         warmup=args.warmup,
         threads=args.threads,
-        e2e_source=args.e2e,
+        e2e_source=e2e_source,
         e2e_frames=args.e2e_frames,
         e2e_streams=tuple(sorted(set(args.streams))),
         ov_device=args.ov_device,
@@ -138,22 +143,34 @@ def _baseline(args: argparse.Namespace) -> Baseline:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Measure, merge, print, save. Returns 0."""
+    """Measure, merge, print, save (``--e2e camera:VIDEO@FPS``: with a loopback camera serving
+    VIDEO for the whole run, measured at its URL). Returns 0."""
+    from edge_mtl.bench import camera
+
+    spec = camera.parse_spec(args.e2e) if args.e2e else None
+    if spec is None:
+        return _bench(args, args.e2e)
+    with camera.LoopbackCamera(*spec) as cam:
+        return _bench(args, cam.url)
+
+
+def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
+    """:func:`cmd_bench` with the e2e source to open (a camera spec already served)."""
     from edge_mtl.bench import measure, schema
     from edge_mtl.bench.report import render_markdown, render_text, save_plot
     from edge_mtl.runtime.files import check_writable, write_text_atomic
 
-    settings = _settings(args)
+    settings = _settings(args, e2e_source)
     for flag, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
         if path:
             check_writable(path, f"{flag} file")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="edge-mtl bench: %(message)s")
     docs = [schema.load_document(p) for p in args.merge]  # fail on a bad file before measuring
-    if args.e2e:
+    if e2e_source:
         from edge_mtl.runtime.sources import open_source
 
-        open_source(args.e2e).close()  # a wrong --e2e fails now, not after the first row
+        open_source(e2e_source).close()  # a wrong --e2e fails now, not after the first row
 
     def log(msg: str) -> None:
         if not args.quiet:

@@ -22,6 +22,7 @@ from edge_mtl.runtime.multistream import (
     StreamState,
 )
 from edge_mtl.runtime.pipeline import Pipeline
+from edge_mtl.runtime.plumbing import latency_percentiles
 from edge_mtl.runtime.sinks import StageTimes
 from edge_mtl.runtime.sources import Frame, FrameSource, open_source
 
@@ -35,7 +36,8 @@ class StreamsE2E:
     batched into one inference call. ``frames`` over all streams and rounds; ``seconds`` start
     to last result, summed over the rounds; ``fps`` aggregate frames/s; ``stream_fps`` each
     stream's frames/s; ``mean_batch`` frames per inference call; ``inference_ms`` mean ms per
-    call; ``speedup`` = ``fps`` / the 1-stream ``fps`` measured in the same rounds."""
+    call; ``speedup`` = ``fps`` / the 1-stream ``fps`` measured in the same rounds;
+    ``latency_*_ms`` each frame's age from capture to result, over all streams and rounds."""
 
     streams: int
     frames: int
@@ -45,6 +47,9 @@ class StreamsE2E:
     mean_batch: float
     inference_ms: float
     speedup: float
+    latency_p50_ms: float = 0.0
+    latency_p90_ms: float = 0.0
+    latency_p99_ms: float = 0.0
 
 
 @dataclass
@@ -53,7 +58,9 @@ class E2E:
     mean milliseconds per frame for decode, preprocess, inference, postprocess; ``fps`` frames/s
     from first frame taken to last result, summed over the rounds; ``bare_fps`` bare
     ``session.run`` calls/s on the same engine, measured in turns with the pipeline passes;
-    ``ratio`` = fps / bare_fps; ``streams`` one :class:`StreamsE2E` dict per stream count
+    ``ratio`` = fps / bare_fps; ``latency_*_ms`` each frame's age from capture (as the capture
+    thread saw it) to result: on a live source the age of what the model reports, on a file
+    the read-ahead queue included; ``streams`` one :class:`StreamsE2E` dict per stream count
     (``None`` without ``e2e_streams``)."""
 
     source: str
@@ -64,6 +71,7 @@ class E2E:
     ratio: float
     stage_ms: dict[str, float]
     latency_p50_ms: float
+    latency_p90_ms: float
     latency_p99_ms: float
     streams: list[dict[str, Any]] | None = None
 
@@ -149,11 +157,11 @@ class E2ERounds:
         stages = {"decode": float(np.mean(self.decode_ms)) if self.decode_ms else 0.0}
         means = (self.sums / frames).tolist()
         stages.update(zip(("preprocess", "inference", "postprocess"), means))
-        p50, p99 = np.percentile(self.totals, [50, 99])
+        p50, p90, p99 = latency_percentiles(self.totals)
         return E2E(
             source=self.source_spec, frames=frames, seconds=self.seconds, fps=fps,
             bare_fps=bare_fps, ratio=fps / bare_fps if bare_fps > 0 else 0.0, stage_ms=stages,
-            latency_p50_ms=float(p50), latency_p99_ms=float(p99),
+            latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
         )  # fmt: skip
 
 
@@ -176,18 +184,20 @@ def run_streams(
     order = sorted({1, *counts})
     per_round = max(1, max_frames // STREAM_ROUNDS)
     runs: dict[int, list[MultiStreamSummary]] = {n: [] for n in order}
+    ages: dict[int, list[float]] = {n: [] for n in order}
     for _ in range(STREAM_ROUNDS):
         for n in order:
-            runs[n].append(_run_copies(engine, source_spec, n, per_round))
-    out = [_combine(n, runs[n]) for n in order]
+            runs[n].append(_run_copies(engine, source_spec, n, per_round, ages[n]))
+    out = [_combine(n, runs[n], ages[n]) for n in order]
     base = out[0].fps  # the 1-stream run
     for r in out:
         r.speedup = r.fps / base if base > 0 else 0.0
     return out
 
 
-def _combine(n: int, summaries: Sequence[MultiStreamSummary]) -> StreamsE2E:
-    """One :class:`StreamsE2E` over the rounds of ``n`` streams (frames and seconds summed)."""
+def _combine(n: int, summaries: Sequence[MultiStreamSummary], ages: list[float]) -> StreamsE2E:
+    """One :class:`StreamsE2E` over the rounds of ``n`` streams (frames and seconds summed;
+    ``ages`` every frame's capture-to-result ms)."""
     frames = sum(s.frames for s in summaries)
     seconds = sum(s.seconds for s in summaries)
     batches = sum(s.batches for s in summaries)
@@ -198,11 +208,16 @@ def _combine(n: int, summaries: Sequence[MultiStreamSummary]) -> StreamsE2E:
         per_stream.append(f / sec if sec > 0 else 0.0)
     inference_ms = sum(s.inference_mean_ms * s.batches for s in summaries) / batches
     fps = frames / seconds if seconds > 0 else 0.0
-    return StreamsE2E(n, frames, seconds, fps, per_stream, frames / batches, inference_ms, 0.0)
+    out = StreamsE2E(n, frames, seconds, fps, per_stream, frames / batches, inference_ms, 0.0)
+    out.latency_p50_ms, out.latency_p90_ms, out.latency_p99_ms = latency_percentiles(ages)
+    return out
 
 
-def _run_copies(engine: Engine, source_spec: str, n: int, max_frames: int) -> MultiStreamSummary:
-    """One multi-stream run of ``n`` copies of the source (InputError when a stream fails)."""
+def _run_copies(
+    engine: Engine, source_spec: str, n: int, max_frames: int, ages: list[float]
+) -> MultiStreamSummary:
+    """One multi-stream run of ``n`` copies of the source (InputError when a stream fails);
+    each frame's capture-to-result ms is appended to ``ages``."""
     sources: list[FrameSource] = []
     try:
         for _ in range(n):
@@ -211,7 +226,12 @@ def _run_copies(engine: Engine, source_spec: str, n: int, max_frames: int) -> Mu
         for src in sources:
             src.close()
         raise
-    summary = MultiStream(engine, sources, config=MultiStreamConfig(max_frames=max_frames)).run()
+
+    def on_result(index: int, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        ages.append(times.total)
+
+    config = MultiStreamConfig(max_frames=max_frames)
+    summary = MultiStream(engine, sources, config=config, on_result=on_result).run()
     if summary.interrupted:
         raise KeyboardInterrupt
     bad = next((s for s in summary.streams if s.state is not StreamState.ENDED), None)

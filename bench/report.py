@@ -67,7 +67,15 @@ E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
     ("e2e FPS", lambda r: _f(r["e2e"]["fps"], 1), True),
     ("bare FPS", lambda r: _f(r["e2e"]["bare_fps"], 1), True),
     ("e2e/bare", lambda r: f"{100 * r['e2e']['ratio']:.0f}%", True),
+    ("age p50/p90/p99 ms", lambda r: _ages(r["e2e"]), True),
 ]
+
+
+def _ages(d: dict[str, Any]) -> str:
+    """Capture-to-result p50/p90/p99 ms of an e2e or streams entry ("-" in older files)."""
+    if d.get("latency_p90_ms") is None:
+        return "-"
+    return "/".join(f"{d[f'latency_p{q}_ms']:.0f}" for q in (50, 90, 99))
 
 
 def _per_stream(st: dict[str, Any]) -> str:
@@ -87,6 +95,7 @@ STREAM_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
     ("FPS per stream", lambda r: _per_stream(r["_streams"]), True),
     ("FPS all streams", lambda r: _f(r["_streams"]["fps"], 1), True),
     ("vs 1 stream", lambda r: f"{r['_streams']['speedup']:.2f}x", True),
+    ("age p50/p90/p99 ms", lambda r: _ages(r["_streams"]), True),
 ]
 
 
