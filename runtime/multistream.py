@@ -12,8 +12,8 @@ Threads::
 A file stream's buffer holds ``queue_size`` preprocessed frames and its reader waits while it is
 full (back-pressure: every frame, in order). A live stream is pulled: its buffer holds the
 newest raw frame, replaced (and counted in ``drops``) whenever a newer one arrives, and the
-batcher takes and preprocesses it only when the batch is about to run, once the batch before
-has been taken for postprocessing; so a result is at most one camera interval plus one pass of
+batcher takes and preprocesses it only when the batch is about to run (and holds back while two
+batches wait for postprocessing); so a result is at most one camera interval plus one pass of
 preprocess + batched inference + postprocess old. The batcher waits for the first ready frame
 of any stream, then at most ``max_wait_ms`` (the only deliberate wait) for the streams still
 running that have nothing ready, so one slow stream costs the others a few milliseconds per
@@ -215,7 +215,7 @@ class MultiStream:
             for i, (src, sk, n) in enumerate(zip(sources, sinks, names))
         ]
         self._pull = any(s.pull for s in self._streams)
-        self._slot = threading.Semaphore(1)  # pull: one batch at most between batcher and main
+        self._slot = threading.Semaphore(plumbing.PULL_IN_FLIGHT)  # pull: batches in flight
         self.on_result = on_result
         self._cond = threading.Condition()
         self._stop = threading.Event()

@@ -4,10 +4,10 @@ A file source delivers every frame: each stage runs on its own thread joined by 
 queues, so while the model runs on frame k, frame k+1 is being letterboxed and frame k+2
 decoded; end-to-end FPS approaches bare ``session.run`` FPS. A live source is pulled: its own
 capture thread keeps the newest frame, and the inference thread takes it, preprocesses it and
-runs the model on it only once the result before has been taken for postprocessing, so no
-frame waits in a hand-off and a result is at most one camera interval plus one pass of
-preprocess + inference + postprocess old. Postprocess and the sinks run on the calling (main)
-thread, where GUI windows must live and where Ctrl-C arrives.
+runs the model on it right away (holding back only while two results wait for the main
+thread), so no frame waits in a hand-off and a result is at most one camera interval plus one
+pass of preprocess + inference + postprocess old. Postprocess and the sinks run on the calling
+(main) thread, where GUI windows must live and where Ctrl-C arrives.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Pipeline:
         self._q_pre: queue.Queue[Any] = queue.Queue(size)
         self._q_inf: queue.Queue[Any] = queue.Queue(size)
         self._q_post: queue.Queue[Any] = queue.Queue(size)
-        self._slot = threading.Semaphore(1)  # pull: one result at most between inference and main
+        self._slot = threading.Semaphore(plumbing.PULL_IN_FLIGHT)  # pull: results in flight
         self._taken = 0  # frames taken from the source (for max_frames)
         self._stop = threading.Event()
         self._interrupted = False
@@ -145,8 +145,8 @@ class Pipeline:
                 return
 
     def _pull(self) -> None:
-        """Live source: once the result before has been taken, take the newest frame and
-        preprocess and run it on this one thread (nothing waits in a hand-off)."""
+        """Live source: unless results pile up before the main thread, take the newest frame and
+        preprocess and run it on this one thread (no frame waits in a hand-off)."""
         while plumbing.acquire(self._slot, self._stop) and (frame := self._take()) is not END:
             t0 = time.perf_counter()
             x, lbs = self.engine.preprocess([frame.image])
