@@ -194,6 +194,21 @@ def test_script_truncated_video_is_one_line(art) -> None:
     assert art["trunc_mp4"] in errors[0] and "cannot open as a video" in errors[0]
 
 
+@pytest.mark.matrix
+def test_script_auto_and_a_corrupt_image_are_a_line_each(art) -> None:
+    """``--provider auto`` on this machine, a folder with one undecodable image: stderr holds
+    the engine's one line (the provider, and in brief why better ones were skipped: on a
+    machine without a GPU, TensorRT and CUDA) and one line naming the image."""
+    proc = _script("run", "--model", art["model"], "--source", art["mixed_images"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith(f"edge-mtl run: {Path(art['model']).name}: provider "), lines[0]
+    assert lines[1] == (
+        f"edge-mtl run: source {art['mixed_images']}: skipped 1b.jpg (cannot decode image)"
+    )
+
+
 def test_script_debug_shows_the_traceback(art) -> None:
     proc = _script("--debug", "run", "--model", f"{art['dir']}/nope.onnx", "--source", art["png"])
     assert proc.returncode == 2
