@@ -10,6 +10,7 @@ subprocess, where C libraries (FFmpeg, onnxruntime) could add lines of their own
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_mtl.cli import main
+from edge_mtl.runtime.errors import DEBUG_ENV
 from tests.reliability.conftest import MATRIX, locked_readable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,12 +166,15 @@ def test_truncated_video_runs_what_it_has(art, capsys, caplog) -> None:
 
 
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:
+    # as a user starts it: an in-process ``main(["--debug", ...])`` above leaves EDGE_MTL_DEBUG set
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
     return subprocess.run(
         [sys.executable, "-m", "edge_mtl", *argv],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=180,
+        env=env,
     )
 
 
@@ -207,6 +212,27 @@ def test_script_auto_and_a_corrupt_image_are_a_line_each(art) -> None:
     assert lines[1] == (
         f"edge-mtl run: source {art['mixed_images']}: skipped 1b.jpg (cannot decode image)"
     )
+
+
+@pytest.mark.matrix
+def test_script_truncated_jpeg_that_decodes_is_one_line(art, tmp_path) -> None:
+    """A JPEG cut in half still decodes (its lower part grey) and is delivered; libjpeg's own
+    "Premature end of JPEG file" lines stay off stderr, one line names the file instead."""
+    import cv2
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    jpg = cv2.imencode(".jpg", noise)[1].tobytes()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    proc = _script("run", "--provider", "cpu", "--model", art["model"], "--source", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert "run: 1 frames" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert lines[1:] == [
+        f"edge-mtl run: source {folder}: cut.jpg is truncated, decoded what it has"
+    ]
 
 
 def test_script_debug_shows_the_traceback(art) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,12 @@ from edge_mtl.runtime.engine import Engine, EngineConfig, Provider
 from edge_mtl.runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections, softmax
 from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from edge_mtl.runtime.providers import Skip, fallback_summary, parse_providers
+from edge_mtl.runtime.providers import (
+    Skip,
+    fallback_summary,
+    nvidia_gpu_present,
+    parse_providers,
+)
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,9 +294,10 @@ def _run_auto(model: Path, source: Path, *flags: str) -> subprocess.CompletedPro
     """``edge-mtl [flags] run --provider auto`` in a fresh process: stderr as a user sees it,
     onnxruntime's own C++ log lines included."""
     argv = [*flags, "run", "--model", str(model), "--source", str(source), "--provider", "auto"]
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}  # --debug in flags, or not
     return subprocess.run(
         [sys.executable, "-m", "edge_mtl", *argv],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
 
 
@@ -310,6 +317,9 @@ def test_auto_on_this_machine_prints_one_line(models, tmp_path) -> None:
     if not lines[0].startswith("edge-mtl run: tiny.onnx: provider cpu"):
         return  # a GPU or OpenVINO device here: nothing was skipped to show with --debug
     assert "[skipped tensorrt" in lines[0]
+    gpu_build = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    if nvidia_gpu_present() is False and gpu_build <= set(ort.get_available_providers()):
+        assert "[skipped tensorrt, cuda: no NVIDIA GPU; openvino: " in lines[0]  # onnxruntime-gpu
     debug = _run_auto(models["dense"], folder, "--debug")
     assert debug.returncode == 0, debug.stderr
     ours = [ln for ln in debug.stderr.splitlines() if ln.startswith("edge-mtl run: provider ")]
