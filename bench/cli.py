@@ -65,6 +65,13 @@ def register(
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU threads (0 = auto)")
     add_openvino_arguments(p)
     p.add_argument(
+        "--openvino-runtime", action="store_true",
+        help="also time each model through OpenVINO's own runtime (the openvino package, "
+        "[openvino] extra) on the same input and threads, with its parity against the CPU "
+        "provider; --ov-device/--ov-precision/--ov-cache apply (on AMD CPUs, where the "
+        "onnxruntime plugin offers no device, this is the OpenVINO path)",
+    )  # fmt: skip
+    p.add_argument(
         "--e2e", metavar="SRC",
         help="also run the real pipeline on this source; camera:VIDEO@FPS serves VIDEO looped at "
         "FPS as a live MJPEG camera on 127.0.0.1 for the run (capture-to-result age on a live "
@@ -181,7 +188,9 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         session = schema.new_session(settings, argv)
         rows: list[Row] = []
         for m in args.model:
-            rows += measure.bench_model(m, settings, session["machine"], 0, log)
+            rows += measure.bench_model(
+                m, settings, session["machine"], 0, log, openvino_runtime=args.openvino_runtime
+            )
         baseline = _baseline(args) if args.torch else None
         if baseline is not None:  # at the input size the ONNX rows ran at
             hw = next((tuple(r.input_hw) for r in rows if r.input_hw), None)

@@ -30,6 +30,9 @@ from edge_mtl.bench.machine import (
     peak_rss_mb,
     reset_peak_rss,
 )
+from edge_mtl.bench.openvino_runtime import RUNTIME as OV_RUNTIME
+from edge_mtl.bench.openvino_runtime import openvino_rows
+from edge_mtl.bench.openvino_runtime import timed_call as openvino_timed_call
 from edge_mtl.bench.schema import BenchSettings, Row, own_pass
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import bench_input, time_calls, time_in_turns, turn_blocks, turn_order
@@ -103,9 +106,12 @@ def bench_model(
     machine: dict[str, Any],
     session_index: int = 0,
     log: Log = _quiet,
+    openvino_runtime: bool = False,
 ) -> list[Row]:
-    """All rows of one ONNX model: each provider x batch, measured or skipped with a reason.
-    A missing or invalid model raises :class:`InputError`/:class:`MetadataError`."""
+    """All rows of one ONNX model: each provider x batch, measured or skipped with a reason;
+    ``openvino_runtime`` adds the file through OpenVINO's own runtime, one row per batch
+    (:mod:`edge_mtl.bench.openvino_runtime`). A missing or invalid model raises
+    :class:`InputError`/:class:`MetadataError`."""
     p = Path(path)
     has_meta, model_notes = _model_info(p, settings.imgsz)
     config = _engine_config(None if has_meta else settings.imgsz, settings)
@@ -145,6 +151,10 @@ def bench_model(
             rows.append(_measure(engine, base, batch, settings, notes))
             can_reset = reset_peak_rss()
         del engine
+        gc.collect()
+    if openvino_runtime:
+        imgsz = None if has_meta else settings.imgsz
+        rows += openvino_rows(p, settings, machine, session_index, log, imgsz)
         gc.collect()
     return rows
 
@@ -223,18 +233,25 @@ def retime_in_turns(
     engines: dict[tuple[str, str], Engine] = {}
     calls: list[Callable[[], object]] = []
     piped: list[tuple[Row, Engine]] = []  # batch-1 ONNX rows and their engines, for e2e
+
+    def engine(r: Row, provider: str) -> Engine:
+        key = (r.model_path, provider)
+        if key not in engines:
+            # the row's own input size: the metadata's, or --imgsz for a model without it
+            config = _engine_config(tuple(r.input_hw or ()) or None, settings)
+            engines[key] = Engine(Path(r.model_path), provider, config)
+        return engines[key]
+
     for r in live:
         if r.runtime == "torch":
             if baseline is None:
                 raise ValueError("retime_in_turns: a torch row needs a baseline")
             calls.append(baseline.call(r, settings))
             continue
-        key = (r.model_path, str(r.provider))
-        if key not in engines:
-            # the row's own input size: the metadata's, or --imgsz for a model without it
-            config = _engine_config(tuple(r.input_hw or ()) or None, settings)
-            engines[key] = Engine(Path(r.model_path), str(r.provider), config)
-        eng = engines[key]
+        if r.runtime == OV_RUNTIME:  # the onnxruntime CPU engine preprocesses its input
+            calls.append(openvino_timed_call(engine(r, "cpu"), r.batch, settings))
+            continue
+        eng = engine(r, str(r.provider))
         x = bench_input(eng, r.batch)
         calls.append(lambda e=eng, x=x: e.run(x))
         if r.batch == 1:
@@ -244,7 +261,9 @@ def retime_in_turns(
 
     def progress(k: int, ms: list[list[float]]) -> None:
         if k + 1 == len(blocks) or (k + 1) % max(1, len(blocks) // 4) == 0:
-            medians = ", ".join(f"{r.model} {np.median(m):.1f} ms" for r, m in zip(live, ms))
+            medians = ", ".join(
+                f"{r.model} [{r.provider}] {np.median(m):.1f} ms" for r, m in zip(live, ms)
+            )
             log(f"round {k + 1}/{len(blocks)}: p50 so far {medians}")
 
     try:

@@ -35,9 +35,11 @@ from edge_mtl.runtime.providers import (
     GraphOptLevel,
     OVPrecision,
     Provider,
+    Skip,
     create_session,
     default_trt_cache_dir,
     executed_precision,
+    fallback_summary,
     first_line,
     node_split,
     openvino_options,
@@ -127,9 +129,10 @@ class Engine:
     ``providers``: ``"auto"`` tries TensorRT, then CUDA, then OpenVINO, then CPU, and uses the
     first that is installed (in ``onnxruntime.get_available_providers()``; for OpenVINO, the
     ``onnxruntime-ep-openvino`` plugin with a device here) and actually initialises (a provider
-    whose libraries or device are missing is skipped; the reason is in ``fallback_reasons`` and
-    the log). A list is tried in its order the same way. A single explicit name (``"tensorrt"``,
-    ``"cuda"``, ``"openvino"``, ``"cpu"``) is *strict*: if that provider cannot run the model
+    whose libraries or device are missing is skipped; the reason is in ``fallback_reasons``,
+    in brief in ``skipped`` and in the one line the engine logs). A list is tried in its order
+    the same way. A single explicit name (``"tensorrt"``, ``"cuda"``, ``"openvino"``,
+    ``"cpu"``) is *strict*: if that provider cannot run the model
     the engine raises :class:`RuntimeFailure` with the reason (:class:`InputError` when its
     plugin is not installed) instead of silently running somewhere slower, because whoever asks
     for TensorRT by name is usually measuring or deploying TensorRT.
@@ -149,13 +152,14 @@ class Engine:
         self.config = config or EngineConfig()
         candidates, strict = parse_providers(providers)
         c = self.config
-        self.session, self.provider, self.fallback_reasons = create_session(
+        self.session, self.provider, self.skipped = create_session(
             self.path,
             candidates,
             strict,
             lambda: session_options(c.intra_op_threads, c.graph_opt),
             self._provider_options,
         )
+        self.fallback_reasons = [s.reason for s in self.skipped]
         self.meta = self._read_meta()
         self._check_io()
         inp = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
@@ -170,7 +174,7 @@ class Engine:
         self._decoders = [(t, decoder_for(t)) for t in self.meta.tasks]
         for _ in range(self.config.warmup_runs):
             self.run(np.zeros((self.meta.batch or 1, 3, *self.meta.input_hw), self._input_dtype))
-        log.info("%s", self.describe())
+        log.log(_describe_level(self.skipped), "%s", self.describe())
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -255,9 +259,9 @@ class Engine:
             for t in self.meta.tasks
         )
         h, w = self.meta.input_hw
-        # the reasons were printed when the providers failed; here the names are enough
-        names = [r.split(":", 1)[0] for r in self.fallback_reasons]
-        skipped = f" [skipped: {', '.join(names)}]" if names else ""
+        # in brief: the full reasons are in fallback_reasons (and printed with --debug)
+        summary = fallback_summary(self.skipped)
+        skipped = f" [skipped {summary}]" if summary else ""
         where = ""
         if self.provider is Provider.OPENVINO:
             mine = self.nodes.get(self.provider.ort_name, 0)
@@ -343,6 +347,19 @@ class Engine:
     def __call__(self, frame_bgr: np.ndarray) -> FrameResult:
         """One uint8 BGR HWC frame -> its :class:`FrameResult`."""
         return self.infer_batch([frame_bgr])[0]
+
+
+_WARNED: set[str] = set()  # fallbacks of a broken provider already warned about
+
+
+def _describe_level(skipped: Sequence[Skip]) -> int:
+    """The engine's one line is INFO, or a WARNING when a provider that is here failed to start
+    (once per process and fallback: a bench of several models would repeat it per model)."""
+    broken = fallback_summary([s for s in skipped if not s.expected])
+    if not broken or broken in _WARNED:
+        return logging.INFO
+    _WARNED.add(broken)
+    return logging.WARNING
 
 
 def check_frame(frame: Any) -> None:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,13 +158,18 @@ class OpenVINOPlugin(NamedTuple):
 
 
 class ProviderUnavailable(Exception):
-    """A provider cannot be set up here; ``reason`` starts with its name. ``not_installed``:
-    a missing package the user can install (an input error, exit 2), not a runtime failure."""
+    """A provider cannot be set up here; ``reason`` starts with its name, ``brief`` says it in a
+    few words. ``not_installed``: a package the user can install (an input error, exit 2), not a
+    runtime failure. ``expected``: simply absent here (no package or device), not broken."""
 
-    def __init__(self, reason: str, not_installed: bool = False) -> None:
+    def __init__(
+        self, reason: str, brief: str, not_installed: bool = False, expected: bool = True
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.brief = brief
         self.not_installed = not_installed
+        self.expected = expected
 
 
 def find_openvino_plugin() -> OpenVINOPlugin | None:
@@ -200,10 +206,11 @@ def openvino_ep_devices() -> tuple[OpenVINOPlugin, list[Any]]:
     on first use. Raises :class:`ProviderUnavailable` when it is absent or will not register."""
     plugin = find_openvino_plugin()
     if plugin is None:
-        raise ProviderUnavailable(OPENVINO_NOT_INSTALLED, not_installed=True)
+        raise ProviderUnavailable(OPENVINO_NOT_INSTALLED, "not installed", not_installed=True)
     why = _register_library(plugin.ep_name, plugin.library_path)
     if why is not None:
-        raise ProviderUnavailable(f"openvino: cannot register {plugin.library_path} ({why})")
+        reason = f"openvino: cannot register {plugin.library_path} ({why})"
+        raise ProviderUnavailable(reason, "plugin failed to register", expected=False)
     devices = [
         d
         for d in ort.get_ep_devices()
@@ -227,15 +234,15 @@ def select_openvino_device(want: str) -> Any:
         if name == want or name.startswith(want + "."):
             return d
     listed = ", ".join(ov_device_name(d) for d in devices)
+    no_device = f"openvino: the plugin offers no {want} device here"
     if listed:
-        raise ProviderUnavailable(f"openvino: the plugin offers no {want} device here ({listed})")
+        raise ProviderUnavailable(f"{no_device} ({listed})", f"no {want} device")
     vendor = cpu_vendor()
-    why = (
-        f"it serves Intel hardware only and this CPU is {vendor} ({cpu_model()})"
-        if vendor != "GenuineIntel"
-        else "OpenVINO found no supported device"
-    )
-    raise ProviderUnavailable(f"openvino: the plugin offers no {want} device here ({why})")
+    if vendor != "GenuineIntel":
+        why = f"it serves Intel hardware only and this CPU is {vendor} ({cpu_model()})"
+        raise ProviderUnavailable(f"{no_device} ({why})", "Intel hardware only")
+    why = "OpenVINO found no supported device"
+    raise ProviderUnavailable(f"{no_device} ({why})", f"no {want} device", expected=False)
 
 
 def openvino_options(
@@ -318,12 +325,23 @@ def node_split(session: ort.InferenceSession) -> dict[str, int]:
 # ---- sessions --------------------------------------------------------------------------------
 
 
+class Skip(NamedTuple):
+    """A provider passed over: ``reason`` in full (starting with its name), ``brief`` in a few
+    words for the engine's one line; ``expected``: simply absent here (not in the build, not
+    installed, no device for it) rather than broken."""
+
+    provider: Provider
+    reason: str
+    brief: str
+    expected: bool = True
+
+
 class SessionChoice(NamedTuple):
     """The session created, the provider it runs on, and why each better one was skipped."""
 
     session: ort.InferenceSession
     provider: Provider
-    fallback_reasons: list[str]
+    skipped: list[Skip]
 
 
 def _openvino_session_options(
@@ -345,7 +363,35 @@ def _openvino_session_options(
     return so
 
 
-_WARNED: set[str] = set()  # fallback reasons already printed by this process
+def nvidia_gpu_present() -> bool | None:
+    """Whether the NVIDIA driver shows a GPU (``/dev/nvidia0``; Jetson ``/dev/nvhost-ctrl-gpu``),
+    None where that cannot be told (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return any(os.path.exists(d) for d in ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu"))
+
+
+def _not_initialised(captured: str, p: Provider) -> Skip:
+    """Why ``p`` came up as a CPU session: onnxruntime's "EP Error" line if it printed one, else
+    the likely cause; in brief, "no NVIDIA GPU" where the driver shows none (whatever else
+    onnxruntime says is missing, TensorRT and CUDA cannot run there)."""
+    reason = f"{p.value}: did not initialise ({_ep_reason(captured, p)})"
+    if p is Provider.OPENVINO:
+        return Skip(p, reason, "could not compile the model", expected=False)
+    if nvidia_gpu_present() is False:
+        return Skip(p, reason, "no NVIDIA GPU")
+    return Skip(p, reason, "did not initialise", expected=False)
+
+
+def fallback_summary(skipped: Sequence[Skip]) -> str:
+    """The skipped providers in brief, those with the same brief together, best first:
+    ``tensorrt, cuda: no NVIDIA GPU; openvino: not installed`` ('' when none)."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        names = groups.setdefault(s.brief, [])
+        if s.provider.value not in names:
+            names.append(s.provider.value)
+    return "; ".join(f"{', '.join(names)}: {brief}" for brief, names in groups.items())
 
 
 def create_session(
@@ -360,37 +406,37 @@ def create_session(
     :class:`RuntimeFailure` (:class:`InputError` when its plugin is not installed). A model
     onnxruntime cannot load: :class:`InputError`."""
     check_model_file(path)
-    # Why each provider was skipped is logged by us, one line each; onnxruntime's own
-    # "[E:onnxruntime:...] Failed to load library" lines repeat it on stderr, and name the
-    # missing library: shown only with ``edge-mtl --debug``.
-    ort.set_default_logger_severity(2 if os.environ.get(DEBUG_ENV) else 4)
+    # The providers skipped are summed up in the engine's one line; each full reason, and
+    # onnxruntime's own "[E:onnxruntime:...] Failed to load library" lines naming the missing
+    # library, are printed only with ``edge-mtl --debug``.
+    debug = bool(os.environ.get(DEBUG_ENV))  # edge-mtl --debug
+    ort.set_default_logger_severity(2 if debug else 4)
     available = ort.get_available_providers()
-    reasons: list[str] = []
+    skipped: list[Skip] = []
 
-    def skip(reason: str, error: type[EdgeMTLError] = RuntimeFailure) -> None:
+    def skip(s: Skip, error: type[EdgeMTLError] = RuntimeFailure) -> None:
         if strict:
-            raise error(f"{path}: provider {reason}")
-        reasons.append(reason)
-        # once per process: a bench of several models would repeat the same lines per model
-        level = logging.DEBUG if reason in _WARNED else logging.WARNING
-        _WARNED.add(reason)
-        log.log(level, "provider %s; trying the next one", reason)
+            raise error(f"{path}: provider {s.reason}")
+        skipped.append(s)
+        log.log(logging.WARNING if debug else logging.DEBUG, "provider %s", s.reason)
 
     last_error: Exception | None = None
     cpu_session: ort.InferenceSession | None = None
     for p in candidates:
         if p is Provider.CPU and cpu_session is not None:
-            return SessionChoice(cpu_session, p, reasons)  # what the failed one fell back to
+            return SessionChoice(cpu_session, p, skipped)  # what the failed one fell back to
         so = make_options()
         if p is Provider.OPENVINO:
             try:
                 so = _openvino_session_options(so, options_for(p))
             except ProviderUnavailable as e:
-                skip(e.reason, InputError if e.not_installed else RuntimeFailure)
+                error = InputError if e.not_installed else RuntimeFailure
+                skip(Skip(p, e.reason, e.brief, e.expected), error)
                 continue
             providers: list[Any] | None = None  # the session options carry the plugin's device
         elif p.ort_name not in available:
-            skip(f"{p.value}: not in this onnxruntime build (it offers {available})")
+            why = f"{p.value}: not in this onnxruntime build (it offers {available})"
+            skip(Skip(p, why, "not in this onnxruntime build"))
             continue
         else:
             fallback = [] if p is Provider.CPU else ["CPUExecutionProvider"]
@@ -403,23 +449,27 @@ def create_session(
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             last_error = e
             why = _openvino_error(e) if p is Provider.OPENVINO else first_line(e)
+            failed = Skip(
+                p, f"{p.value}: failed to create a session ({why})", "failed to start", False
+            )
             if p is Provider.OPENVINO and strict:  # the plugin's compile error, not the file's
-                skip(f"{p.value}: failed to create a session ({why})")
+                skip(failed)
             if p is candidates[-1] or strict:
                 break
-            skip(f"{p.value}: failed to create a session ({why})")
+            skip(failed)
             continue
         got = sess.get_providers()[0]
         if got == p.ort_name:
-            return SessionChoice(sess, p, reasons)
-        skip(f"{p.value}: did not initialise ({_ep_reason(captured.getvalue(), p)})")
+            return SessionChoice(sess, p, skipped)
+        skip(_not_initialised(captured.getvalue(), p))
         # Reuse the CPU session a failed GPU provider fell back to (the OpenVINO one carries
         # settings meant for the plugin).
         keep = got == Provider.CPU.ort_name and p is not Provider.OPENVINO
         cpu_session = sess if keep else None
     if last_error is not None:
         raise invalid_model_error(path, last_error) from None
-    raise RuntimeFailure(f"{path}: no usable execution provider ({'; '.join(reasons)})")
+    reasons = "; ".join(s.reason for s in skipped)
+    raise RuntimeFailure(f"{path}: no usable execution provider ({reasons})")
 
 
 def first_line(e: BaseException) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import IMAGE_SUFFIXES
+from edge_mtl.runtime.imagefile import read_image
 
 log = logging.getLogger("edge_mtl.runtime")
 
@@ -130,8 +131,12 @@ class ImageFilesSource:
         while self._next < len(self._paths):
             path = self._paths[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image, truncated = read_image(path)  # libjpeg's own stderr lines kept off
             if image is not None:
+                if truncated:
+                    log.warning(
+                        "source %s: %s is truncated, decoded what it has", self.name, path.name
+                    )
                 return _frame(image, self._next - 1, path.name)
             self.corrupt += 1
             if len(self._paths) == 1:

@@ -10,6 +10,7 @@ subprocess, where C libraries (FFmpeg, onnxruntime) could add lines of their own
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_mtl.cli import main
+from edge_mtl.runtime.errors import DEBUG_ENV
 from tests.reliability.conftest import MATRIX, locked_readable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,12 +166,15 @@ def test_truncated_video_runs_what_it_has(art, capsys, caplog) -> None:
 
 
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:
+    # as a user starts it: an in-process ``main(["--debug", ...])`` above leaves EDGE_MTL_DEBUG set
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
     return subprocess.run(
         [sys.executable, "-m", "edge_mtl", *argv],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=180,
+        env=env,
     )
 
 
@@ -192,6 +197,42 @@ def test_script_truncated_video_is_one_line(art) -> None:
     errors = [ln for ln in lines if ln.startswith("edge-mtl run: error: ")]
     assert errors == lines[-1:], proc.stderr
     assert art["trunc_mp4"] in errors[0] and "cannot open as a video" in errors[0]
+
+
+@pytest.mark.matrix
+def test_script_auto_and_a_corrupt_image_are_a_line_each(art) -> None:
+    """``--provider auto`` on this machine, a folder with one undecodable image: stderr holds
+    the engine's one line (the provider, and in brief why better ones were skipped: on a
+    machine without a GPU, TensorRT and CUDA) and one line naming the image."""
+    proc = _script("run", "--model", art["model"], "--source", art["mixed_images"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith(f"edge-mtl run: {Path(art['model']).name}: provider "), lines[0]
+    assert lines[1] == (
+        f"edge-mtl run: source {art['mixed_images']}: skipped 1b.jpg (cannot decode image)"
+    )
+
+
+@pytest.mark.matrix
+def test_script_truncated_jpeg_that_decodes_is_one_line(art, tmp_path) -> None:
+    """A JPEG cut in half still decodes (its lower part grey) and is delivered; libjpeg's own
+    "Premature end of JPEG file" lines stay off stderr, one line names the file instead."""
+    import cv2
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    jpg = cv2.imencode(".jpg", noise)[1].tobytes()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    proc = _script("run", "--provider", "cpu", "--model", art["model"], "--source", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert "run: 1 frames" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert lines[1:] == [
+        f"edge-mtl run: source {folder}: cut.jpg is truncated, decoded what it has"
+    ]
 
 
 def test_script_debug_shows_the_traceback(art) -> None:

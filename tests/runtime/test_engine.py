@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,11 +13,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+import edge_mtl.runtime.engine as engine_module
 from edge_mtl.runtime.engine import Engine, EngineConfig, Provider
 from edge_mtl.runtime.errors import DEBUG_ENV, InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.postprocess import detections_to_frame, postprocess_detections, softmax
 from edge_mtl.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from edge_mtl.runtime.providers import parse_providers
+from edge_mtl.runtime.providers import (
+    Skip,
+    fallback_summary,
+    nvidia_gpu_present,
+    parse_providers,
+)
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,7 +176,15 @@ def test_auto_falls_back_with_reasons(models, cpu_only) -> None:
     assert engine.fallback_reasons[2].startswith(
         "openvino: plugin onnxruntime-ep-openvino not installed"
     )
-    assert "skipped: tensorrt" in engine.describe()
+    assert [s.brief for s in engine.skipped] == [
+        "not in this onnxruntime build",
+        "not in this onnxruntime build",
+        "not installed",
+    ]
+    assert (
+        "provider cpu [skipped tensorrt, cuda: not in this onnxruntime build; "
+        "openvino: not installed]; input 3x32x32" in engine.describe()
+    )
 
 
 @pytest.mark.parametrize("name", ["tensorrt", "cuda"])
@@ -244,16 +259,68 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
     assert len(jsonl.read_text().splitlines()) == 1
 
 
-def test_a_fallback_reason_is_printed_once_per_process(
+def test_a_fallback_is_one_line_and_debug_shows_every_reason(
     models, cpu_only, caplog, monkeypatch
 ) -> None:
-    import edge_mtl.runtime.providers as providers
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger="edge_mtl.runtime"):
+        engine = Engine(models["dense"], "auto")
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [(logging.INFO, engine.describe())]  # the providers skipped: in brief
+    caplog.clear()
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with caplog.at_level(logging.INFO, logger="edge_mtl.runtime"):
+        again = Engine(models["dense"], "auto")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"provider {r}" for r in again.fallback_reasons] + [again.describe()]
+    assert again.fallback_reasons == engine.fallback_reasons  # both still know why in full
 
-    monkeypatch.setattr(providers, "_WARNED", set())
-    with caplog.at_level(logging.WARNING, logger="edge_mtl.runtime"):
-        first = Engine(models["dense"], "auto")
-        second = Engine(models["dense"], "auto")
-    warned = [r.getMessage() for r in caplog.records if "trying the next one" in r.getMessage()]
-    assert len(warned) == 3  # tensorrt, cuda, openvino: once, not once per engine
-    assert first.fallback_reasons == second.fallback_reasons  # both still know why
-    assert "[skipped: tensorrt, cuda, openvino]" in second.describe()
+
+def test_a_provider_that_is_here_but_fails_warns_once(monkeypatch) -> None:
+    """Absent providers keep the line at INFO; one that is installed and breaks makes it a
+    warning, once per process for the same failure."""
+    monkeypatch.setattr(engine_module, "_WARNED", set())
+    absent = Skip(Provider.TENSORRT, "tensorrt: not in this onnxruntime build", "not in build")
+    broken = Skip(Provider.CUDA, "cuda: did not initialise (x)", "did not initialise", False)
+    assert engine_module._describe_level([absent]) == logging.INFO
+    assert engine_module._describe_level([absent, broken]) == logging.WARNING
+    assert engine_module._describe_level([broken]) == logging.INFO  # said once already
+    assert fallback_summary([absent, broken]) == (
+        "tensorrt: not in build; cuda: did not initialise"
+    )
+
+
+def _run_auto(model: Path, source: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``edge-mtl [flags] run --provider auto`` in a fresh process: stderr as a user sees it,
+    onnxruntime's own C++ log lines included."""
+    argv = [*flags, "run", "--model", str(model), "--source", str(source), "--provider", "auto"]
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}  # --debug in flags, or not
+    return subprocess.run(
+        [sys.executable, "-m", "edge_mtl", *argv],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+
+
+def test_auto_on_this_machine_prints_one_line(models, tmp_path) -> None:
+    """The real onnxruntime build and hardware: on a machine without a GPU, onnxruntime-gpu
+    lists TensorRT and CUDA and neither starts; the run still prints one line about it."""
+    import cv2
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((24, 40, 3), 90, np.uint8))
+    proc = _run_auto(models["dense"], folder)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("edge-mtl run: tiny.onnx: provider "), lines[0]
+    if not lines[0].startswith("edge-mtl run: tiny.onnx: provider cpu"):
+        return  # a GPU or OpenVINO device here: nothing was skipped to show with --debug
+    assert "[skipped tensorrt" in lines[0]
+    gpu_build = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    if nvidia_gpu_present() is False and gpu_build <= set(ort.get_available_providers()):
+        assert "[skipped tensorrt, cuda: no NVIDIA GPU; openvino: " in lines[0]  # onnxruntime-gpu
+    debug = _run_auto(models["dense"], folder, "--debug")
+    assert debug.returncode == 0, debug.stderr
+    ours = [ln for ln in debug.stderr.splitlines() if ln.startswith("edge-mtl run: provider ")]
+    assert [ln.split()[3] for ln in ours] == ["tensorrt:", "cuda:", "openvino:"], debug.stderr
