@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mtl.runtime.postprocess import EVAL_MAX_DET
+from edge_mtl.runtime.postprocess import EVAL_MAX_DET, Detections, box_iou_one_to_many
 
 # COCO's object sizes by box area in frame pixels (pycocotools' areaRng)
 COCO_SIZES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, math.inf))
@@ -115,3 +115,25 @@ def accuracy_f1(pred: np.ndarray, true: np.ndarray, num_classes: int) -> tuple[f
             continue
         f1s.append(2 * tp / (2 * tp + fp + fn))
     return acc, float(np.mean(f1s))
+
+
+MATCH_IOU = 0.5  # two detections of the same class agree at IoU >= 0.5
+
+
+def match_count(a: Detections, b: Detections, iou: float = MATCH_IOU) -> int:
+    """Detections of ``a`` (highest score first) that find an unused same-class partner in ``b``
+    with IoU >= ``iou``."""
+    if len(a) == 0 or len(b) == 0:
+        return 0
+    used = np.zeros(len(b), bool)
+    n = 0
+    for i in np.argsort(-a.scores, kind="stable"):
+        cand = (~used) & (b.classes == a.classes[i])
+        if not cand.any():
+            continue
+        ious = np.where(cand, box_iou_one_to_many(a.boxes[i], b.boxes), -1.0)
+        j = int(np.argmax(ious))
+        if ious[j] >= iou:
+            used[j] = True
+            n += 1
+    return n

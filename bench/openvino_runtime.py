@@ -21,12 +21,12 @@ import numpy as np
 
 from edge_mtl.bench.baseline import Log
 from edge_mtl.bench.machine import device_label, peak_rss_mb, reset_peak_rss
+from edge_mtl.bench.metrics import match_count
 from edge_mtl.bench.schema import BenchSettings, Row, own_pass
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import bench_input, time_calls
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
 from edge_mtl.runtime.options import OVPrecision
-from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many
 from edge_mtl.runtime.sources import iter_frames, open_source
 
 RUNTIME = "openvino"  # Row.runtime of these rows
@@ -35,7 +35,6 @@ NOT_INSTALLED = (
     "openvino runtime: package openvino not installed (pip install 'edge-mtl[openvino]')"
 )
 PARITY_FRAMES = 8  # frames of the --e2e source the parity note compares on
-MATCH_IOU = 0.5  # detections agree: same class and IoU at least this
 _PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's names -> ours
 
 
@@ -100,7 +99,7 @@ class Parity:
     """OpenVINO's answers against onnxruntime CPU's on the same inputs. ``prob_diff``: max abs
     difference of class probabilities (softmax, 0-1) over every classification task;
     ``top1``: share of (frame, task) pairs with the same top class; detections above each
-    task's score threshold: ``matched`` pairs (same class, IoU >= :data:`MATCH_IOU`), of
+    task's score threshold: ``matched`` pairs (same class, IoU >= bench.metrics.MATCH_IOU), of
     ``ref`` (onnxruntime) and ``other`` (OpenVINO)."""
 
     frames: int
@@ -119,22 +118,6 @@ class Parity:
         )
 
 
-def _matched(a: Detections, b: Detections) -> int:
-    """Detections of ``a`` (highest score first) with an unused same-class partner in ``b``."""
-    used = np.zeros(len(b), bool)
-    n = 0
-    for i in np.argsort(-a.scores, kind="stable"):
-        cand = (~used) & (b.classes == a.classes[i])
-        if not cand.any():
-            continue
-        ious = np.where(cand, box_iou_one_to_many(a.boxes[i], b.boxes), -1.0)
-        j = int(np.argmax(ious))
-        if ious[j] >= MATCH_IOU:
-            used[j] = True
-            n += 1
-    return n
-
-
 def compare(ref: Sequence[FrameResult], other: Sequence[FrameResult]) -> Parity:
     """:class:`Parity` of two runs' results over the same frames, in order."""
     diffs, same, matched, n_ref, n_other = [0.0], [], 0, 0, 0
@@ -143,7 +126,7 @@ def compare(ref: Sequence[FrameResult], other: Sequence[FrameResult]) -> Parity:
             d = b.classifications[task]
             diffs.append(float(np.abs(c.probs - d.probs).max()))
             same.append(c.index == d.index)
-        matched += _matched(a.detections, b.detections)
+        matched += match_count(a.detections, b.detections)
         n_ref, n_other = n_ref + len(a.detections), n_other + len(b.detections)
     top1 = float(np.mean(same)) if same else 1.0
     return Parity(len(ref), max(diffs), top1, matched, n_ref, n_other)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge_mtl.bench.metrics import accuracy_f1, coco_map
+from edge_mtl.bench.metrics import accuracy_f1, coco_map, match_count
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
@@ -28,11 +28,9 @@ from edge_mtl.runtime.postprocess import (
     EVAL_IOU,
     EVAL_MAX_DET,
     Detections,
-    box_iou_one_to_many,
 )
 from edge_mtl.runtime.providers import Provider
 
-MATCH_IOU = 0.5  # two detections of the same class agree at IoU >= 0.5
 BATCH = 8
 
 
@@ -165,25 +163,6 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
             diff = np.abs(np.array(ref.reg[t.name]) - np.array(other.reg[t.name]))
             out[f"{t.name} mean abs diff"] = float(diff.mean())
     return out
-
-
-def match_count(a: Detections, b: Detections, iou: float = MATCH_IOU) -> int:
-    """Detections of ``a`` (highest score first) that find an unused same-class partner in ``b``
-    with IoU >= ``iou``."""
-    if len(a) == 0 or len(b) == 0:
-        return 0
-    used = np.zeros(len(b), bool)
-    n = 0
-    for i in np.argsort(-a.scores, kind="stable"):
-        cand = (~used) & (b.classes == a.classes[i])
-        if not cand.any():
-            continue
-        ious = np.where(cand, box_iou_one_to_many(a.boxes[i], b.boxes), -1.0)
-        j = int(np.argmax(ious))
-        if ious[j] >= iou:
-            used[j] = True
-            n += 1
-    return n
 
 
 @dataclass
