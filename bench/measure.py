@@ -33,7 +33,7 @@ from edge_mtl.bench.machine import (
 from edge_mtl.bench.openvino_runtime import RUNTIME as OV_RUNTIME
 from edge_mtl.bench.openvino_runtime import openvino_rows
 from edge_mtl.bench.openvino_runtime import timed_call as openvino_timed_call
-from edge_mtl.bench.schema import BenchSettings, Row, own_pass
+from edge_mtl.bench.schema import BenchSettings, Row, own_pass, skipped_row
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import bench_input, time_calls, time_in_turns, turn_blocks, turn_order
 from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision
@@ -93,13 +93,6 @@ def _precision(engine: Engine, has_meta: bool, notes: list[str]) -> str:
     return str(engine.precision)
 
 
-def _skipped(base: dict[str, Any], batch: int, reason: str, **extra: Any) -> Row:
-    return Row(
-        **{**base, **extra}, batch=batch, status="skipped", reason=reason, latency_ms=None,
-        throughput_ips=None, peak_rss_mb=None, gpu_memory_mb=None, e2e=None,
-    )  # fmt: skip
-
-
 def bench_model(
     path: str | os.PathLike[str],
     settings: BenchSettings,
@@ -128,7 +121,7 @@ def bench_model(
             engine = Engine(p, requested, config)
         except EdgeMTLError as e:  # the model loaded on CPU above, so this is the provider
             why = str(e).removeprefix(f"{p}: ")
-            rows += [_skipped(base, b, why, notes=list(model_notes)) for b in settings.batches]
+            rows += [skipped_row(base, b, why, notes=list(model_notes)) for b in settings.batches]
             log(f"{p.name} [{requested}]: skipped ({why})")
             continue
         base.update(
@@ -143,7 +136,7 @@ def bench_model(
             fixed = engine.meta.batch
             if fixed is not None and batch != fixed:
                 reason = f"the model has a fixed batch of {fixed}; export with a dynamic batch"
-                rows.append(_skipped(base, batch, reason, notes=notes))
+                rows.append(skipped_row(base, batch, reason, notes=notes))
                 continue
             if not can_reset:
                 notes.append("peak RSS is the process peak since start (cannot reset it here)")

@@ -22,7 +22,7 @@ import numpy as np
 from edge_mtl.bench.baseline import Log
 from edge_mtl.bench.machine import device_label, peak_rss_mb, reset_peak_rss
 from edge_mtl.bench.metrics import match_count
-from edge_mtl.bench.schema import BenchSettings, Row, own_pass
+from edge_mtl.bench.schema import BenchSettings, Row, own_pass, skipped_row
 from edge_mtl.bench.stats import latency_stats, throughput
 from edge_mtl.bench.timing import bench_input, time_calls
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
@@ -191,7 +191,7 @@ def openvino_rows(
     ov = import_openvino()
     if ov is None:
         log(f"{p.name} [{PROVIDER}]: skipped ({NOT_INSTALLED})")
-        return [_skipped(base, b, NOT_INSTALLED) for b in settings.batches]
+        return [skipped_row(base, b, NOT_INSTALLED) for b in settings.batches]
     engine = Engine(p, "cpu", EngineConfig(imgsz=imgsz, intra_op_threads=settings.threads))
     base["input_hw"] = list(engine.meta.input_hw)
     frames = parity_frames(engine, settings.e2e_source)
@@ -199,7 +199,7 @@ def openvino_rows(
     for batch in settings.batches:
         if engine.meta.batch is not None and batch != engine.meta.batch:
             why = f"the model has a fixed batch of {engine.meta.batch}"
-            rows.append(_skipped(base, batch, why))
+            rows.append(skipped_row(base, batch, why))
             continue
         can_reset = reset_peak_rss()
         try:
@@ -207,7 +207,7 @@ def openvino_rows(
         except Exception as e:  # OpenVINO's own exception types
             why = f"openvino runtime: cannot compile {p.name} ({openvino_error(e)})"
             log(f"{p.name} [{PROVIDER}] batch {batch}: skipped ({why})")
-            rows.append(_skipped(base, batch, why))
+            rows.append(skipped_row(base, batch, why))
             continue
         log(f"{p.name} [{PROVIDER}] batch {batch}: measuring")
         rows.append(_measure(ov, engine, model, base, batch, settings, frames, can_reset))
@@ -249,13 +249,6 @@ def _measure(
     )  # fmt: skip
     row.runs = len(ms)
     return row
-
-
-def _skipped(base: dict[str, Any], batch: int, reason: str) -> Row:
-    return Row(
-        **base, batch=batch, status="skipped", reason=reason, latency_ms=None,
-        throughput_ips=None, peak_rss_mb=None, gpu_memory_mb=None, e2e=None,
-    )  # fmt: skip
 
 
 def timed_call(engine: Engine, batch: int, settings: BenchSettings) -> Callable[[], object]:

@@ -93,6 +93,15 @@ class Row:
         return asdict(self)
 
 
+def skipped_row(base: dict[str, Any], batch: int, reason: str, **extra: Any) -> Row:
+    """A ``skipped`` row at ``batch``: ``base``'s identity fields (and ``extra``), ``reason``,
+    every measurement ``None``."""
+    return Row(
+        **{**base, **extra}, batch=batch, status="skipped", reason=reason, latency_ms=None,
+        throughput_ips=None, peak_rss_mb=None, gpu_memory_mb=None, e2e=None,
+    )  # fmt: skip
+
+
 def new_session(settings: BenchSettings, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """The ``sessions[]`` entry for this invocation: when, how, on what."""
     return {
