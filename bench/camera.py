@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m edge_mtl.bench.camera",
         description="Serve VIDEO looped at --fps as an MJPEG camera on 127.0.0.1.",
+        allow_abbrev=False,
     )
     p.add_argument("video", help="a video file (its first 900 frames are looped)")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames per second (30)")

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from edge_mtl.runtime.errors import DEBUG_ENV, EdgeMTLError
 
@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors on one line, like every other error (the usage itself is in --help)."""
+    """Usage errors on one line, like every other error (the usage itself is in --help).
+    Flags are never abbreviated (``--data`` must not silently mean ``--data-root``); the
+    subcommands' parsers are of this class too, so the rule holds everywhere."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -39,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, export, quantize, run and benchmark multi-task driving models.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"edge-mtl {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
     compare_cli.register(sub, baseline=torch_baseline)
@@ -47,7 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cli.register(sub)
     bench_cli.register(sub, baseline=torch_baseline)
     env_cli.register(sub)
+    parser.set_defaults(subcommands=sub.choices)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edge-mtl")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def torch_baseline() -> Baseline:
@@ -79,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand's parser, so the line says which command refused it
+        args.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.debug:  # read by runtime.providers, here and in any worker process
         os.environ[DEBUG_ENV] = "1"
     try:

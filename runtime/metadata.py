@@ -52,6 +52,8 @@ class TaskMeta:
     score_threshold: float = 0.25
     iou_threshold: float = 0.5
     nms_in_graph: bool = False
+    max_det: int = 300  # detections kept per image; baked into the graph when nms_in_graph
+    unit: str = ""  # regression tasks: the unit of the value (e.g. "1/m"), "" when unitless
 
     @property
     def kind_name(self) -> str:
@@ -119,6 +121,8 @@ class ModelMeta:
                     score_threshold=float(t.get("score_threshold", 0.25)),
                     iou_threshold=float(t.get("iou_threshold", 0.5)),
                     nms_in_graph=bool(t.get("nms_in_graph", False)),
+                    max_det=int(t.get("max_det", 300)),
+                    unit=str(t.get("unit", "")),
                 )
                 for t in d["tasks"]
             )

@@ -240,3 +240,10 @@ def test_script_debug_shows_the_traceback(art) -> None:
     assert proc.returncode == 2
     assert "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("edge-mtl run: error: ")
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert re.fullmatch(r"edge-mtl \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
