@@ -87,6 +87,11 @@ class Row:
     gpu_memory_mb: float | None
     e2e: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
+    # bench --accuracy: metric -> value, named as calibration's report names them ("det mAP@0.5",
+    # "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's unit)
+    accuracy: dict[str, float] | None = None
+    # bench --profile: the top operators by time, each {"op", "ms", "share"} (None without it)
+    profile: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as the JSON document holds it (field names as keys)."""
