@@ -37,7 +37,7 @@ ROW_KEYS = {
     "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",
     "provider_requested", "provider", "fallback_reasons", "batch", "input_hw", "status", "reason",
     "runs", "warmup", "threads", "latency_ms", "throughput_ips", "peak_rss_mb", "gpu_memory_mb",
-    "e2e", "notes",
+    "e2e", "notes", "accuracy", "profile",
 }  # fmt: skip
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "max"}
 E2E_KEYS = {
