@@ -167,12 +167,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     engine = Engine(args.model, providers=args.provider, config=config)
     if len(streams) == 1:
-        return _run_one(args, engine, streams[0][1], show, jsonl[0], save[0])
+        return _run_one(args, engine, streams[0], show, jsonl[0], save[0])
     return _run_many(args, engine, streams, show, jsonl, save)
 
 
-def _sinks(show: str | None, jsonl: str | None, save: str | None, fps: float | None) -> list[Any]:
+def _sinks(
+    show: str | None,
+    jsonl: str | None,
+    save: str | None,
+    engine: Any,
+    source: Any,
+    stream: str,
+) -> list[Any]:
     """The sinks of one stream: a window titled ``show``, JSON lines, annotated video."""
+    from edge_mtl.runtime.records import run_header
     from edge_mtl.runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink
 
     sinks: list[Sink] = []
@@ -180,9 +188,9 @@ def _sinks(show: str | None, jsonl: str | None, save: str | None, fps: float | N
         if show is not None:
             sinks.append(WindowSink(show))
         if jsonl:
-            sinks.append(JsonlSink(jsonl))
+            sinks.append(JsonlSink(jsonl, header=run_header(engine, source, stream)))
         if save:
-            sinks.append(VideoSink(save, fps=fps))
+            sinks.append(VideoSink(save, fps=source.fps))
     except BaseException:
         for s in sinks:
             s.close()
@@ -193,7 +201,7 @@ def _sinks(show: str | None, jsonl: str | None, save: str | None, fps: float | N
 def _run_one(
     args: argparse.Namespace,
     engine: Any,
-    spec: str,
+    stream: tuple[str, str],
     show: bool,
     jsonl: str | None,
     save: str | None,
@@ -201,9 +209,10 @@ def _run_one(
     from edge_mtl.runtime.pipeline import Pipeline
     from edge_mtl.runtime.sources import open_source
 
+    name, spec = stream
     source = open_source(spec, reconnect_timeout_s=args.reconnect_timeout)
     try:
-        sinks = _sinks("edge-mtl" if show else None, jsonl, save, source.fps)
+        sinks = _sinks("edge-mtl" if show else None, jsonl, save, engine, source, name)
     except BaseException:
         source.close()
         raise
@@ -230,7 +239,7 @@ def _run_many(
         for i, (name, spec) in enumerate(streams):
             sources.append(open_source(spec, reconnect_timeout_s=args.reconnect_timeout))
             title = f"edge-mtl {i}: {name}" if show else None
-            sinks.append(_sinks(title, jsonl[i], save[i], sources[-1].fps))
+            sinks.append(_sinks(title, jsonl[i], save[i], engine, sources[-1], name))
     except BaseException:
         for s in [k for ks in sinks for k in ks] + sources:
             s.close()

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import cv2
 import numpy as np
@@ -201,7 +201,8 @@ class JsonlSink:
     complete lines.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any] | None = None) -> None:
+        self.header = header  # the stream's header record (edge_mtl.runtime.records.run_header)
         self.path = check_writable(path, "JSON-lines file", create_parents=False)
         try:
             self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
