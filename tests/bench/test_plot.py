@@ -3,10 +3,13 @@ first row, an e2e and an accuracy panel when the rows have them, a PNG that deco
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from edge_mtl.bench.plot import (
@@ -23,6 +26,7 @@ from edge_mtl.bench.plot import (
 )
 from edge_mtl.bench.schema import Row, document, skipped_row
 
+REPO = Path(__file__).resolve().parents[2]
 MACHINE = {"cpu_model": "Test CPU 9000", "gpus": [{"name": "Test GPU"}]}
 
 
@@ -133,3 +137,42 @@ def test_nothing_measured_and_no_matplotlib_return_the_reason(tmp_path, monkeypa
     why = save_plot(_doc(), tmp_path / "b.png")
     assert why == "no plot: matplotlib is not installed (pip install matplotlib)"
     assert not (tmp_path / "b.png").exists()
+
+
+# ---- scripts/readme_figures.py on tiny artifacts --------------------------------------------
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "readme_figures", REPO / "scripts" / "readme_figures.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_figures_renders_both_files(models, tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    script = _script()
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(4):
+        writer.write(np.full((64, 96, 3), 40 + 40 * i, np.uint8))
+    writer.release()
+    doc = _doc()
+    doc["results"][0]["model"] = models["dense"].name  # its e2e FPS goes on the frame
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(doc))
+    out = tmp_path / "docs"
+    argv = ["--model", str(models["dense"]), "--source", str(video), "--bench", str(bench)]
+    assert script.main([*argv, "--out", str(out), "--provider", "cpu", "--scan", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'overlay-demo.jpg'} (frame " in printed
+    assert f"wrote {out / 'bench-demo.png'}" in printed
+    frame = cv2.imread(str(out / "overlay-demo.jpg"))
+    assert frame.shape == (64, 96, 3) and frame.std() > 10  # uniform frames: the FPS panel drawn
+    assert cv2.imread(str(out / "bench-demo.png")) is not None
+    assert script.e2e_fps(doc, str(models["dense"])) == 70.0
+    # --frame past the end: one line, exit 2
+    assert script.main([*argv[:4], "--out", str(out), "--frame", "9", "--provider", "cpu"]) == 2
+    assert "has no frame 9" in capsys.readouterr().err
