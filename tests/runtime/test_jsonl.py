@@ -257,6 +257,28 @@ def test_live_frames_carry_their_capture_time(kit) -> None:
     assert frame is not None and frame.source_time == frame.timestamp and frame.name == ""
 
 
+def test_the_documented_example_validates(validator) -> None:
+    """docs/jsonl.md's example header and frame follow the schema they document."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "jsonl.md").read_text(encoding="utf-8")
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    decoder, records, i = json.JSONDecoder(), [], 0
+    while block[i:].strip():
+        record, i = decoder.raw_decode(block, len(block) - len(block[i:].lstrip()))
+        records.append(record)
+    header, frame = records
+    validator.validate(header)
+    validator.validate(frame)
+    tasks = {t["name"]: t for t in header["tasks"]}
+    for name, answer in frame["tasks"].items():
+        assert answer["kind"] == tasks[name]["kind"]
+        if answer["kind"] == "classify":
+            assert list(answer["probs"]) == tasks[name]["classes"]
+            assert sum(answer["probs"].values()) == pytest.approx(1.0, abs=1e-3)
+        else:
+            assert answer["unit"] == tasks[name]["unit"]
+    assert all(d["label"] == header["det_classes"][d["class_id"]] for d in frame["detections"])
+
+
 def test_the_schema_ships_with_the_package() -> None:
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"edge_mtl.runtime" = ["jsonl.schema.json"]' in pyproject
