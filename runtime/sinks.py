@@ -207,6 +207,7 @@ class JsonlSink:
         if topk is not None and topk < 1:
             raise InputError(f"--jsonl-topk: must be at least 1, got {topk}")
         self.header, self.topk = header, topk
+        self.stop_requested = False  # set when standard output's reader has gone
         self._tasks = {t["name"]: t for t in (header or {}).get("tasks", ())}
         self._header_written = False
         self._stdout = str(path) == "-"
@@ -223,8 +224,26 @@ class JsonlSink:
 
     def _line(self, record: dict[str, Any]) -> None:
         assert self._fh is not None, "write after close"
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        if self.stop_requested:
+            return  # standard output's reader has gone
+        try:
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._fh.flush()
+        except BrokenPipeError:
+            if not self._stdout:
+                raise
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """``--jsonl - | head``: the reader closed the pipe. End the run as a Unix filter does,
+        quietly; later output to fd 1 goes to /dev/null instead of failing again at exit."""
+        self.stop_requested = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor (captured)
+            pass
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
         """Append the frame's record (the header first, at the first frame) and flush it."""

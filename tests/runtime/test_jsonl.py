@@ -5,6 +5,8 @@ units, and ``--jsonl -`` writes JSON lines to standard output."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,6 +186,28 @@ def test_dash_writes_json_lines_to_stdout_and_no_file(
     assert not (tmp_path / "-").exists()
     print("stdout still open")  # the sink never closes sys.stdout
     assert capsys.readouterr().out == "stdout still open\n"
+
+
+def test_dash_piped_into_a_reader_that_stops_ends_the_run_quietly(tmp_path, models, kit) -> None:
+    """``run --jsonl - | head -n 2``: the run stops when the pipe closes, exit 0, no traceback."""
+    clip = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(300, 24, 32), fps=FPS)
+    code = "import sys; from edge_mtl.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["run", "--model", str(models["dense"]), "--source", str(clip), "--provider", "cpu"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv, "--jsonl", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = [proc.stdout.readline() for _ in range(2)]
+        proc.stdout.close()  # as `head -n 2` does
+        stderr = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [json.loads(ln)["type"] for ln in first] == ["header", "frame"]
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
 @pytest.mark.xfail(
