@@ -75,6 +75,9 @@ class ModelConfig:
     detect: tuple[str, ...] = ()  # detection class names; empty = no detection head
     classify: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task -> class names
     regress: tuple[str, ...] = ()  # scalar regression task names
+    # regress task -> unit of its value, exported for the runtime (others ignored: single-task
+    # variants of a config keep the mapping)
+    regress_units: dict[str, str] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     strides: tuple[int, ...] = (8, 16, 32)  # detection levels: P3-P5, or (4, 8, 16, 32) for P2-P5

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from edge_mtl.runtime.decoders import DECODERS, Classification, DecodeOptions, decoder_for
 from edge_mtl.runtime.errors import InputError, MetadataError, RuntimeFailure
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskMeta
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from edge_mtl.runtime.postprocess import Detections
 from edge_mtl.runtime.preprocess import (
     IMAGENET_MEAN,
@@ -102,8 +102,16 @@ class FrameResult:
     regressions: dict[str, float] = field(default_factory=dict)
     others: dict[str, Any] = field(default_factory=dict)
 
-    def to_record(self) -> dict[str, Any]:
-        """JSON-ready dict: detections as a list, tasks by name (rounded for compact logs)."""
+    def to_record(
+        self, topk: int | None = None, tasks: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """JSON-ready answers (docs/jsonl.md): ``detections`` as a list, ``tasks`` by name, each
+        an object with its ``kind``. Classifications carry ``probs`` (class name -> probability)
+        over all classes, or the ``topk`` most probable; regressions ``value`` and ``unit``.
+        ``tasks``: task name -> ``{kind, classes, unit}`` (the JSONL header's task entries,
+        :func:`edge_mtl.runtime.records.task_entries`); without it classes are named by index,
+        units are "" and a registered kind's answers have kind "". Rounded for compact logs."""
+        info = tasks or {}
         d = self.detections
         dets = [
             {
@@ -114,13 +122,39 @@ class FrameResult:
             }
             for k in range(len(d))
         ]
-        tasks: dict[str, Any] = {
-            name: {"label": c.label, "prob": round(c.prob, 4)}
+        out: dict[str, Any] = {
+            name: _classification_record(c, info.get(name, {}).get("classes", ()), topk)
             for name, c in self.classifications.items()
         }
-        tasks.update({name: round(v, 6) for name, v in self.regressions.items()})
-        tasks.update(self.others)
-        return {"detections": dets, "tasks": tasks}
+        for name, v in self.regressions.items():
+            unit = str(info.get(name, {}).get("unit", ""))
+            value = round(v, 6) if np.isfinite(v) else None  # JSON has no NaN
+            out[name] = {"kind": TaskKind.REGRESS.value, "value": value, "unit": unit}
+        for name, answer in self.others.items():
+            kind = str(info.get(name, {}).get("kind", ""))
+            out[name] = (
+                {**answer, "kind": kind}
+                if isinstance(answer, dict)
+                else {"kind": kind, "value": answer}
+            )
+        return {"detections": dets, "tasks": out}
+
+
+def _classification_record(
+    c: Classification, classes: Sequence[str], topk: int | None
+) -> dict[str, Any]:
+    """``{kind, label, index, prob, probs}``; ``probs`` in class order, or the ``topk`` most
+    probable in descending order."""
+    p = np.asarray(c.probs, np.float64).reshape(-1)
+    names = list(classes) if len(classes) == len(p) else [str(i) for i in range(len(p))]
+    order = range(len(p)) if topk is None else np.argsort(-p, kind="stable")[:topk]
+    return {
+        "kind": TaskKind.CLASSIFY.value,
+        "label": c.label,
+        "index": c.index,
+        "prob": round(c.prob, 4),
+        "probs": {names[i]: round(float(p[i]), 4) for i in order},
+    }
 
 
 class Engine:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import cv2
@@ -20,6 +21,7 @@ import numpy as np
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import check_writable
+from edge_mtl.runtime.records import frame_record, header_record
 from edge_mtl.runtime.sources import Frame
 
 log = logging.getLogger("edge_mtl.runtime")
@@ -186,47 +188,79 @@ class VideoSink:
 
 
 class JsonlSink:
-    """One JSON object per line and per frame::
+    """JSON lines of schema ``edge-mtl.jsonl`` version 1 (docs/jsonl.md): a header record, then
+    one record per frame, each line flushed as written so an interrupted run leaves only complete
+    lines. ``path`` ``"-"`` writes to standard output (never closed here).
 
-        {"capture_time": 1732352000.123456, "age_ms": 9.1, "frame": 7, "source_frame": 7,
-         "file": "",
-         "detections": [{"box": [x1, y1, x2, y2], "score": 0.91, "class_id": 0, "label": "car"}],
-         "tasks": {"weather": {"label": "rain", "prob": 0.8}, "curvature": 0.012},
-         "latency_ms": {"preprocess": 1.2, "inference": 5.0, "postprocess": 0.3, "total": 9.1}}
-
-    ``capture_time`` is wall-clock Unix seconds when the capture thread got the frame;
-    ``age_ms`` the frame's age in milliseconds when its result was ready (``latency_ms.total``).
-    ``frame`` counts written records; ``source_frame`` is the source's index (gaps = drops).
-    Boxes are frame pixels. Each line is flushed as written, so an interrupted run leaves only
-    complete lines.
+    ``header``: what :func:`edge_mtl.runtime.records.run_header` says about the run (model,
+    tasks with classes and units, source, fps); it is written at the first frame, with that
+    frame's size, or at ``close`` without a size if no frame came. ``topk``: keep only the k most
+    probable classes of each classification task (``None``: all of them).
     """
 
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any] | None = None) -> None:
-        self.header = header  # the stream's header record (edge_mtl.runtime.records.run_header)
-        self.path = check_writable(path, "JSON-lines file", create_parents=False)
-        try:
-            self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
-        except OSError as e:
-            raise InputError(f"{self.path}: cannot write ({e.strerror})") from None
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: dict[str, Any] | None = None,
+        topk: int | None = None,
+    ) -> None:
+        if topk is not None and topk < 1:
+            raise InputError(f"--jsonl-topk: must be at least 1, got {topk}")
+        self.header, self.topk = header, topk
+        self.stop_requested = False  # set when standard output's reader has gone
+        self._tasks = {t["name"]: t for t in (header or {}).get("tasks", ())}
+        self._header_written = False
+        self._stdout = str(path) == "-"
+        if self._stdout:
+            self.path = Path("-")
+            self._fh: IO[str] | None = sys.stdout
+        else:
+            self.path = check_writable(path, "JSON-lines file", create_parents=False)
+            try:
+                self._fh = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+            except OSError as e:
+                raise InputError(f"{self.path}: cannot write ({e.strerror})") from None
         self.frames = 0
 
-    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
-        """Append one record (see the class docstring) and flush the line."""
+    def _line(self, record: dict[str, Any]) -> None:
         assert self._fh is not None, "write after close"
-        record = {
-            "capture_time": round(frame.timestamp, 6),
-            "age_ms": round(times.total, 3),
-            "frame": self.frames,
-            "source_frame": frame.index,
-            "file": frame.name,
-            **result.to_record(),
-            "latency_ms": times.as_dict(),
-        }
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if self.stop_requested:
+            return  # standard output's reader has gone
+        try:
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._fh.flush()
+        except BrokenPipeError:
+            if not self._stdout:
+                raise
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """``--jsonl - | head``: the reader closed the pipe. End the run as a Unix filter does,
+        quietly; later output to fd 1 goes to /dev/null instead of failing again at exit."""
+        self.stop_requested = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor (captured)
+            pass
+
+    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Append the frame's record (the header first, at the first frame) and flush it."""
+        if not self._header_written:
+            self._line(header_record(self.header, frame.image.shape[:2]))
+            self._header_written = True
+        rec = frame_record(self.frames, frame, result, times.as_dict(), self._tasks, self.topk)
+        self._line(rec)
         self.frames += 1
 
     def close(self) -> None:
-        """Close the file; every line written is complete."""
-        if self._fh is not None:
+        """Write the header if no frame came, close the file (standard output stays open)."""
+        if self._fh is None:
+            return
+        if not self._header_written:
+            self._line(header_record(self.header, None))
+            self._header_written = True
+        if not self._stdout:
             self._fh.close()
-            self._fh = None
+        self._fh = None

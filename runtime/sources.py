@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob as globlib
 import logging
+import math
 import os
 import threading
 import time
@@ -48,13 +49,17 @@ MAX_BAD_VIDEO_FRAMES = 30  # consecutive undecodable frames before a video file 
 class Frame:
     """One captured frame. ``image`` uint8 (H, W, 3) BGR; ``index`` counts frames the source
     produced (gaps mean dropped frames); ``t_capture`` is ``time.perf_counter()`` seconds at
-    capture; ``timestamp`` is wall-clock Unix seconds; ``name`` the file it came from, if any."""
+    capture; ``timestamp`` is wall-clock Unix seconds; ``name`` the file it came from, if any
+    (an image's file name, a video's path). ``source_time`` is the frame's time on the source's
+    own clock in seconds: the position in a video file, the capture time (= ``timestamp``) for
+    live sources, ``None`` for images and where the source cannot tell."""
 
     image: np.ndarray
     index: int
     t_capture: float
     timestamp: float
     name: str = ""
+    source_time: float | None = None
 
 
 class FrameSource(Protocol):
@@ -89,8 +94,16 @@ class Capture(Protocol):
         ...
 
 
-def _frame(image: np.ndarray, index: int, name: str = "") -> Frame:
-    return Frame(image, index, time.perf_counter(), time.time(), name)
+def _frame(
+    image: np.ndarray,
+    index: int,
+    name: str = "",
+    video_time: float | None = None,
+    live: bool = False,
+) -> Frame:
+    """A frame captured now; ``source_time`` is ``video_time``, or the capture time if ``live``."""
+    now = time.time()
+    return Frame(image, index, time.perf_counter(), now, name, now if live else video_time)
 
 
 def as_bgr(image: object) -> np.ndarray | None:
@@ -175,6 +188,7 @@ class VideoFileSource:
         self.frame_count = count if count > 0 else None
         self.drops = self.reconnects = self.stalls = self.corrupt = 0
         self._index = 0
+        self._last_time: float | None = None  # source_time of the last frame delivered, s
         self._ended = False
 
     def read(self) -> Frame | None:
@@ -186,12 +200,24 @@ class VideoFileSource:
             self._index += 1
             if image is not None:
                 self.corrupt += bad
-                return _frame(image, self._index - 1)
+                return _frame(image, self._index - 1, self.name, self._video_time())
             bad += 1
             at_end = self.frame_count is None or self._index >= self.frame_count
             if at_end or bad >= MAX_BAD_VIDEO_FRAMES:
                 self._end(self._index - bad)
         return None
+
+    def _video_time(self) -> float | None:
+        """Seconds into the video of the frame just read: the decoder's position when it is
+        valid (finite and after the previous frame's), else index / fps; ``None`` if neither."""
+        t = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
+        last = self._last_time
+        after = t > last if last is not None else (t > 0 or self._index == 1)
+        if not (math.isfinite(t) and t >= 0 and after):
+            t = (self._index - 1) / self.fps if self.fps else None
+        if t is not None:
+            self._last_time = t
+        return t
 
     def _end(self, frames_read: int) -> None:
         self._ended = True
@@ -331,7 +357,7 @@ class LiveSource:
         with self._cond:
             if self._latest is not None:
                 self.drops += 1  # replaced unread: the consumer is slower than the source
-            self._latest = _frame(image, self._index)
+            self._latest = _frame(image, self._index, live=True)
             self._index += 1
             self._cond.notify_all()
 

@@ -33,6 +33,7 @@ from edge_mtl.runtime.decoders import (  # noqa: E402
 from edge_mtl.runtime.engine import Engine  # noqa: E402
 from edge_mtl.runtime.metadata import TaskMeta  # noqa: E402
 from edge_mtl.runtime.preprocess import Letterbox  # noqa: E402
+from edge_mtl.runtime.records import task_entries  # noqa: E402
 from edge_mtl.tasks import (  # noqa: E402
     KINDS,
     Kind,
@@ -174,7 +175,9 @@ def test_a_kind_registered_outside_the_package_trains_exports_and_runs(tmp_path,
     raw = engine.run(x)["count_objects"]  # (1, 1)
     result = engine.postprocess(engine.run(x), lbs)[0]
     assert result.others == {"objects": max(0, round(float(raw[0, 0])))}
-    assert result.to_record()["tasks"]["objects"] == result.others["objects"]
+    entries = {t["name"]: t for t in task_entries(engine.meta.tasks)}  # the JSONL header's
+    want = {"kind": "count", "value": result.others["objects"]}
+    assert result.to_record(tasks=entries)["tasks"]["objects"] == want
     assert set(result.classifications) == {"weather", "scene", "timeofday"}
     assert "curvature" in result.regressions
 

@@ -132,7 +132,8 @@ class RegressKind(Kind):
         return RegressMetric(task, self.key(task.name))
 
     def export_meta(self, task: Task, cfg: ModelConfig, nms: bool = False) -> TaskMeta:
-        return TaskMeta(task.name, TaskKind.REGRESS, self.output_names(task))
+        unit = cfg.regress_units.get(task.name, "")  # read by the runtime, written to JSONL
+        return TaskMeta(task.name, TaskKind.REGRESS, self.output_names(task), unit=unit)
 
     def metric_lines(self, task: Task, metrics: dict[str, float]) -> list[str]:
         t = task.name

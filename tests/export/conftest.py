@@ -33,6 +33,7 @@ def tiny_config(strides: tuple[int, ...] = (8, 16, 32)) -> Config:
             detect=DET_CLASSES,
             classify=CLASSIFY,
             regress=REGRESS,
+            regress_units={"curvature": "1/(50 m)"},
             strides=strides,
         )
     )

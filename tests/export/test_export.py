@@ -97,6 +97,7 @@ def test_metadata_round_trips(raw):
     assert det is not None and det.classes == cfg.model.detect and det.strides == (8, 16, 32)
     assert (det.score_threshold, det.iou_threshold, det.nms_in_graph) == (0.25, 0.5, False)
     assert [t.classes for t in meta.tasks[1:3]] == [("clear", "rain", "fog"), ("city", "highway")]
+    assert (meta.tasks[3].name, meta.tasks[3].unit) == ("curvature", "1/(50 m)")  # for JSONL
     assert set(meta.extra["parity"]["max_abs_diff"]) == set(CONTRACT)
     assert ModelMeta.from_json(meta.to_json()) == meta
 

@@ -256,7 +256,7 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0] in ("clear", "rain", "fog", "snow")
-    assert len(jsonl.read_text().splitlines()) == 1
+    assert len(jsonl.read_text().splitlines()) == 2  # header + one frame
 
 
 def test_a_fallback_is_one_line_and_debug_shows_every_reason(

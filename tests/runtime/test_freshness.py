@@ -190,8 +190,8 @@ def test_jsonl_records_capture_time_and_age(tmp_path, models) -> None:
         [JsonlSink(path)],
         on_result=lambda f, r, t: done_at.append(time.perf_counter()),
     ).run()
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["capture_time"] for r in records] == [AgedSource.T0 + i for i in range(4)]
+    records = [json.loads(line) for line in path.read_text().splitlines()][1:]  # after the header
+    assert [r["wall_time"] for r in records] == [AgedSource.T0 + i for i in range(4)]
     for rec, read, done in zip(records, source.read_at, done_at):
         assert 250.0 <= rec["age_ms"] <= 250.0 + (done - read) * 1e3
         assert rec["age_ms"] == rec["latency_ms"]["total"]

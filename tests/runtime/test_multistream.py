@@ -30,7 +30,10 @@ TIMEOUT_S = 60.0  # generous: the machine is shared; a healthy run takes well un
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The frame records of a JSON-lines file, after its header line."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["type"] == "header"
+    return lines[1:]
 
 
 def _clips(tmp_path: Path, kit, lengths: list[int]) -> list[Path]:
@@ -160,7 +163,7 @@ def test_four_file_streams_each_jsonl_has_every_frame_in_order(
             want = engine(frame.image)
             assert rec["tasks"]["weather"]["label"] == want.classifications["weather"].label
             curvature = want.regressions["curvature"]
-            assert rec["tasks"]["curvature"] == pytest.approx(curvature, abs=1e-5)
+            assert rec["tasks"]["curvature"]["value"] == pytest.approx(curvature, abs=1e-5)
             assert len(rec["detections"]) == len(want.detections)
 
 

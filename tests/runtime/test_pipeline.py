@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _records(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The frame records of a JSON-lines file, after its header line."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["type"] == "header"
+    return lines[1:]
 
 
 def test_video_runs_end_to_end_into_jsonl_and_video(tmp_path, models, kit, capsys) -> None:
@@ -48,7 +51,8 @@ def test_video_runs_end_to_end_into_jsonl_and_video(tmp_path, models, kit, capsy
         want = engine(frame.image)
         assert set(rec["latency_ms"]) == {"preprocess", "inference", "postprocess", "total"}
         assert rec["tasks"]["weather"]["label"] == want.classifications["weather"].label
-        assert rec["tasks"]["curvature"] == pytest.approx(want.regressions["curvature"], abs=1e-5)
+        curvature = rec["tasks"]["curvature"]["value"]
+        assert curvature == pytest.approx(want.regressions["curvature"], abs=1e-5)
         assert [d["label"] for d in rec["detections"]] == list(want.det_labels)
         boxes = np.array([d["box"] for d in rec["detections"]]).reshape(-1, 4)
         np.testing.assert_allclose(boxes, want.detections.boxes, atol=0.01)
@@ -182,7 +186,7 @@ def test_sigint_stops_the_cli_and_leaves_complete_files(tmp_path, models, kit) -
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not (jsonl.exists() and jsonl.read_text().count("\n") >= 5):
+        while not (jsonl.exists() and jsonl.read_text().count("\n") >= 6):  # header + 5
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)

@@ -56,7 +56,8 @@ def test_example_runs_as_written(models, kit, tmp_path, monkeypatch) -> None:
     prob = float(weather[0].split()[2])
     assert 0.25 <= prob <= 1.0  # the best of 4 classes
     assert any(ln.startswith("{'curvature': ") for ln in lines)
-    records = [json.loads(ln) for ln in Path("clip.jsonl").read_text().splitlines()]
+    header, *records = [json.loads(ln) for ln in Path("clip.jsonl").read_text().splitlines()]
+    assert header["type"] == "header" and header["frame_size"] == [48, 64]
     assert [r["frame"] for r in records] == list(range(N_FRAMES))
     assert all(set(r["tasks"]) == {"weather", "curvature"} for r in records)
     assert lines[-1].startswith(f"{N_FRAMES} frames in ")
