@@ -6,12 +6,15 @@ in ``finally``), so Ctrl-C leaves a playable video and complete JSON lines behin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import cv2
@@ -19,7 +22,8 @@ import numpy as np
 
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
-from edge_mtl.runtime.files import check_writable
+from edge_mtl.runtime.files import IMAGE_SUFFIXES, check_writable, check_writable_dir
+from edge_mtl.runtime.imagefile import stderr_silenced
 from edge_mtl.runtime.sources import Frame
 
 log = logging.getLogger("edge_mtl.runtime")
@@ -139,22 +143,50 @@ class WindowSink:
 
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+H264 = "avc1"  # preferred for the mp4 family: browsers play it, not mp4v
+
+
+@functools.lru_cache(maxsize=1)
+def h264_available() -> bool:
+    """Whether this OpenCV build can write H.264 (``avc1``) into an .mp4: probed once by opening a
+    writer on a temp file, with the encoder's own stderr lines kept off the console."""
+    with tempfile.TemporaryDirectory() as d, stderr_silenced():
+        writer = cv2.VideoWriter(str(Path(d) / "probe.mp4"), cv2.VideoWriter_fourcc(*H264), 30.0,
+                                 (64, 64))  # fmt: skip
+        ok = writer.isOpened()
+        writer.release()
+    if not ok:
+        log.info(
+            "OpenCV here cannot write H.264; writing mp4v (plays in VLC/ffmpeg, not in browsers)"
+        )
+    return ok
+
+
+def video_codec(suffix: str) -> str | None:
+    """The FourCC written for a video file extension (``None``: not a video extension we write):
+    H.264 for the mp4 family where OpenCV has it, else mp4v; MJPG for .avi."""
+    codec = VIDEO_CODECS.get(suffix.lower())
+    if codec == "mp4v" and h264_available():
+        return H264
+    return codec
 
 
 class VideoSink:
-    """Writes annotated frames to a video file (codec from the extension: mp4v for .mp4, .m4v,
-    .mov and .mkv, MJPG for .avi). The size is fixed by the first frame; later frames of another
-    size (image folders) are letterbox-free resized to it. ``release`` in ``close`` finalises the
-    file. A path that cannot be written or has another extension fails here, before any frame."""
+    """Writes annotated frames to a video file (codec from the extension: H.264 for .mp4, .m4v,
+    .mov and .mkv where this OpenCV build can write it, else mp4v; MJPG for .avi). The size is
+    fixed by the first frame; later frames of another size (image folders) are letterbox-free
+    resized to it. The file is created on the first frame and ``release`` in ``close``
+    finalises it. A path that cannot be written or has another extension fails here, before any
+    frame."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
         self.path = check_writable(path, "video file", create_parents=False)
-        self._codec = VIDEO_CODECS.get(self.path.suffix.lower())
-        if self._codec is None:
+        if self.path.suffix.lower() not in VIDEO_CODECS:
             raise InputError(
                 f"{self.path}: cannot write a video with extension {self.path.suffix!r} "
                 f"(use {', '.join(VIDEO_CODECS)})"
             )
+        self._codec = video_codec(self.path.suffix)
         self.fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -162,7 +194,12 @@ class VideoSink:
 
     def _open(self, w: int, h: int) -> cv2.VideoWriter:
         codec = self._codec
+        assert codec is not None, "checked in __init__"
         writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h))
+        if not writer.isOpened() and codec == H264:  # x264 refuses odd sizes: mp4v takes them
+            codec = self._codec = "mp4v"
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps,
+                                     (w, h))  # fmt: skip
         if not writer.isOpened():
             raise RuntimeFailure(f"{self.path}: cannot write a video here (codec {codec})")
         return writer
@@ -183,6 +220,55 @@ class VideoSink:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+class ImageSink:
+    """Writes each annotated frame as an image: into ``folder`` under the frame's file name
+    (``<index>.jpg`` for frames without one), or, with ``file``, into that one file. The format
+    follows the file name's extension. Folder and file are created on the first frame, so a run
+    that fails before it leaves nothing behind."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str] | None = None,
+        file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if (folder is None) == (file is None):
+            raise ValueError("ImageSink: give exactly one of folder and file")
+        self.folder = Path(folder) if folder is not None else None
+        self.file = check_writable(file, "image file", create_parents=False) if file else None
+        if self.file is not None and self.file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(
+                f"{self.file}: cannot write an image with extension {self.file.suffix!r}"
+            )
+        self.frames = 0
+
+    def _target(self, frame: Frame) -> Path:
+        if self.file is not None:
+            return self.file
+        assert self.folder is not None
+        if self.frames == 0:
+            check_writable_dir(self.folder, "folder for the annotated images")
+        name = frame.name if Path(frame.name).suffix.lower() in IMAGE_SUFFIXES else ""
+        return self.folder / (name or f"{frame.index:06d}.jpg")
+
+    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Encode the frame with its overlay and write it (temp file, then rename)."""
+        path = self._target(frame)
+        ok, data = cv2.imencode(path.suffix, draw_overlay(frame.image, result))
+        if not ok:
+            raise RuntimeFailure(f"{path}: OpenCV cannot encode a {path.suffix} image")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_bytes(data.tobytes())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeFailure(f"{path}: cannot write the image ({e.strerror or e})") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Nothing to finish: every image is complete once written."""
 
 
 class JsonlSink:
