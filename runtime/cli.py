@@ -152,6 +152,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     if args.stall_timeout <= 0:
         raise InputError(f"--stall-timeout must be > 0, got {args.stall_timeout}")
+    if args.exist_ok and (args.save is not None or args.no_save):
+        other = "--no-save" if args.no_save else f"--save {args.save}"
+        raise InputError(
+            f"--exist-ok reuses the run folder runs/run/exp; it does nothing with {other}"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -129,14 +129,14 @@ class Console:
         parts, left = [], []
         for p in self._progress:
             parts.append(f"{p.name} {p.done}" + (f"/{p.total}" if p.total else ""))
-            if p.total and p.done:
-                left.append((p.total - p.done) * elapsed / p.done)
+            if p.total and p.done > 1:  # one frame gives no rate yet
+                left.append(max(p.total - p.done, 0) * elapsed / p.done)
         done = sum(p.done for p in self._progress)
         line = ", ".join(parts) + " frames"
         if len(self._progress) == 1 and self._progress[0].total:
             line += f" ({100 * done // self._progress[0].total}%)"
         line += f", {done / elapsed:.1f} FPS" if done > 1 else ""
-        if left and len(left) == len(self._progress):
+        if left and len(left) == len(self._progress) and max(left) > 0:
             line += f", ETA {eta(max(left))}"
         return line
 
