@@ -245,7 +245,7 @@ def _run_many(
         for i, (name, spec) in enumerate(streams):
             sources.append(open_source(spec, reconnect_timeout_s=args.reconnect_timeout))
             title = f"edge-mtl {i}: {name}" if show else None
-            sinks.append(run.sinks(title, jsonl[i], save[i], sources[-1], (i, outs[i])))
+            sinks.append(run.sinks(title, jsonl[i], save[i], sources[-1], (i, name), outs[i]))
     except BaseException:
         for s in [k for ks in sinks for k in ks] + sources:
             s.close()

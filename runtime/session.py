@@ -51,17 +51,19 @@ class RunSession:
         save: str | None,
         source: Any,
         stream: tuple[int, str],
+        save_as: str | None = None,
     ) -> list[Any]:
         """The sinks of one stream: a window titled ``show``, the saved output, JSON lines,
         the console. The save sink is made first, so a bad ``--save`` leaves no JSON lines.
-        ``stream``: the stream's position and name."""
+        ``stream``: the stream's position and name; ``save_as``: the name of its saved output
+        (default: the stream's name)."""
         i, name = stream
         sinks: list[Sink] = []
         try:
             if show is not None:
                 sinks.append(WindowSink(show))
             if self.save:
-                sinks.append(save_sink(save, self.outputs, source, name, self.multi))
+                sinks.append(save_sink(save, self.outputs, source, save_as or name, self.multi))
             if jsonl:
                 sinks.append(JsonlSink(jsonl, header=run_header(self.engine, source, name)))
                 self.outputs.track(jsonl, i)

@@ -253,3 +253,9 @@ def test_progress_line_on_a_terminal_and_in_a_log(monkeypatch):
 
 def test_eta_format():
     assert [eta(s) for s in (42.2, 187, 3727)] == ["42 s", "3:07", "1:02:07"]
+
+
+def test_streams_of_one_name_save_apart():
+    from edge_mtl.runtime.save import unique_names
+
+    assert unique_names(["clip", "cam", "clip"]) == ["clip_0", "cam", "clip_2"]
