@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StreamState,
         StreamSummary,
     )
+    from edge_mtl.runtime.overlay import draw_overlay
     from edge_mtl.runtime.pipeline import Pipeline, RunSummary
     from edge_mtl.runtime.sinks import (
         JsonlSink,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
         StageTimes,
         VideoSink,
         WindowSink,
-        draw_overlay,
     )
     from edge_mtl.runtime.sources import Frame, FrameSource, iter_frames, open_source
 
@@ -58,7 +58,7 @@ _LAZY = {
     "StageTimes": "sinks",
     "VideoSink": "sinks",
     "WindowSink": "sinks",
-    "draw_overlay": "sinks",
+    "draw_overlay": "overlay",
     "Frame": "sources",
     "FrameSource": "sources",
     "iter_frames": "sources",

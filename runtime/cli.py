@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description=(
             "Run an exported edge-mtl ONNX model on SRC: a camera index (0), an RTSP/HTTP URL, a "
             "video file, an image, a folder of images or a quoted glob ('frames/*.jpg'). "
-            "Ctrl-C stops cleanly; a summary line is printed at the end."
+            "Annotated output is saved into a new run folder (runs/run/exp, exp2, ...) unless "
+            "--save or --no-save says otherwise: images as images under their own names, videos "
+            "and streams as a video (H.264 where this OpenCV can write it, else mp4v). Each "
+            "image gets a console line (detections per class, every task); videos and streams "
+            "a progress line. Ctrl-C stops cleanly; a summary line is printed at the end."
         ),
         epilog=(
             "Several streams: repeat --source (or list them in --sources FILE) to run every "
@@ -63,16 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "run fails",
     )
     p.add_argument("--show", action="store_true", help="show an overlay window (needs a display)")
-    p.add_argument(
-        "--save", metavar="OUT.mp4",
-        help="write the annotated video here (several streams: a template with {stream} or "
-        "{name}, or a folder)",
-    )  # fmt: skip
-    p.add_argument(
-        "--jsonl", metavar="OUT.jsonl",
-        help="write one JSON record per frame here (several streams: a template with {stream} "
-        "or {name}, or a folder)",
-    )  # fmt: skip
+    add_save_arguments(p)
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (per stream)")
     p.add_argument("--conf", type=float, help="detection score threshold (default: the model's)")
     p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
@@ -102,6 +97,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "it above --reconnect-timeout, or reconnecting cameras are dropped while retrying)",
     )  # fmt: skip
     p.set_defaults(func=cmd_run)
+
+
+def add_save_arguments(p: argparse.ArgumentParser) -> None:
+    """``--save``, ``--no-save``, ``--exist-ok``: where ``run`` saves its annotated output;
+    ``--jsonl``, ``--jsonl-topk``: its JSON lines."""
+    save = p.add_mutually_exclusive_group()
+    save.add_argument(
+        "--save", metavar="PATH",
+        help="save the annotated output here instead of the run folder: a folder (existing, or "
+        "ending in /), a video file (.mp4, .avi, ...) or, for one image, an image file "
+        "(several streams: a template with {stream} or {name}, or a folder)",
+    )  # fmt: skip
+    save.add_argument("--no-save", action="store_true", help="save no annotated output")
+    p.add_argument(
+        "--exist-ok", action="store_true",
+        help="save into runs/run/exp as it is instead of the next free runs/run/expN",
+    )  # fmt: skip
+    p.add_argument(
+        "--jsonl", metavar="OUT.jsonl",
+        help="write JSON lines here (docs/jsonl.md: a header, then one record per frame; - "
+        "for stdout; several streams: a template with {stream} or {name}, or a folder)",
+    )  # fmt: skip
+    p.add_argument(
+        "--jsonl-topk", type=int, metavar="K",
+        help="with --jsonl: keep the K most probable classes of each classification task "
+        "(default: every class)",
+    )  # fmt: skip
 
 
 def add_openvino_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,12 +158,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     if args.stall_timeout <= 0:
         raise InputError(f"--stall-timeout must be > 0, got {args.stall_timeout}")
+    if args.exist_ok and (args.save is not None or args.no_save):
+        other = "--no-save" if args.no_save else f"--save {args.save}"
+        raise InputError(
+            f"--exist-ok reuses the run folder runs/run/exp; it does nothing with {other}"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline (one source) or the multi-stream batcher (several); returns 0 (also
     after Ctrl-C, which ends a live run normally)."""
     from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision
+    from edge_mtl.runtime.session import RunSession
     from edge_mtl.runtime.sinks import display_available
 
     _check_args(args)
@@ -166,41 +194,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         ov_cache_dir=args.ov_cache,
     )
     engine = Engine(args.model, providers=args.provider, config=config)
+    run = RunSession(args, engine, len(streams) > 1)
     if len(streams) == 1:
-        return _run_one(args, engine, streams[0], show, jsonl[0], save[0])
-    return _run_many(args, engine, streams, show, jsonl, save)
-
-
-def _sinks(
-    show: str | None,
-    jsonl: str | None,
-    save: str | None,
-    engine: Any,
-    source: Any,
-    stream: str,
-) -> list[Any]:
-    """The sinks of one stream: a window titled ``show``, JSON lines, annotated video."""
-    from edge_mtl.runtime.records import run_header
-    from edge_mtl.runtime.sinks import JsonlSink, Sink, VideoSink, WindowSink
-
-    sinks: list[Sink] = []
-    try:
-        if show is not None:
-            sinks.append(WindowSink(show))
-        if jsonl:
-            sinks.append(JsonlSink(jsonl, header=run_header(engine, source, stream)))
-        if save:
-            sinks.append(VideoSink(save, fps=source.fps))
-    except BaseException:
-        for s in sinks:
-            s.close()
-        raise
-    return sinks
+        return _run_one(args, run, streams[0], show, jsonl[0], save[0])
+    return _run_many(args, run, streams, show, jsonl, save)
 
 
 def _run_one(
     args: argparse.Namespace,
-    engine: Any,
+    run: Any,
     stream: tuple[str, str],
     show: bool,
     jsonl: str | None,
@@ -212,18 +214,26 @@ def _run_one(
     name, spec = stream
     source = open_source(spec, reconnect_timeout_s=args.reconnect_timeout)
     try:
-        sinks = _sinks("edge-mtl" if show else None, jsonl, save, engine, source, name)
+        sinks = run.sinks("edge-mtl" if show else None, jsonl, save, source, (0, name))
     except BaseException:
         source.close()
+        run.finish()
         raise
-    summary = Pipeline(engine, source, sinks, max_frames=args.max_frames).run()
-    print(f"edge-mtl run: {summary.line()}, {_ran_on(engine)}")
+    try:  # the pipeline closes the source and the sinks
+        summary = Pipeline(
+            run.engine, source, sinks, args.max_frames, on_result=run.delivered
+        ).run()
+    finally:
+        run.finish()
+    if (line := run.saved_line(save)) is not None:
+        run.print(line)
+    run.print(f"{summary.line()}, {_ran_on(run.engine)}")
     return 0
 
 
 def _run_many(
     args: argparse.Namespace,
-    engine: Any,
+    run: Any,
     streams: list[tuple[str, str]],
     show: bool,
     jsonl: list[str | None],
@@ -231,18 +241,21 @@ def _run_many(
 ) -> int:
     from edge_mtl.runtime.errors import RuntimeFailure
     from edge_mtl.runtime.multistream import MultiStream, MultiStreamConfig
+    from edge_mtl.runtime.save import unique_names
     from edge_mtl.runtime.sources import open_source
 
     sources: list[Any] = []
     sinks: list[list[Any]] = []
+    outs = unique_names([name for name, _ in streams])  # names of the saved outputs
     try:
         for i, (name, spec) in enumerate(streams):
             sources.append(open_source(spec, reconnect_timeout_s=args.reconnect_timeout))
             title = f"edge-mtl {i}: {name}" if show else None
-            sinks.append(_sinks(title, jsonl[i], save[i], engine, sources[-1], name))
+            sinks.append(run.sinks(title, jsonl[i], save[i], sources[-1], (i, name), outs[i]))
     except BaseException:
         for s in [k for ks in sinks for k in ks] + sources:
             s.close()
+        run.finish()
         raise
     config = MultiStreamConfig(
         max_wait_ms=args.max_wait_ms,
@@ -250,11 +263,16 @@ def _run_many(
         max_frames=args.max_frames,
     )
     names = [name for name, _ in streams]
-    summary = MultiStream(engine, sources, sinks, names, config).run()
-    for line in summary.lines()[:-1]:
-        print(f"edge-mtl run: {line}")
-    print(f"edge-mtl run: {summary.line()}, {_ran_on(engine)}")
+    try:
+        summary = MultiStream(run.engine, sources, sinks, names, config, run.delivered).run()
+    finally:
+        run.finish()
     lost = summary.lost
+    if (saved := run.saved_line(args.save)) is not None:
+        run.print(saved)
+    for line in summary.lines()[:-1]:
+        run.print(line)
+    run.print(f"{summary.line()}, {_ran_on(run.engine)}")
     if lost:
         more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
         s = lost[0]

@@ -191,3 +191,34 @@ def invalid_model_error(path: str | os.PathLike[str], error: BaseException) -> I
     reason = reason or type(error).__name__
     what = "not a valid ONNX model" if rejected else "cannot load the model"
     return InputError(f"{path}: {what} ({reason[:240]})")
+
+
+def next_run_dir(root: str | os.PathLike[str], name: str = "exp", exist_ok: bool = False) -> Path:
+    """Create and return the run folder ``root/name`` (``exist_ok``: reuse it as it is), else the
+    first free of ``root/name``, ``root/name2``, ``root/name3``, ... Each try is one ``mkdir``
+    without ``exist_ok``, so two runs racing for a number never share a folder."""
+    base = Path(root)
+    blocker = _file_in_the_way(base)
+    if blocker is not None:
+        raise InputError(f"{base}: cannot make a run folder here ({blocker} is a file)")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if exist_ok:
+            (base / name).mkdir(exist_ok=True)
+            return base / name
+        taken = [p.name for p in base.iterdir()]
+    except OSError as e:
+        raise InputError(f"{base / name}: cannot make the run folder ({e.strerror or e})") from None
+    used = [
+        int(m.group(1) or 1) for t in taken if (m := re.fullmatch(rf"{re.escape(name)}(\d*)", t))
+    ]
+    n = max(used, default=0) + 1
+    while True:
+        p = base / (name if n == 1 else f"{name}{n}")
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            n += 1  # another run took this number meanwhile
+        except OSError as e:
+            raise InputError(f"{p}: cannot make the run folder ({e.strerror or e})") from None

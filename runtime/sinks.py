@@ -6,35 +6,30 @@ in ``finally``), so Ctrl-C leaves a playable video and complete JSON lines behin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import cv2
-import numpy as np
 
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
-from edge_mtl.runtime.files import check_writable
+from edge_mtl.runtime.files import IMAGE_SUFFIXES, check_writable, check_writable_dir
+from edge_mtl.runtime.imagefile import stderr_silenced
+from edge_mtl.runtime.metadata import TaskMeta
+from edge_mtl.runtime.overlay import draw_overlay
 from edge_mtl.runtime.records import frame_record, header_record
 from edge_mtl.runtime.sources import Frame
 
 log = logging.getLogger("edge_mtl.runtime")
-
-# BGR colours, one per class id modulo the palette length (distinct on dark and bright scenes).
-PALETTE = np.array(
-    [
-        (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
-        (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
-        (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
-    ],
-    np.uint8,
-)  # fmt: skip
 
 
 @dataclass
@@ -73,34 +68,6 @@ class Sink(Protocol):
         ...
 
 
-def draw_overlay(image: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
-    """A copy of ``image`` (uint8 BGR HWC) with boxes, labels, task answers and FPS drawn on."""
-    out = image.copy()
-    h = out.shape[0]
-    thick = max(1, round(h / 400))
-    font_scale = max(0.35, h / 1200)
-    d = result.detections
-    for k in range(len(d)):
-        x1, y1, x2, y2 = (round(float(v)) for v in d.boxes[k])
-        color = tuple(int(c) for c in PALETTE[int(d.classes[k]) % len(PALETTE)])
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        text = f"{result.det_labels[k]} {float(d.scores[k]):.2f}"
-        cv2.putText(out, text, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, color,
-                    thick, cv2.LINE_AA)  # fmt: skip
-    lines = [f"{n}: {c.label} {c.prob:.2f}" for n, c in result.classifications.items()]
-    lines += [f"{n}: {v:+.3f}" for n, v in result.regressions.items()]
-    if fps is not None:
-        lines.append(f"{fps:.1f} FPS")
-    step = int(22 * font_scale / 0.5)
-    for i, text in enumerate(lines):
-        org = (6, step * (i + 1))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thick + 2,
-                    cv2.LINE_AA)  # fmt: skip
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)  # fmt: skip
-    return out
-
-
 def display_available() -> bool:
     """True when a window can be shown: a display exists and OpenCV was built with a GUI."""
     if sys.platform.startswith("linux") and not (
@@ -116,10 +83,10 @@ class WindowSink:
     """Shows the overlay in a window; ``stop_requested`` turns True when q or Esc is pressed.
     Must be used from the main thread (GUI toolkits demand it)."""
 
-    def __init__(self, title: str = "edge-mtl") -> None:
+    def __init__(self, title: str = "edge-mtl", tasks: Sequence[TaskMeta] = ()) -> None:
         if not display_available():
             raise RuntimeFailure("--show: no display here (or OpenCV has no GUI support)")
-        self.title = title
+        self.title, self.tasks = title, tuple(tasks)  # tasks: class names, units for the overlay
         self.stop_requested = False
         self._fps: float | None = None
         self._last: float | None = None
@@ -131,7 +98,7 @@ class WindowSink:
             inst = 1.0 / (now - self._last)
             self._fps = inst if self._fps is None else 0.9 * self._fps + 0.1 * inst
         self._last = now
-        cv2.imshow(self.title, draw_overlay(frame.image, result, self._fps))
+        cv2.imshow(self.title, draw_overlay(frame.image, result, self._fps, tasks=self.tasks))
         if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
             self.stop_requested = True
 
@@ -141,22 +108,53 @@ class WindowSink:
 
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+H264 = "avc1"  # preferred for the mp4 family: browsers play it, not mp4v
+
+
+@functools.lru_cache(maxsize=1)
+def h264_available() -> bool:
+    """Whether this OpenCV build can write H.264 (``avc1``) into an .mp4: probed once by opening a
+    writer on a temp file, with the encoder's own stderr lines kept off the console."""
+    with tempfile.TemporaryDirectory() as d, stderr_silenced():
+        writer = cv2.VideoWriter(str(Path(d) / "probe.mp4"), cv2.VideoWriter_fourcc(*H264), 30.0,
+                                 (64, 64))  # fmt: skip
+        ok = writer.isOpened()
+        writer.release()
+    if not ok:
+        log.info(
+            "OpenCV here cannot write H.264; writing mp4v (plays in VLC/ffmpeg, not in browsers)"
+        )
+    return ok
+
+
+def video_codec(suffix: str) -> str | None:
+    """The FourCC written for a video file extension (``None``: not a video extension we write):
+    H.264 for the mp4 family where OpenCV has it, else mp4v; MJPG for .avi."""
+    codec = VIDEO_CODECS.get(suffix.lower())
+    if codec == "mp4v" and h264_available():
+        return H264
+    return codec
 
 
 class VideoSink:
-    """Writes annotated frames to a video file (codec from the extension: mp4v for .mp4, .m4v,
-    .mov and .mkv, MJPG for .avi). The size is fixed by the first frame; later frames of another
-    size (image folders) are letterbox-free resized to it. ``release`` in ``close`` finalises the
-    file. A path that cannot be written or has another extension fails here, before any frame."""
+    """Writes annotated frames to a video file (codec from the extension: H.264 for .mp4, .m4v,
+    .mov and .mkv where this OpenCV build can write it, else mp4v; MJPG for .avi). The size is
+    fixed by the first frame; later frames of another size (image folders) are letterbox-free
+    resized to it. The file is created on the first frame and ``release`` in ``close``
+    finalises it. A path that cannot be written or has another extension fails here, before any
+    frame."""
 
-    def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], fps: float | None = None, tasks: Sequence[TaskMeta] = ()
+    ) -> None:
+        self.tasks = tuple(tasks)  # the model's tasks: class names and units for the overlay
         self.path = check_writable(path, "video file", create_parents=False)
-        self._codec = VIDEO_CODECS.get(self.path.suffix.lower())
-        if self._codec is None:
+        if self.path.suffix.lower() not in VIDEO_CODECS:
             raise InputError(
                 f"{self.path}: cannot write a video with extension {self.path.suffix!r} "
                 f"(use {', '.join(VIDEO_CODECS)})"
             )
+        self._codec = video_codec(self.path.suffix)
         self.fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -164,14 +162,19 @@ class VideoSink:
 
     def _open(self, w: int, h: int) -> cv2.VideoWriter:
         codec = self._codec
+        assert codec is not None, "checked in __init__"
         writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h))
+        if not writer.isOpened() and codec == H264:  # x264 refuses odd sizes: mp4v takes them
+            codec = self._codec = "mp4v"
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps,
+                                     (w, h))  # fmt: skip
         if not writer.isOpened():
             raise RuntimeFailure(f"{self.path}: cannot write a video here (codec {codec})")
         return writer
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
         """Append the frame with its overlay (the file opens on the first frame)."""
-        image = draw_overlay(frame.image, result)
+        image = draw_overlay(frame.image, result, tasks=self.tasks)
         if self._writer is None:
             self._size = (image.shape[1], image.shape[0])
             self._writer = self._open(*self._size)
@@ -185,6 +188,57 @@ class VideoSink:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+class ImageSink:
+    """Writes each annotated frame as an image: into ``folder`` under the frame's file name
+    (``<index>.jpg`` for frames without one), or, with ``file``, into that one file. The format
+    follows the file name's extension. Folder and file are created on the first frame, so a run
+    that fails before it leaves nothing behind."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str] | None = None,
+        file: str | os.PathLike[str] | None = None,
+        tasks: Sequence[TaskMeta] = (),
+    ) -> None:
+        self.tasks = tuple(tasks)  # the model's tasks: class names and units for the overlay
+        if (folder is None) == (file is None):
+            raise ValueError("ImageSink: give exactly one of folder and file")
+        self.folder = Path(folder) if folder is not None else None
+        self.file = check_writable(file, "image file", create_parents=False) if file else None
+        if self.file is not None and self.file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(
+                f"{self.file}: cannot write an image with extension {self.file.suffix!r}"
+            )
+        self.frames = 0
+
+    def _target(self, frame: Frame) -> Path:
+        if self.file is not None:
+            return self.file
+        assert self.folder is not None
+        if self.frames == 0:
+            check_writable_dir(self.folder, "folder for the annotated images")
+        name = frame.name if Path(frame.name).suffix.lower() in IMAGE_SUFFIXES else ""
+        return self.folder / (name or f"{frame.index:06d}.jpg")
+
+    def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
+        """Encode the frame with its overlay and write it (temp file, then rename)."""
+        path = self._target(frame)
+        ok, data = cv2.imencode(path.suffix, draw_overlay(frame.image, result, tasks=self.tasks))
+        if not ok:
+            raise RuntimeFailure(f"{path}: OpenCV cannot encode a {path.suffix} image")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_bytes(data.tobytes())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeFailure(f"{path}: cannot write the image ({e.strerror or e})") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Nothing to finish: every image is complete once written."""
 
 
 class JsonlSink:

@@ -193,3 +193,10 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         out[name] = d / f"{name}.pt"
         out[name].write_bytes(blob)
     return {k: str(v) for k, v in out.items()}
+
+
+@pytest.fixture(autouse=True)
+def _cwd_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edge-mtl run`` saves into ./runs/run/expN by default: each test runs in its own folder
+    (a test that needs the repository as its working directory changes to it itself)."""
+    monkeypatch.chdir(tmp_path)

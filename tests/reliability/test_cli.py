@@ -204,7 +204,7 @@ def test_script_auto_and_a_corrupt_image_are_a_line_each(art) -> None:
     """``--provider auto`` on this machine, a folder with one undecodable image: stderr holds
     the engine's one line (the provider, and in brief why better ones were skipped: on a
     machine without a GPU, TensorRT and CUDA) and one line naming the image."""
-    proc = _script("run", "--model", art["model"], "--source", art["mixed_images"])
+    proc = _script("run", "--model", art["model"], "--source", art["mixed_images"], "--no-save")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2, proc.stderr
@@ -226,7 +226,8 @@ def test_script_truncated_jpeg_that_decodes_is_one_line(art, tmp_path) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
-    proc = _script("run", "--provider", "cpu", "--model", art["model"], "--source", str(folder))
+    proc = _script("run", "--provider", "cpu", "--model", art["model"], "--source", str(folder),
+                   "--no-save")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "run: 1 frames" in proc.stdout
     lines = proc.stderr.strip().splitlines()

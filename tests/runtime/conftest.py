@@ -275,3 +275,10 @@ def kit() -> SimpleNamespace:
         NMS_SCORES=NMS_SCORES,
         NMS_CLASSES=NMS_CLASSES,
     )
+
+
+@pytest.fixture(autouse=True)
+def _cwd_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edge-mtl run`` saves into ./runs/run/expN by default: each test runs in its own folder
+    (a test that needs the repository as its working directory changes to it itself)."""
+    monkeypatch.chdir(tmp_path)

@@ -252,11 +252,12 @@ def test_runtime_imports_and_runs_without_torch(models, tmp_path) -> None:
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0] in ("clear", "rain", "fog", "snow")
     assert len(jsonl.read_text().splitlines()) == 2  # header + one frame
+    assert (tmp_path / "runs/run/exp/a.png").is_file()  # the annotated image, saved by default
 
 
 def test_a_fallback_is_one_line_and_debug_shows_every_reason(
@@ -294,6 +295,7 @@ def _run_auto(model: Path, source: Path, *flags: str) -> subprocess.CompletedPro
     """``edge-mtl [flags] run --provider auto`` in a fresh process: stderr as a user sees it,
     onnxruntime's own C++ log lines included."""
     argv = [*flags, "run", "--model", str(model), "--source", str(source), "--provider", "auto"]
+    argv.append("--no-save")  # runs with the repository as working directory
     env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}  # --debug in flags, or not
     return subprocess.run(
         [sys.executable, "-m", "edge_mtl", *argv],

@@ -210,9 +210,6 @@ def test_dash_piped_into_a_reader_that_stops_ends_the_run_quietly(tmp_path, mode
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the run summary goes to stdout until helper runout's change lands"
-)
 def test_dash_puts_nothing_but_json_on_stdout(tmp_path, models, kit, capsys) -> None:
     clip = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(3), fps=FPS)
     _run(models["dense"], clip, "--jsonl", "-")

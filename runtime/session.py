@@ -1,0 +1,87 @@
+"""One ``edge-mtl run`` as its streams share it: the engine, where the annotated output is
+saved (and what a failed run leaves is removed again), the console lines, and the sinks of each
+stream built from the command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from edge_mtl.runtime.console import Console
+from edge_mtl.runtime.metadata import TaskKind
+from edge_mtl.runtime.records import run_header
+from edge_mtl.runtime.save import Outputs, save_sink
+from edge_mtl.runtime.sinks import JsonlSink, Sink, WindowSink
+
+
+class RunSession:
+    """What one ``run`` shares across its streams: the engine, where output is saved (and
+    removed again after a failure), the console (stderr when JSON lines go to stdout)."""
+
+    def __init__(self, args: argparse.Namespace, engine: Any, multi: bool) -> None:
+        self.engine, self.multi, self.save = engine, multi, not args.no_save
+        self.outputs = Outputs(exist_ok=args.exist_ok)
+        self.out = sys.stderr if args.jsonl == "-" else sys.stdout
+        tasks = self.tasks = engine.meta.tasks
+        self.topk = args.jsonl_topk
+        units = {t.name: t.unit for t in tasks if t.unit}
+        detect = any(t.kind is TaskKind.DETECT for t in tasks)
+        self.console = Console(self.out, units, detect)
+        self.max_frames = args.max_frames
+        self.frames: dict[int, int] = {}  # stream -> results delivered
+
+    def delivered(self, stream: Any, *_: Any) -> None:
+        """``on_result`` of both runners (one stream: ``stream`` is the frame; it counts as 0)."""
+        i = stream if isinstance(stream, int) else 0
+        self.frames[i] = self.frames.get(i, 0) + 1
+
+    def finish(self) -> None:
+        """End the console's progress line; remove the JSON lines of streams that delivered no
+        frame and the folders the run made and left empty."""
+        self.console.finish()
+        self.outputs.cleanup(self.frames)
+
+    def print(self, line: str) -> None:
+        print(f"edge-mtl run: {line}", file=self.out)
+
+    def sinks(
+        self,
+        show: str | None,
+        jsonl: str | None,
+        save: str | None,
+        source: Any,
+        stream: tuple[int, str],
+        save_as: str | None = None,
+    ) -> list[Any]:
+        """The sinks of one stream: a window titled ``show``, the saved output, JSON lines,
+        the console. The save sink is made first, so a bad ``--save`` leaves no JSON lines.
+        ``stream``: the stream's position and name; ``save_as``: the name of its saved output
+        (default: the stream's name)."""
+        i, name = stream
+        sinks: list[Sink] = []
+        try:
+            if show is not None:
+                sinks.append(WindowSink(show, tasks=self.tasks))
+            if self.save:
+                sinks.append(
+                    save_sink(save, self.outputs, source, save_as or name, self.multi, self.tasks)
+                )
+            if jsonl:
+                header = run_header(self.engine, source, name)
+                sinks.append(JsonlSink(jsonl, header=header, topk=self.topk))
+                self.outputs.track(jsonl, i)
+            sinks.append(self.console.sink(source, name, self.multi, self.max_frames))
+        except BaseException:
+            for s in sinks:
+                s.close()
+            raise
+        return sinks
+
+    def saved_line(self, save: str | None) -> str | None:
+        """``results saved to PATH``: the run folder, or the ``--save`` file or folder (not a
+        template); ``None`` when nothing was saved."""
+        where = self.outputs.saved_to() if save is None else save
+        if not self.save or not self.frames or not where or "{" in str(where):
+            return None
+        return f"results saved to {where}"
