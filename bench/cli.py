@@ -86,6 +86,18 @@ def register(
         help="with --e2e: also open SRC N times and batch the copies through one engine "
         "(e.g. --streams 1 2 4); aggregate FPS against 1 stream, measured in the same run",
     )  # fmt: skip
+    _add_accuracy_arguments(p)
+    p.add_argument("--torch", metavar="CKPT", help="add a torch eager baseline (needs [train])")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON", help="bench results to add")
+    p.add_argument("--json", metavar="OUT.json", help="write the results here")
+    p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
+    p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench, baseline=baseline, read_labels=read_labels)
+
+
+def _add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
+    """``--accuracy`` and ``--profile``: passes over the ONNX rows after their timing."""
     p.add_argument(
         "--accuracy", metavar="DATA",
         help="also score each measured ONNX row on this labelled set (any layout eval --data "
@@ -98,13 +110,6 @@ def register(
         "by time, ms per inference; on TensorRT the session build time) in a separate pass "
         "after the timing, so the latency figures are not slowed by it",
     )  # fmt: skip
-    p.add_argument("--torch", metavar="CKPT", help="add a torch eager baseline (needs [train])")
-    p.add_argument("--merge", nargs="+", default=[], metavar="JSON", help="bench results to add")
-    p.add_argument("--json", metavar="OUT.json", help="write the results here")
-    p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
-    p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, baseline=baseline, read_labels=read_labels)
 
 
 def _settings(args: argparse.Namespace, e2e_source: str | None) -> BenchSettings:

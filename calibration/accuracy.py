@@ -141,12 +141,12 @@ class AccuracyReport:
         )
 
     def _change(self, row: str, label: str) -> str:
-        """``row``'s change for ``label``, e.g. ``weather acc -3.30`` or ``curvature MAE +0.04
+        """``row``'s change for ``label``, e.g. ``weather acc -3.30`` or ``curvature MAE +0.0412
         (+6.8% of the label std)``."""
-        text = f"{row} {self.table[row][label] - self.table[row][self.reference]:+.2f}"
-        if row.endswith(" MAE"):
-            text += f" ({self.loss(row, label):+.1f}% of the label std)"
-        return text
+        delta = self.table[row][label] - self.table[row][self.reference]
+        if row.endswith(" MAE"):  # label units: any scale
+            return f"{row} {delta:+.3g} ({self.loss(row, label):+.1f}% of the label std)"
+        return f"{row} {delta:+.2f}"
 
     def markdown(self) -> str:
         """A markdown table: one row per metric, one column per model, then deltas vs
