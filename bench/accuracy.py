@@ -115,14 +115,22 @@ def eval_engine(
     return Engine(path, providers=provider, config=cfg)
 
 
-def predict_all(engines: dict[str, Engine], data: EvalSet) -> dict[str, Predictions]:
-    """Run every engine over ``data`` (each image decoded once for all models)."""
+def predict_all(
+    engines: dict[str, Engine],
+    data: EvalSet,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Predictions]:
+    """Run every engine over ``data`` (each image decoded once for all models); ``progress``
+    is called with (images done, images) after each batch."""
     preds = {label: Predictions() for label in engines}
-    for i in range(0, len(data.images), BATCH):
+    n = len(data.images)
+    for i in range(0, n, BATCH):
         frames = [_read(p) for p in data.images[i : i + BATCH]]
         for label, eng in engines.items():
             for f, r in zip(frames, eng.infer_batch(frames)):
                 preds[label].add(r, f.shape[:2])
+        if progress is not None:
+            progress(min(i + BATCH, n), n)
     return preds
 
 
@@ -190,10 +198,10 @@ def row_accuracy(
     threads: int = 0,
     log: Callable[[str], None] = lambda msg: None,
 ) -> None:
-    """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`) of every measured
-    onnxruntime row, evaluated on the row's own provider with evaluation thresholds. Rows of the
-    same file and provider (other batch sizes) share one evaluation; the labelled set is read
-    once per set of class names."""
+    """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`, ``None`` for a
+    task without labels) of every measured onnxruntime row, evaluated on the row's own provider
+    with evaluation thresholds. Rows of the same file and provider (other batch sizes) share one
+    evaluation; the labelled set is read once per set of class names."""
     sets: dict[tuple, EvalSet] = {}
     done: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
@@ -208,7 +216,8 @@ def row_accuracy(
             if names not in sets:
                 sets[names] = EvalSet.labelled(data, meta, read_labels)
             preds = predict_all({"m": engine}, sets[names])["m"]
-            done[key] = task_metrics(preds, sets[names], meta)
+            got = task_metrics(preds, sets[names], meta)  # NaN (no labels): null in the JSON
+            done[key] = {k: v if math.isfinite(v) else None for k, v in got.items()}
             del engine
         r.accuracy = dict(done[key])
 

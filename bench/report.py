@@ -73,13 +73,15 @@ E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
 
 
 def _metric(name: str) -> Callable[[RowDict], str]:
-    """The cell of one ``--accuracy`` metric: points with one decimal, MAE in 4 digits."""
+    """The cell of one ``--accuracy`` metric: points with one decimal, MAE in 4 digits, ``n/a``
+    without labels, ``-`` for a row not scored."""
 
     def cell(r: RowDict) -> str:
-        v = (r.get("accuracy") or {}).get(name)
-        if v is None:
+        acc = r.get("accuracy") or {}
+        if name not in acc:
             return "-"
-        if math.isnan(v):
+        v = acc[name]
+        if v is None or math.isnan(v):  # no labels for the task
             return "n/a"
         return f"{v:.4g}" if name.endswith(" MAE") else f"{v:.1f}"
 

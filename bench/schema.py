@@ -91,10 +91,11 @@ class Row:
     gpu_memory_mb: float | None
     e2e: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
-    # bench --accuracy: metric -> value, named as calibration's report names them ("det mAP@0.5",
-    # "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's unit)
-    accuracy: dict[str, float] | None = None
-    # bench --profile: the top operators by time, each {"op", "ms", "share"} (None without it)
+    # bench --accuracy: metric -> value, named as bench.accuracy.task_metrics names them ("det
+    # mAP@0.5", "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's
+    # unit; None: no labels for the task)
+    accuracy: dict[str, float | None] | None = None
+    # bench --profile: the top operators by time, each {"op", "ms" per call, "share" 0-1}
     profile: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:

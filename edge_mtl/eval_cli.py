@@ -142,6 +142,8 @@ def _eval_checkpoint(args: argparse.Namespace, path: Path) -> int:
 
 def _eval_onnx(args: argparse.Namespace, path: Path) -> int:
     from edge_mtl.bench.accuracy import EvalSet, eval_engine, predict_all, task_metrics
+    from edge_mtl.runtime.errors import MetadataError
+    from edge_mtl.runtime.metadata import METADATA_KEY
 
     if not (args.data or args.config):
         raise InputError(
@@ -150,12 +152,20 @@ def _eval_onnx(args: argparse.Namespace, path: Path) -> int:
         )
     if args.threads is not None and args.threads < 0:
         raise InputError(f"--threads must be >= 0, got {args.threads}")
-    engine = eval_engine(path, args.provider or "cpu", args.threads or 0)
+    try:
+        engine = eval_engine(path, args.provider or "cpu", args.threads or 0)
+    except MetadataError as e:
+        if "--imgsz" not in str(e):  # the engine's advice to run a foreign model: not for eval
+            raise
+        raise MetadataError(
+            f"{path}: has no '{METADATA_KEY}' metadata (not exported by edge-mtl?); eval needs "
+            "the tasks and class names an export stores"
+        ) from None
     meta = engine.meta
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         records, source = _onnx_records(args, meta)
     data = EvalSet.of_records(records, source)
-    preds = predict_all({"model": engine}, data)["model"]
+    preds = predict_all({"model": engine}, data, None if args.json else _progress)["model"]
     metrics = task_metrics(preds, data, meta, breakdown=True)
     head = {
         "model": str(path),
@@ -179,6 +189,13 @@ def _eval_onnx(args: argparse.Namespace, path: Path) -> int:
             text = f"{v:.2f}"
         print(f"  {name:<{width}}  {text}")
     return 0
+
+
+def _progress(done: int, total: int) -> None:
+    """``eval 120/500 images`` on a terminal's stderr, rewritten in place, cleared at the end."""
+    if sys.stderr.isatty():
+        end = "\r" + " " * 40 + "\r" if done == total else ""
+        print(f"\reval {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
 def _onnx_records(args: argparse.Namespace, meta: ModelMeta) -> tuple[list[Record], str]:
