@@ -20,14 +20,14 @@ import cv2
 import numpy as np
 
 from edge_mtl.bench.metrics import COCO_SIZES, accuracy_f1, coco_map
-from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
-from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult, OVPrecision
+from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
 from edge_mtl.runtime.postprocess import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, Detections
 from edge_mtl.runtime.providers import Provider
 
 if TYPE_CHECKING:
-    from edge_mtl.bench.schema import Row
+    from edge_mtl.bench.schema import BenchSettings, Row
 
 BATCH = 8
 
@@ -99,18 +99,19 @@ class Predictions:
 
 
 def eval_engine(
-    path: str | Path, provider: Provider | str = Provider.CPU, threads: int = 2
+    path: str | Path, provider: Provider | str = Provider.CPU, threads: int = 2, **options: Any
 ) -> Engine:
     """``path`` on ``provider`` with evaluation thresholds and ``threads`` intra-op threads (0 =
     onnxruntime's choice). A named provider is strict, as in ``edge-mtl run`` (``"auto"``
     takes the best that works): raises
     :class:`RuntimeFailure` when the provider cannot run here (:class:`InputError` when its
-    plugin is not installed)."""
+    plugin is not installed). ``options``: other :class:`EngineConfig` fields (OpenVINO's)."""
     cfg = EngineConfig(
         conf_threshold=EVAL_CONF,
         iou_threshold=EVAL_IOU,
         max_det=EVAL_MAX_DET,
         intra_op_threads=threads,
+        **options,
     )
     return Engine(path, providers=provider, config=cfg)
 
@@ -195,31 +196,66 @@ def row_accuracy(
     rows: Sequence[Row],
     data: str | Path,
     read_labels: LabelReader,
-    threads: int = 0,
+    settings: BenchSettings,
     log: Callable[[str], None] = lambda msg: None,
 ) -> None:
     """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`, ``None`` for a
     task without labels) of every measured onnxruntime row, evaluated on the row's own provider
-    with evaluation thresholds. Rows of the same file and provider (other batch sizes) share one
-    evaluation; the labelled set is read once per set of class names."""
+    (with the settings' threads and OpenVINO options) with evaluation thresholds. Rows of the
+    same file and provider (other batch sizes) share one evaluation; the labelled set is read
+    once per set of class names. A row whose model cannot be scored (no edge-mtl metadata, the
+    provider fails to start again) gets a note saying why instead."""
     sets: dict[tuple, EvalSet] = {}
-    done: dict[tuple[str, str], dict[str, float]] = {}
+    done: dict[tuple[str, str], dict[str, float | None] | str] = {}
     for r in rows:
         if r.status != "ok" or r.runtime != "onnxruntime" or r.provider is None:
             continue
         key = (r.model_path, r.provider)
         if key not in done:
             log(f"{r.model} [{r.provider}]: accuracy on {data}")
-            engine = eval_engine(r.model_path, Provider(r.provider), threads)
-            meta = engine.meta
-            names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
-            if names not in sets:
-                sets[names] = EvalSet.labelled(data, meta, read_labels)
-            preds = predict_all({"m": engine}, sets[names])["m"]
-            got = task_metrics(preds, sets[names], meta)  # NaN (no labels): null in the JSON
-            done[key] = {k: v if math.isfinite(v) else None for k, v in got.items()}
-            del engine
-        r.accuracy = dict(done[key])
+            try:
+                engine = eval_engine(r.model_path, r.provider, settings.threads, **_ov(settings))
+            except MetadataError:
+                done[key] = "accuracy: not scored (no edge-mtl metadata: tasks and classes unknown)"
+            except EdgeMTLError as e:
+                done[key] = f"accuracy: not scored ({str(e).removeprefix(f'{r.model_path}: ')})"
+            else:
+                done[key] = _score(engine, data, read_labels, sets)
+                del engine
+        if isinstance(done[key], str):
+            r.notes.append(done[key])
+        else:
+            r.accuracy = dict(done[key])
+
+
+def _score(
+    engine: Engine, data: str | Path, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+) -> dict[str, float | None]:
+    """Headline metrics of ``engine`` on ``data`` (NaN as None), the set read once per set of
+    task and class names into ``sets``."""
+    meta = engine.meta
+    names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
+    if names not in sets:
+        sets[names] = EvalSet.labelled(data, meta, read_labels)
+    got = task_metrics(predict_all({"m": engine}, sets[names])["m"], sets[names], meta)
+    return {k: v if math.isfinite(v) else None for k, v in got.items()}
+
+
+def check_data(path: str | Path, data: str | Path, read_labels: LabelReader) -> None:
+    """Read ``data`` with the class names of the model at ``path`` (a CPU session), so a wrong
+    ``--accuracy`` set fails before the timing, not after it; nothing for a model without
+    edge-mtl metadata (its rows are not scored)."""
+    try:
+        meta = Engine(path, Provider.CPU, EngineConfig(warmup_runs=0)).meta
+    except MetadataError:
+        return
+    EvalSet.labelled(data, meta, read_labels)
+
+
+def _ov(settings: BenchSettings) -> dict[str, Any]:
+    """The OpenVINO options a bench row ran with."""
+    ov = (settings.ov_device, OVPrecision(settings.ov_precision), settings.ov_cache_dir)
+    return dict(zip(("ov_device", "ov_precision", "ov_cache_dir"), ov))
 
 
 def _read(path: Path) -> np.ndarray:

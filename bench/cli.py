@@ -212,6 +212,11 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if not args.quiet:
             print(f"edge-mtl bench: {msg}", file=sys.stderr, flush=True)
 
+    if settings.accuracy_data:
+        from edge_mtl.bench.accuracy import check_data
+
+        for m in args.model:  # a wrong --accuracy set fails now, not after the timing
+            check_data(m, settings.accuracy_data, args.read_labels)
     if args.model or args.torch:
         argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
         session = schema.new_session(settings, argv)
@@ -229,7 +234,7 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if settings.accuracy_data:  # after every timed call: evaluation shares no time with them
             from edge_mtl.bench.accuracy import row_accuracy
 
-            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings.threads, log)
+            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings, log)
         if settings.profile:
             from edge_mtl.bench.profile import profile_rows
 

@@ -22,6 +22,7 @@ from edge_mtl.bench.measure import engine_config
 from edge_mtl.bench.schema import BenchSettings, Row
 from edge_mtl.bench.timing import bench_input
 from edge_mtl.runtime.engine import Engine
+from edge_mtl.runtime.errors import EdgeMTLError
 from edge_mtl.runtime.providers import Provider, create_session, session_options
 
 TOP = 10  # operator types kept per row, by time
@@ -44,8 +45,12 @@ def profile_rows(
             continue
         log(f"{r.model} [{r.provider}] batch {r.batch}: profiling {calls} calls")
         config = engine_config(tuple(r.input_hw or ()) or None, settings)
-        engine = Engine(Path(r.model_path), r.provider, config)
-        r.profile = profile_engine(engine, r.batch, calls, settings.warmup)
+        try:
+            engine = Engine(Path(r.model_path), r.provider, config)
+            r.profile = profile_engine(engine, r.batch, calls, settings.warmup)
+        except EdgeMTLError as e:  # the provider worked for the timing: say why, keep the rest
+            r.notes.append(f"profile: not taken ({str(e).removeprefix(f'{r.model_path}: ')})")
+            continue
         if engine.provider is Provider.TENSORRT:
             r.notes.append(TRT_LAYERS)
         del engine

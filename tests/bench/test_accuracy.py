@@ -61,6 +61,24 @@ def test_accuracy_needs_models_and_existing_data(models, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"edge-mtl bench: error: {tmp_path / 'nope'}: evaluation data not found"
+    (tmp_path / "frames").mkdir()  # images but no labels: refused before any timing
+    argv = ["bench", "--model", str(models["dense"]), "--accuracy", str(tmp_path / "frames")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "frames: not a labelled set" in err and "measuring" not in err
+
+
+def test_a_model_without_metadata_is_timed_and_says_why_it_is_not_scored(
+    models, labelled, tmp_path
+):
+    argv = ["--model", str(models["nometa"]), str(models["dense"]), "--imgsz", "32", "32"]
+    doc, _ = _bench(tmp_path, *argv, "--provider", "cpu", "--accuracy", str(labelled))
+    foreign, ours = doc["results"]
+    assert foreign["status"] == "ok" and foreign["accuracy"] is None
+    assert (
+        "accuracy: not scored (no edge-mtl metadata: tasks and classes unknown)" in foreign["notes"]
+    )
+    assert ours["accuracy"]["det mAP@0.5"] > 50
 
 
 def test_profile_lists_the_top_operators_of_each_row(models, tmp_path, capsys):
