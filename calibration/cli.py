@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from edge_mtl.runtime.options import Provider, choices
 
 if TYPE_CHECKING:
-    from edge_mtl.calibration.accuracy import LabelReader
+    from edge_mtl.bench.accuracy import LabelReader
 
 # Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
 # providers, and the row would compare kernels rather than quantization.
@@ -52,7 +52,11 @@ def register(sub: argparse._SubParsersAction, read_labels: LabelReader | None = 
         "--exclude", nargs="+", default=[], metavar="NODE",
         help="node names to keep float, or 'auto' for the sensitivity search",
     )  # fmt: skip
-    p.add_argument("--eval", dest="eval_data", help="labelled BDD-format folder for the report")
+    p.add_argument(
+        "--eval", dest="eval_data",
+        help="labelled set for the report: a BDD100K folder, COCO .json, KITTI folder or class "
+        "folders (as eval --data)",
+    )  # fmt: skip
     p.add_argument(
         "--eval-provider", choices=EVAL_PROVIDERS, default="cpu",
         help="execution provider that runs FP32 and INT8 for --eval and --exclude auto (INT8 "
@@ -134,8 +138,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"(provider {acc.provider.value}):"
         )
         print(acc.markdown())
-        if acc.warning():
-            print(acc.warning())
+        warning = acc.warning()  # the metrics past --tolerance, marked in the table above
+        if warning:
+            print(warning)
     fp32 = res.latency_ms.get("fp32")
     print(f"\nlatency, batch 1, {qc.threads} threads, CPU {cpu_model()} ({isa_summary()}):")
     for label, ms in res.latency_ms.items():
