@@ -124,3 +124,17 @@ def test_eval_checkpoint_on_a_labelled_folder_without_config(tmp_path, capsys):
         assert got["images"] == 5 and got["model"] == str(ckpt)
         assert {"det/map50", "weather/acc", "curvature/mae"} <= set(got)
         assert not math.isnan(got["curvature/mae"])
+
+
+def test_eval_onnx_on_a_configs_val_data_reads_it_with_the_models_classes(artifacts, capsys):
+    """--config: its data.val sources, read with the ONNX model's own class names (the config's
+    model section describes another model here)."""
+    cfg = artifacts["dir"] / "val.yaml"
+    cfg.write_text(
+        "model: {detect: [truck], classify: {scene: [a, b]}}\n"
+        f"data:\n  val:\n    - {{kind: bdd100k, path: {artifacts['data']}}}\n"
+    )
+    args = ["--model", str(artifacts["int8"])]
+    by_path = _eval_json(capsys, *args, "--data", str(artifacts["data"]))
+    by_config = _eval_json(capsys, *args, "--config", str(cfg))
+    assert by_config == by_path
