@@ -162,6 +162,14 @@ def _eval_onnx(args: argparse.Namespace, path: Path) -> int:
             "the tasks and class names an export stores"
         ) from None
     meta = engine.meta
+    det = meta.detect
+    if det is not None and det.nms_in_graph:
+        print(
+            f"note: {path} has in-graph NMS (score >= {det.score_threshold:g}, IoU "
+            f"{det.iou_threshold:g}, {det.max_det} boxes baked in): its mAP is that of the "
+            "thresholded detections, lower than the plain export's",
+            file=sys.stderr,
+        )
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         records, source = _onnx_records(args, meta)
     data = EvalSet.of_records(records, source)

@@ -138,3 +138,13 @@ def test_eval_onnx_on_a_configs_val_data_reads_it_with_the_models_classes(artifa
     by_path = _eval_json(capsys, *args, "--data", str(artifacts["data"]))
     by_config = _eval_json(capsys, *args, "--config", str(cfg))
     assert by_config == by_path
+
+
+def test_eval_of_an_nms_export_says_its_thresholds_are_baked_in(artifacts, capsys):
+    nms = build_model(artifacts["dir"] / "nms.onnx", nms=True)
+    code = main(["eval", "--model", str(nms), "--data", str(artifacts["data"]), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["images"] == 12
+    assert f"note: {nms} has in-graph NMS (score >= 0.3, IoU 0.5, 300 boxes baked in)" in (
+        captured.err
+    )
