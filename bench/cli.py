@@ -107,7 +107,7 @@ def _add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile", action="store_true",
         help="also profile each measured ONNX row with onnxruntime's profiler (top operators "
-        "by time, ms per inference) in a separate pass after the timing, so the latency "
+        "by time, ms per call) in a separate pass after the timing, so the latency "
         "figures are not slowed by it",
     )  # fmt: skip
 
