@@ -11,11 +11,13 @@ import argparse
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.cli import PROVIDER_CHOICES, add_openvino_arguments
 
 if TYPE_CHECKING:
+    from edge_mtl.bench.accuracy import LabelReader
     from edge_mtl.bench.baseline import Baseline, BaselineFactory
     from edge_mtl.bench.schema import BenchSettings, Row
 
@@ -23,13 +25,14 @@ if TYPE_CHECKING:
 def register(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     baseline: BaselineFactory | None = None,
+    read_labels: LabelReader | None = None,
 ) -> None:
     """Add the ``bench`` subcommand to the ``edge-mtl`` parser.
 
     ``baseline`` makes the :class:`~edge_mtl.bench.baseline.Baseline` that measures the
-    ``--torch CKPT`` rows (called only then); the composition root (``edge_mtl.cli``) passes it
-    in, so bench never imports torch or the training code itself. Without it ``--torch`` is an
-    error.
+    ``--torch CKPT`` rows (called only then); ``read_labels`` reads the ``--accuracy`` data. The
+    composition root (``edge_mtl.cli``) passes them in, so bench never imports torch or the
+    training code itself. Without them ``--torch`` / ``--accuracy`` are an error.
     """
     p = sub.add_parser(
         "bench",
@@ -83,13 +86,30 @@ def register(
         help="with --e2e: also open SRC N times and batch the copies through one engine "
         "(e.g. --streams 1 2 4); aggregate FPS against 1 stream, measured in the same run",
     )  # fmt: skip
+    _add_accuracy_arguments(p)
     p.add_argument("--torch", metavar="CKPT", help="add a torch eager baseline (needs [train])")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON", help="bench results to add")
     p.add_argument("--json", metavar="OUT.json", help="write the results here")
     p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, baseline=baseline)
+    p.set_defaults(func=cmd_bench, baseline=baseline, read_labels=read_labels)
+
+
+def _add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
+    """``--accuracy`` and ``--profile``: passes over the ONNX rows after their timing."""
+    p.add_argument(
+        "--accuracy", metavar="DATA",
+        help="also score each measured ONNX row on this labelled set (any layout eval --data "
+        "takes) on the row's own provider with evaluation thresholds, after the timing: mAP, "
+        "accuracy, MAE as columns beside latency",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile", action="store_true",
+        help="also profile each measured ONNX row with onnxruntime's profiler (top operators "
+        "by time, ms per call) in a separate pass after the timing, so the latency "
+        "figures are not slowed by it",
+    )  # fmt: skip
 
 
 def _settings(args: argparse.Namespace, e2e_source: str | None) -> BenchSettings:
@@ -103,6 +123,13 @@ def _settings(args: argparse.Namespace, e2e_source: str | None) -> BenchSettings
         raise InputError("--e2e needs --model")
     if args.streams and not args.e2e:
         raise InputError("--streams needs --e2e SRC (the source each stream opens)")
+    for flag, on in (("--accuracy", args.accuracy), ("--profile", args.profile)):
+        if on and not args.model:
+            raise InputError(f"{flag} needs --model (it applies to the ONNX rows)")
+    if args.accuracy and args.read_labels is None:
+        raise InputError("--accuracy: this build of the CLI has no label reader")
+    if args.accuracy and not Path(args.accuracy).exists():  # before the timing, not after
+        raise InputError(f"{args.accuracy}: evaluation data not found")
     checks = [
         ("--runs", args.runs, args.runs is None or args.runs >= 1, ">= 1"),
         ("--seconds", args.seconds, args.seconds is None or args.seconds > 0, "> 0"),
@@ -131,6 +158,8 @@ def _settings(args: argparse.Namespace, e2e_source: str | None) -> BenchSettings
         ov_precision=args.ov_precision,
         ov_cache_dir=args.ov_cache,
         turns=not args.sequential,
+        accuracy_data=args.accuracy,
+        profile=args.profile,
     )
 
 
@@ -183,6 +212,11 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if not args.quiet:
             print(f"edge-mtl bench: {msg}", file=sys.stderr, flush=True)
 
+    if settings.accuracy_data:
+        from edge_mtl.bench.accuracy import check_data
+
+        for m in args.model:  # a wrong --accuracy set fails now, not after the timing
+            check_data(m, settings.accuracy_data, args.read_labels)
     if args.model or args.torch:
         argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
         session = schema.new_session(settings, argv)
@@ -197,6 +231,14 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
             rows += baseline.rows(args.torch, settings, session["machine"], 0, hw, log)
         if settings.turns:
             measure.retime_in_turns(rows, settings, baseline, log)
+        if settings.accuracy_data:  # after every timed call: evaluation shares no time with them
+            from edge_mtl.bench.accuracy import row_accuracy
+
+            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings, log)
+        if settings.profile:
+            from edge_mtl.bench.profile import profile_rows
+
+            profile_rows(rows, settings, log)
         docs.insert(0, schema.document([session], rows))
     doc = docs[0] if len(docs) == 1 else schema.merge_documents(docs)
     print(render_text(doc))

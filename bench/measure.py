@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,7 @@ from edge_mtl.runtime.errors import EdgeMTLError
 from edge_mtl.runtime.files import check_model_file, invalid_model_error
 from edge_mtl.runtime.hardware import has_vnni
 from edge_mtl.runtime.metadata import METADATA_KEY, Precision
+from edge_mtl.runtime.providers import Provider
 
 
 def _quiet(msg: str) -> None:
@@ -107,7 +109,7 @@ def bench_model(
     :class:`InputError`/:class:`MetadataError`."""
     p = Path(path)
     has_meta, model_notes = _model_info(p, settings.imgsz)
-    config = _engine_config(None if has_meta else settings.imgsz, settings)
+    config = engine_config(None if has_meta else settings.imgsz, settings)
     rows: list[Row] = []
     for requested in settings.providers:
         base: dict[str, Any] = dict(
@@ -117,6 +119,7 @@ def bench_model(
             input_hw=None, runs=0, warmup=settings.warmup, threads=settings.threads,
         )  # fmt: skip
         can_reset = reset_peak_rss()
+        t0 = time.perf_counter()
         try:
             engine = Engine(p, requested, config)
         except EdgeMTLError as e:  # the model loaded on CPU above, so this is the provider
@@ -130,8 +133,12 @@ def bench_model(
             device=device_label(machine, engine.provider.value),
             input_hw=list(engine.meta.input_hw),
         )
+        built = time.perf_counter() - t0
+        session_notes = []
+        if engine.provider is Provider.TENSORRT:  # the first session of the file builds it
+            session_notes.append(f"TensorRT session build (or engine cache load): {built:.1f} s")
         for batch in settings.batches:
-            notes = list(model_notes)
+            notes = [*model_notes, *session_notes]
             base["precision"] = _precision(engine, has_meta, notes)
             fixed = engine.meta.batch
             if fixed is not None and batch != fixed:
@@ -152,7 +159,7 @@ def bench_model(
     return rows
 
 
-def _engine_config(imgsz: tuple[int, int] | None, settings: BenchSettings) -> EngineConfig:
+def engine_config(imgsz: tuple[int, int] | None, settings: BenchSettings) -> EngineConfig:
     """The bench's engine settings; ``imgsz`` overrides the metadata's input size."""
     return EngineConfig(
         imgsz=imgsz,
@@ -231,7 +238,7 @@ def retime_in_turns(
         key = (r.model_path, provider)
         if key not in engines:
             # the row's own input size: the metadata's, or --imgsz for a model without it
-            config = _engine_config(tuple(r.input_hw or ()) or None, settings)
+            config = engine_config(tuple(r.input_hw or ()) or None, settings)
             engines[key] = Engine(Path(r.model_path), provider, config)
         return engines[key]
 

@@ -7,6 +7,7 @@ from several machines render the same way as a fresh run.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,49 @@ E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
 ]
 
 
+def _metric(name: str) -> Callable[[RowDict], str]:
+    """The cell of one ``--accuracy`` metric: points with one decimal, MAE in 4 digits, ``n/a``
+    without labels, ``-`` for a row not scored."""
+
+    def cell(r: RowDict) -> str:
+        acc = r.get("accuracy") or {}
+        if name not in acc:
+            return "-"
+        v = acc[name]
+        if v is None or math.isnan(v):  # no labels for the task
+            return "n/a"
+        return f"{v:.4g}" if name.endswith(" MAE") else f"{v:.1f}"
+
+    return cell
+
+
+def main_columns(rows: list[RowDict]) -> list[tuple[str, Callable[[RowDict], str], bool]]:
+    """:data:`MAIN_COLUMNS` with a column per ``--accuracy`` metric of any row (named as in the
+    JSON) before ``status``."""
+    names = list(dict.fromkeys(k for r in rows for k in r.get("accuracy") or {}))
+    return MAIN_COLUMNS[:-1] + [(n, _metric(n), True) for n in names] + MAIN_COLUMNS[-1:]
+
+
+PROFILE_SHOWN = 5  # operator types per row in the printed tables (the JSON keeps 10)
+PROFILE_TITLE = "operators by time (--profile: a separate pass after the timing; ms per call):"
+
+# Rows of these columns are result rows with one ``profile`` entry under ``"_op"``.
+PROFILE_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
+    ("device", lambda r: r["device"], False),
+    ("model", lambda r: r["model"], False),
+    ("provider", _provider, False),
+    ("batch", lambda r: str(r["batch"]), True),
+    ("operator", lambda r: r["_op"]["op"], False),
+    ("ms", lambda r: f"{r['_op']['ms']:.3f}", True),
+    ("share", lambda r: f"{100 * r['_op']['share']:.0f}%", True),
+]
+
+
+def _profile_rows(rows: list[RowDict]) -> list[RowDict]:
+    """One table row per result row and operator of its top :data:`PROFILE_SHOWN`."""
+    return [{**r, "_op": op} for r in rows for op in (r.get("profile") or [])[:PROFILE_SHOWN]]
+
+
 def _ages(d: dict[str, Any]) -> str:
     """Capture-to-result p50/p90/p99 ms of an e2e or streams entry ("-" in older files)."""
     if d.get("latency_p90_ms") is None:
@@ -120,7 +164,7 @@ def text_table(rows: list[RowDict], e2e: bool = False) -> str:
     rows = [r for r in rows if r["e2e"]] if e2e else rows
     if not rows:
         return ""
-    return _text(*_grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS))
+    return _text(*_grid(rows, E2E_COLUMNS if e2e else main_columns(rows)))
 
 
 def _text(head: list[str], right: list[bool], cells: list[list[str]]) -> str:
@@ -138,7 +182,7 @@ def markdown_table(rows: list[RowDict], e2e: bool = False) -> str:
     rows = [r for r in rows if r["e2e"]] if e2e else rows
     if not rows:
         return ""
-    return _markdown(*_grid(rows, E2E_COLUMNS if e2e else MAIN_COLUMNS))
+    return _markdown(*_grid(rows, E2E_COLUMNS if e2e else main_columns(rows)))
 
 
 def _markdown(head: list[str], right: list[bool], cells: list[list[str]]) -> str:
@@ -184,6 +228,9 @@ def render_text(doc: Doc) -> str:
     if streams:
         title = "several streams (N copies of the e2e source, batched into one call):"
         parts += ["", title, _text(*_grid(streams, STREAM_COLUMNS))]
+    profiled = _profile_rows(rows)
+    if profiled:
+        parts += ["", PROFILE_TITLE, _text(*_grid(profiled, PROFILE_COLUMNS))]
     notes = _footnotes(rows)
     if notes:
         parts += ["", "notes:", *(f"  {n}" for n in notes)]
@@ -202,7 +249,14 @@ def render_markdown(doc: Doc) -> str:
             f"{st['warmup']} warm-up, threads {st['threads'] or 'onnxruntime default'}, "
             + ("rows timed in turns" if st.get("turns") else "each row timed alone")
         )
-    out += ["", "Latency per call (one call = one batch), milliseconds.", "", markdown_table(rows)]
+    out += ["", "Latency per call (one call = one batch), milliseconds."]
+    scored = {s["settings"].get("accuracy_data") for s in doc["sessions"]} - {None}
+    if scored:
+        out += [
+            f"Accuracy on {', '.join(sorted(scored))} (each ONNX row on its own provider, "
+            "evaluation thresholds): mAP and accuracy in points (0-100), MAE in label units."
+        ]
+    out += ["", markdown_table(rows)]
     if any(r["e2e"] for r in rows):
         out += ["", "## End to end", "", "Real pipeline at batch 1; mean ms per frame per stage."]
         out += ["", markdown_table(rows, True)]
@@ -212,6 +266,12 @@ def render_markdown(doc: Doc) -> str:
         out += ["N copies of the e2e source through one engine, the newest frame of each"]
         out += ["batched into one inference call; aggregate FPS against 1 stream, same run."]
         out += ["", _markdown(*_grid(streams, STREAM_COLUMNS))]
+    profiled = _profile_rows(rows)
+    if profiled:
+        out += ["", "## Operators by time", ""]
+        out += [f"The top {PROFILE_SHOWN} operator types of each row by onnxruntime's profiler, in"]
+        out += ["a separate pass after the timing; ms per call, share of all operator time."]
+        out += ["", _markdown(*_grid(profiled, PROFILE_COLUMNS))]
     notes = _footnotes(rows)
     if notes:
         out += ["", "## Notes", "", *(f"- {n}" for n in notes)]

@@ -27,7 +27,9 @@ class BenchSettings:
     a video file, stream URL, camera index or image folder; ``e2e_frames`` caps its frames (per
     stream). ``e2e_streams``: numbers of copies of the e2e source to batch through one engine
     (:mod:`edge_mtl.runtime.multistream`), each measured after 1 stream in the same run.
-    ``turns``: every row is timed again in turns with the others (the default of the CLI)."""
+    ``turns``: every row is timed again in turns with the others (the default of the CLI).
+    ``accuracy_data`` / ``profile``: after the timing, each ONNX row is also scored on that
+    labelled set (``Row.accuracy``) / profiled (``Row.profile``)."""
 
     providers: tuple[str, ...] = ("auto",)
     batches: tuple[int, ...] = (1,)
@@ -43,6 +45,8 @@ class BenchSettings:
     ov_precision: str = "auto"
     ov_cache_dir: str | None = None
     turns: bool = False
+    accuracy_data: str | None = None  # --accuracy: the labelled set the rows were scored on
+    profile: bool = False  # --profile: the rows' top operators, from a separate pass
 
 
 def own_pass(settings: BenchSettings) -> BenchSettings:
@@ -87,10 +91,11 @@ class Row:
     gpu_memory_mb: float | None
     e2e: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
-    # bench --accuracy: metric -> value, named as calibration's report names them ("det mAP@0.5",
-    # "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's unit)
-    accuracy: dict[str, float] | None = None
-    # bench --profile: the top operators by time, each {"op", "ms", "share"} (None without it)
+    # bench --accuracy: metric -> value, named as bench.accuracy.task_metrics names them ("det
+    # mAP@0.5", "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's
+    # unit; None: no labels for the task)
+    accuracy: dict[str, float | None] | None = None
+    # bench --profile: the top operators by time, each {"op", "ms" per call, "share" 0-1}
     profile: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,143 +1,48 @@
 """What quantization costs, measured through the runtime engine on one execution provider.
 
-Every model (FP32, INT8, optionally FP16) runs over the same images through :class:`Engine` with
-the evaluation thresholds on the same provider (CPU unless told; INT8 kernels differ between
-providers), so the figures are what a deployment sees: detection mAP@0.5 and
-mAP@0.5:0.95 (COCO protocol), accuracy per classification task, MAE per regression task, and
-how often the cheaper model agrees with the reference (FP32) output by output.
+Every model (FP32, INT8, optionally FP16) runs over the same images on the same provider (CPU
+unless told; INT8 kernels differ between providers) with the metrics of
+:mod:`edge_mtl.bench.accuracy`, the code ``edge-mtl eval --model`` and ``bench --accuracy`` use,
+so the figures are what a deployment sees; this module adds how often the cheaper model agrees
+with the reference (FP32) output by output, and flags metrics that drop past a tolerance.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from edge_mtl.bench.metrics import accuracy_f1, coco_map, match_count
-from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult
-from edge_mtl.runtime.errors import InputError
-from edge_mtl.runtime.metadata import ModelMeta, TaskKind
-from edge_mtl.runtime.postprocess import (
-    EVAL_CONF,
-    EVAL_IOU,
-    EVAL_MAX_DET,
-    Detections,
+from edge_mtl.bench.accuracy import (
+    EvalSet,
+    LabelReader,
+    Predictions,
+    eval_engine,
+    image_list,
+    label_std,
+    predict_all,
+    task_metrics,
 )
+from edge_mtl.bench.metrics import match_count
+from edge_mtl.runtime.metadata import ModelMeta, TaskKind
+from edge_mtl.runtime.postprocess import Detections
 from edge_mtl.runtime.providers import Provider
 
-BATCH = 8
-
-
-class LabelReader(Protocol):
-    """Reads a labelled BDD-format folder for the given tasks (``edge_mtl.data.bdd.read_bdd``,
-    handed in by the composition root: calibration never imports the training side). Returns
-    records with ``image`` (path), ``boxes`` (K, 4) xyxy frame pixels, ``classes`` (K,) class
-    indices, ``labels`` (task -> class index) and ``targets`` (task -> value), and a Counter of
-    the categories that map to no detection class."""
-
-    def __call__(
-        self,
-        root: str | Path,
-        det_classes: tuple[str, ...],
-        classify: dict[str, tuple[str, ...]],
-        regress: tuple[str, ...],
-    ) -> tuple[list[Any], Counter]: ...
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """Images to compare models on. ``records`` (``edge_mtl.data.bdd.Record``) when labelled,
-    else ``None`` and only agreement between models is reported."""
-
-    images: tuple[Path, ...]
-    records: tuple | None = None
-    source: str = ""
-
-    @staticmethod
-    def labelled(root: str | Path, meta: ModelMeta, read_labels: LabelReader | None) -> EvalSet:
-        """A BDD-format folder (``labels.json`` + ``images/``) read with the model's class names
-        by ``read_labels`` (ValueError without one)."""
-        if read_labels is None:
-            raise ValueError(f"{root}: evaluation data needs a label reader (read_labels)")
-        det = meta.detect
-        classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
-        regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
-        records, _ = read_labels(root, det.classes if det else (), classify, regress)
-        if not records:
-            raise InputError(f"{root}: the evaluation set has no images")
-        return EvalSet(tuple(r.image for r in records), tuple(records), str(root))
-
-
-@dataclass
-class Predictions:
-    """One model's answers on an :class:`EvalSet`: detections per image (frame pixels, scores
-    down to ``EVAL_CONF``), class index per classification task (N,), value per regression task."""
-
-    dets: list[Detections] = field(default_factory=list)
-    cls: dict[str, list[int]] = field(default_factory=dict)
-    reg: dict[str, list[float]] = field(default_factory=dict)
-    frame_hw: list[tuple[int, int]] = field(default_factory=list)
-
-    def add(self, r: FrameResult, hw: tuple[int, int]) -> None:
-        self.dets.append(r.detections)
-        self.frame_hw.append(hw)
-        for name, c in r.classifications.items():
-            self.cls.setdefault(name, []).append(c.index)
-        for name, v in r.regressions.items():
-            self.reg.setdefault(name, []).append(v)
-
-
-def eval_engine(path: str | Path, provider: Provider = Provider.CPU, threads: int = 2) -> Engine:
-    """``path`` on ``provider`` alone with evaluation thresholds and ``threads`` intra-op threads.
-    Strict, as a named provider is in ``edge-mtl run``: raises :class:`RuntimeFailure` when the
-    provider cannot run here (:class:`InputError` when its plugin is not installed)."""
-    cfg = EngineConfig(
-        conf_threshold=EVAL_CONF,
-        iou_threshold=EVAL_IOU,
-        max_det=EVAL_MAX_DET,
-        intra_op_threads=threads,
-    )
-    return Engine(path, providers=provider, config=cfg)
-
-
-def predict_all(engines: dict[str, Engine], data: EvalSet) -> dict[str, Predictions]:
-    """Run every engine over ``data`` (each image decoded once for all models)."""
-    preds = {label: Predictions() for label in engines}
-    for i in range(0, len(data.images), BATCH):
-        frames = [_read(p) for p in data.images[i : i + BATCH]]
-        for label, eng in engines.items():
-            for f, r in zip(frames, eng.infer_batch(frames)):
-                preds[label].add(r, f.shape[:2])
-    return preds
-
-
-def task_metrics(pred: Predictions, data: EvalSet, meta: ModelMeta) -> dict[str, float]:
-    """Metrics against labels, in points (0-100) for mAP/accuracy, label units for MAE."""
-    out: dict[str, float] = {}
-    recs = data.records
-    if recs is None:
-        return out
-    for t in meta.tasks:
-        if t.kind is TaskKind.DETECT:
-            gts = [(r.boxes, r.classes) for r in recs]
-            dets = [(d.boxes, d.scores, d.classes) for d in pred.dets]
-            m = coco_map(gts, dets, len(t.classes), pred.frame_hw)
-            out["det mAP@0.5"], out["det mAP@0.5:0.95"] = 100 * m["map50"], 100 * m["map"]
-        elif t.kind is TaskKind.CLASSIFY:
-            true = np.array([r.labels.get(t.name, -1) for r in recs])
-            acc, _ = accuracy_f1(np.array(pred.cls[t.name]), true, len(t.classes))
-            out[f"{t.name} acc"] = 100 * acc
-        elif t.kind is TaskKind.REGRESS:
-            y = np.array([r.targets.get(t.name, math.nan) for r in recs])
-            p, ok = np.array(pred.reg[t.name]), np.isfinite(y)
-            out[f"{t.name} MAE"] = float(np.abs(p[ok] - y[ok]).mean()) if ok.any() else math.nan
-    return out
+# the evaluation core lives in bench; quantize imports it from here with the report
+__all__ = [
+    "AccuracyReport",
+    "EvalSet",
+    "LabelReader",
+    "Predictions",
+    "agreement",
+    "compare",
+    "eval_engine",
+    "image_list",
+    "predict_all",
+    "task_metrics",
+]
 
 
 def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str, float]:
@@ -169,13 +74,17 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
 class AccuracyReport:
     """``table``: row name -> {model label: value}; ``reference`` is the label others are
     compared with; ``provider`` ran every model. Metric rows come first, agreement rows
-    (reference column empty) after."""
+    (reference column empty) after. ``tolerance`` (points, None: no flags) marks the metrics
+    a model loses more than that on (:meth:`loss`); ``label_std`` (regression task -> label
+    standard deviation) scales an MAE increase into points."""
 
     table: dict[str, dict[str, float]]
     labels: tuple[str, ...]
     reference: str
     images: int
     provider: Provider
+    tolerance: float | None = None
+    label_std: dict[str, float] = field(default_factory=dict)
 
     def max_drop(self, label: str) -> float:
         """Largest loss of ``label`` against the reference over detection mAP@0.5 and the
@@ -187,16 +96,75 @@ class AccuracyReport:
         agree = [self.table[r][label] for r in self.table if "agreement" in r]
         return 100.0 - min(agree) if agree else 0.0
 
+    def loss(self, row: str, label: str) -> float | None:
+        """What ``label`` loses against the reference on metric ``row``, in points (positive =
+        worse): the drop of mAP or accuracy, or for ``<task> MAE`` the increase as a percentage
+        of the task's label standard deviation (the points it costs training's score, 1 -
+        MAE/std). None for agreement rows, a missing value or NaN."""
+        vals = self.table.get(row, {})
+        ref, got = vals.get(self.reference), vals.get(label)
+        if ref is None or got is None or math.isnan(ref) or math.isnan(got):
+            return None
+        if row.startswith("det mAP@") or row.endswith(" acc"):
+            return ref - got
+        if row.endswith(" MAE"):
+            std = self.label_std.get(row.removesuffix(" MAE"), math.nan)
+            return 100.0 * (got - ref) / std if std > 0 else None
+        return None
+
+    def flagged(self) -> dict[str, list[str]]:
+        """Model label -> the metric rows it loses more than ``tolerance`` points on (empty
+        without a tolerance)."""
+        if self.tolerance is None:
+            return {}
+        out: dict[str, list[str]] = {}
+        for label in self.labels:
+            if label == self.reference:
+                continue
+            rows = [r for r in self.table if (self.loss(r, label) or 0.0) > self.tolerance]
+            if rows:
+                out[label] = rows
+        return out
+
+    def warning(self) -> str | None:
+        """One line naming every flagged metric with its change, or None."""
+        flags = self.flagged()
+        if not flags:
+            return None
+        parts = []
+        for label, rows in flags.items():
+            deltas = ", ".join(self._change(r, label) for r in rows)
+            parts.append(f"{label}: {deltas}")
+        return (
+            f"warning: past --tolerance {self.tolerance:g} pts against {self.reference}: "
+            + "; ".join(parts)
+        )
+
+    def _change(self, row: str, label: str) -> str:
+        """``row``'s change for ``label``, e.g. ``weather acc -3.30`` or ``curvature MAE +0.0412
+        (+6.8% of the label std)``."""
+        delta = self.table[row][label] - self.table[row][self.reference]
+        if row.endswith(" MAE"):  # label units: any scale
+            return f"{row} {delta:+.3g} ({self.loss(row, label):+.1f}% of the label std)"
+        return f"{row} {delta:+.2f}"
+
     def markdown(self) -> str:
-        """A markdown table: one row per metric, one column per model, then deltas vs reference."""
+        """A markdown table: one row per metric, one column per model, then deltas vs
+        reference, and a last column marking the metrics past ``tolerance`` (when any is)."""
         others = [x for x in self.labels if x != self.reference]
+        flags = self.flagged()
         head = ["metric", *self.labels, *(f"{x} - {self.reference}" for x in others)]
+        head += ["flag"] if flags else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row, vals in self.table.items():
             cells = [row] + [_fmt(vals.get(x)) for x in self.labels]
             for x in others:
                 a, b = vals.get(x), vals.get(self.reference)
                 cells.append("" if a is None or b is None else _fmt(a - b, signed=True))
+            if flags:
+                who = [x for x in others if row in flags.get(x, [])]
+                named = f" ({', '.join(who)})" if len(others) > 1 else ""
+                cells.append(f"⚠ past tolerance {self.tolerance:g}{named}" if who else "")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -206,6 +174,9 @@ class AccuracyReport:
             "reference": self.reference,
             "images": self.images,
             "table": self.table,
+            "tolerance": self.tolerance,
+            "label_std": self.label_std,
+            "flagged": self.flagged(),
         }
 
 
@@ -216,11 +187,13 @@ def compare(
     threads: int = 2,
     cache: dict[str, Predictions] | None = None,
     provider: Provider = Provider.CPU,
+    tolerance: float | None = None,
 ) -> AccuracyReport:
     """Run ``models`` (label -> ONNX path, including ``reference``) over ``data`` on
     ``provider`` (see :func:`eval_engine`) and tabulate metrics (labelled data) and agreement
-    with the reference. ``cache`` (label -> predictions, all from ``provider``) skips models
-    already run, and is filled with the new ones."""
+    with the reference, flagging losses past ``tolerance`` points. ``cache`` (label ->
+    predictions, all from ``provider``) skips models already run, and is filled with the new
+    ones."""
     cache = {} if cache is None else cache
     todo = {k: eval_engine(p, provider, threads) for k, p in models.items() if k not in cache}
     cache.update(predict_all(todo, data) if todo else {})
@@ -238,19 +211,13 @@ def compare(
             continue
         for row, v in agreement(cache[reference], cache[label], meta).items():
             table.setdefault(row, {})[label] = v
-    return AccuracyReport(table, labels, reference, len(data.images), provider)
+    stds = label_std(data, meta)
+    return AccuracyReport(table, labels, reference, len(data.images), provider, tolerance, stds)
 
 
 def _above(d: Detections, threshold: float) -> Detections:
     keep = d.scores > threshold
     return Detections(d.boxes[keep], d.scores[keep], d.classes[keep])
-
-
-def _read(path: Path) -> np.ndarray:
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise InputError(f"{path}: cannot decode the evaluation image")
-    return frame
 
 
 def _fmt(v: float | None, signed: bool = False) -> str:
@@ -259,8 +226,3 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     if math.isnan(v):
         return "n/a"
     return f"{v:+.2f}" if signed else f"{v:.2f}"
-
-
-def image_list(paths: Sequence[Path]) -> EvalSet:
-    """Unlabelled images (e.g. the calibration set): agreement only."""
-    return EvalSet(tuple(paths), None, "calibration images")

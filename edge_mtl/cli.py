@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge_mtl import commands, compare_cli
+    from edge_mtl import commands, compare_cli, eval_cli
     from edge_mtl.bench import cli as bench_cli
     from edge_mtl.bench import env as env_cli
     from edge_mtl.calibration import cli as quantize_cli
@@ -48,11 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-mtl {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.register(sub)
+    eval_cli.register(sub)
     compare_cli.register(sub, baseline=torch_baseline)
     export_cli.register(sub)
     quantize_cli.register(sub, read_labels=read_labels)
     runtime_cli.register(sub)
-    bench_cli.register(sub, baseline=torch_baseline)
+    bench_cli.register(sub, baseline=torch_baseline, read_labels=read_labels)
     env_cli.register(sub)
     parser.set_defaults(subcommands=sub.choices)
     return parser
@@ -82,11 +83,12 @@ def read_labels(
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
 ) -> tuple[list[Record], Counter]:
-    """``quantize --eval``: the training side's BDD label reader (torch-free), handed to
-    calibration, which may not import the training side (see tests/test_layering.py)."""
-    from edge_mtl.data.bdd import read_bdd
+    """``quantize --eval`` and ``bench --accuracy``: the training side's label readers
+    (torch-free; any layout: BDD100K, COCO, KITTI, class folders), handed to calibration and
+    bench, which may not import the training side (see tests/test_layering.py)."""
+    from edge_mtl.data.labelled import read_labelled
 
-    return read_bdd(root, det_classes, classify, regress)
+    return read_labelled(root, det_classes, classify, regress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,11 @@
-"""Subcommands that need the training stack: synth, train, eval. Each handler imports torch
-lazily, so ``edge-mtl --help`` and the runtime commands stay torch-free."""
+"""Subcommands that need the training stack: synth, train (eval: :mod:`edge_mtl.eval_cli`).
+Each handler imports torch lazily, so ``edge-mtl --help`` and the runtime commands stay
+torch-free."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.errors import InputError
@@ -72,21 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "NCCL on GPUs, gloo on CPU); train.batch_size stays the global batch",
     )
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a checkpoint: mAP, accuracy/F1, MAE",
-        description="Evaluate --weights on the config's validation data "
-        "(or the config stored in the checkpoint).",
-    )
-    p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/demo/best.pt")
-    p.add_argument(
-        "--config", help="config file or built-in name: use its data.val (default: checkpoint's)"
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
-    p.set_defaults(func=cmd_eval)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -161,45 +143,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # a worker of a distributed run: rank 0 reports
     print(f"done: {args.out}/best.pt, {args.out}/last.pt, {args.out}/metrics.jsonl")
     print(format_metrics(metrics, cfg.model))
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from edge_mtl.checkpoint import load_model
-    from edge_mtl.data.dataset import MultiTaskDataset, collate, records_for
-    from edge_mtl.evaluate import evaluate, jsonable
-    from edge_mtl.train import pick_autocast, pick_device
-
-    model, cfg, _ = load_model(args.weights)
-    if args.config:
-        val_cfg = _args_config(args)
-        if val_cfg.model != cfg.model:
-            print(
-                f"note: {args.config} describes a different model; using its data.val only",
-                file=sys.stderr,
-            )
-        cfg = type(cfg)(model=cfg.model, data=val_cfg.data, train=cfg.train, source=cfg.source)
-    dev = pick_device(args.device)
-    # With --json, stdout carries the JSON alone (for jq and the like): the per-source lines
-    # ("synthetic[0]: 300 images, ...") go to stderr.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        recs = records_for(cfg.data.val, cfg, Path(args.data_root))
-    if not recs:
-        raise InputError(f"{args.config or args.weights}: data.val has no images")
-    loader = torch.utils.data.DataLoader(
-        MultiTaskDataset(recs, cfg, train=False),
-        batch_size=cfg.train.batch_size,
-        collate_fn=collate,
-    )
-    amp_dtype, _ = pick_autocast(cfg.train.amp, dev)
-    metrics = evaluate(model.to(dev), loader, cfg, dev, amp_dtype, progress=not args.json)
-    if args.json:
-        print(json.dumps({"weights": str(args.weights), "images": len(recs), **jsonable(metrics)}))
-    else:
-        print(f"{args.weights} on {len(recs)} images")
-        print(format_metrics(metrics, cfg.model))
     return 0
 
 

@@ -30,6 +30,7 @@ EXEMPT = {ROOT / "edge_mtl" / "cli.py"}
 PARSER_MODULES = (
     "edge_mtl/cli.py",
     "edge_mtl/commands.py",
+    "edge_mtl/eval_cli.py",
     "edge_mtl/compare_cli.py",
     "runtime/cli.py",
     "bench/cli.py",

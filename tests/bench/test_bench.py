@@ -32,6 +32,7 @@ MACHINE_KEYS = {
 SETTINGS_KEYS = {
     "providers", "batches", "imgsz", "runs", "seconds", "warmup", "threads", "e2e_source",
     "e2e_frames", "e2e_streams", "ov_device", "ov_precision", "ov_cache_dir", "turns",
+    "accuracy_data", "profile",
 }  # fmt: skip
 ROW_KEYS = {
     "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",

@@ -1,0 +1,90 @@
+"""A labelled set given by its path alone, in any format the training side reads, so ``eval``,
+``bench --accuracy`` and ``quantize --eval`` take a folder without a config. Torch-free.
+
+The layout tells the format (first match):
+
+- a ``.json`` file: a list of frames is BDD100K (images in ``images/`` beside it), an object
+  with an ``images`` list is COCO (images in ``images/`` beside it);
+- a folder with ``labels.json``: BDD100K; with ``label_2/`` and ``image_2/``: KITTI;
+- a folder with one ``.json`` file: COCO (images in the folder's ``images/``);
+- a folder of class folders (``ROOT/<class>/<image>``): the class-folder format, labelling the
+  classification task whose class names the folder names match.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from edge_mtl.config import SourceConfig, SourceKind
+from edge_mtl.data.bdd import Record, read_bdd
+from edge_mtl.data.coco import read_coco
+from edge_mtl.data.folder import read_folder
+from edge_mtl.data.kitti import read_kitti
+from edge_mtl.runtime.errors import InputError
+
+LAYOUTS = (
+    "a BDD100K folder (labels.json + images/) or label file, a COCO .json, a KITTI folder "
+    "(label_2/ + image_2/) or class folders (<class>/<image>)"
+)
+
+
+def source_for(path: str | Path, classify: dict[str, tuple[str, ...]]) -> SourceConfig:
+    """The data source ``path`` is, by its layout (see the module docstring); ``classify``
+    (task -> class names) picks the task of a class-folder tree. InputError naming ``path``
+    when it is missing or in no known layout."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: evaluation data not found")
+    if p.is_file():
+        if p.suffix.lower() != ".json":
+            raise InputError(f"{p}: not a label file; expected {LAYOUTS}")
+        kind = SourceKind.COCO if _first_char(p) == "{" else SourceKind.BDD100K
+        return SourceConfig(kind=kind, path=str(p))
+    if (p / "labels.json").is_file():
+        return SourceConfig(kind=SourceKind.BDD100K, path=str(p))
+    if (p / "label_2").is_dir() and (p / "image_2").is_dir():
+        return SourceConfig(kind=SourceKind.KITTI, path=str(p))
+    jsons = sorted(p.glob("*.json"))
+    if len(jsons) == 1 and _first_char(jsons[0]) == "{":
+        return SourceConfig(kind=SourceKind.COCO, path=str(jsons[0]), images=str(p / "images"))
+    folders = {d.name.lower() for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    hits = {t: len(folders & {c.lower() for c in names}) for t, names in classify.items()}
+    task = max(hits, key=lambda t: hits[t], default=None)
+    if task is not None and hits[task] > 0:
+        return SourceConfig(kind=SourceKind.FOLDER, path=str(p), task=task)
+    raise InputError(f"{p}: not a labelled set the model's tasks can read; expected {LAYOUTS}")
+
+
+def read_source(
+    s: SourceConfig,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+) -> tuple[list[Record], Counter]:
+    """Records of one file-based source (not synthetic) and the categories mapping to no class."""
+    if s.kind == SourceKind.KITTI:
+        return read_kitti(s.path or "", det_classes, s.categories)
+    if s.kind == SourceKind.COCO:
+        return read_coco(s.path or "", det_classes, s.images, s.categories)
+    if s.kind == SourceKind.FOLDER:
+        return read_folder(s.path or "", s.task or "", classify, s.categories)
+    return read_bdd(s.path or "", det_classes, classify, regress, categories=s.categories)
+
+
+def read_labelled(
+    root: str | Path,
+    det_classes: tuple[str, ...],
+    classify: dict[str, tuple[str, ...]],
+    regress: tuple[str, ...],
+) -> tuple[list[Record], Counter]:
+    """The records of the labelled set at ``root`` in whatever layout it has, read for the
+    given tasks (the ``LabelReader`` of :mod:`edge_mtl.bench.accuracy`)."""
+    return read_source(source_for(root, classify), det_classes, classify, regress)
+
+
+def _first_char(path: Path) -> str:
+    """The first non-blank character of a text file ("" when there is none)."""
+    with open(path, "rb") as f:
+        head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 BOM first
+    return chr(head[0]) if head else ""
