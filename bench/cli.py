@@ -193,7 +193,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
     """:func:`cmd_bench` with the e2e source to open (a camera spec already served)."""
     from edge_mtl.bench import measure, schema
-    from edge_mtl.bench.report import render_markdown, render_text, save_plot
+    from edge_mtl.bench.plot import save_plot
+    from edge_mtl.bench.report import render_markdown, render_text
     from edge_mtl.runtime.files import check_writable, write_text_atomic
 
     settings = _settings(args, e2e_source)

@@ -8,9 +8,7 @@ from several machines render the same way as a fresh run.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 Doc = dict[str, Any]
@@ -276,55 +274,3 @@ def render_markdown(doc: Doc) -> str:
     if notes:
         out += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(out) + "\n"
-
-
-def _label(r: RowDict, with_device: bool) -> str:
-    label = f"{r['model']} {r['precision']} {_provider(r)} b{r['batch']}"
-    return f"{label}\n{r['device']}" if with_device else label
-
-
-def save_plot(doc: Doc, path: str | os.PathLike[str]) -> str | None:
-    """Horizontal bars of p50 latency per measured variant, with a whisker from p90 to p99.
-    Returns None when written, else a one-line reason (matplotlib missing, nothing measured)."""
-    rows = [r for r in doc["results"] if r["status"] == "ok"]
-    if not rows:
-        return "no plot: no row was measured"
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install matplotlib)"
-    with_device = len({r["device"] for r in rows}) > 1
-    labels = [_label(r, with_device) for r in rows]
-    p50 = [r["latency_ms"]["p50"] for r in rows]
-    p90 = [r["latency_ms"]["p90"] for r in rows]
-    p99 = [r["latency_ms"]["p99"] for r in rows]
-    colors = {"fp32": "#4C72B0", "fp16": "#55A868", "int8": "#C44E52"}
-    fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows) * (2 if with_device else 1)))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ys = list(range(len(rows)))
-    bar_colors = [
-        "#999999" if r["runtime"] == "torch" else colors.get(r["precision"], "#8172B2")
-        for r in rows
-    ]  # torch eager baselines in grey
-    ax.barh(ys, p50, color=bar_colors)
-    ax.hlines(ys, p90, p99, color="black", linewidth=1.5)
-    ax.plot(p90, ys, "k|", markersize=10)
-    ax.plot(p99, ys, "k|", markersize=10)
-    for y, v, end in zip(ys, p50, p99):
-        ax.text(max(v, end), y, f"  p50 {v:.3g}", va="center", ha="left", fontsize=8)
-    ax.set_yticks(ys, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("latency per call, ms (bar: p50, whisker: p90 to p99)")
-    log_scale = max(p99) / max(min(p50), 1e-9) > 50
-    if log_scale:
-        ax.set_xscale("log")
-    machines = {s["machine"]["cpu_model"] for s in doc["sessions"]}
-    ax.set_title("edge-mtl bench" + (f" on {machines.pop()}" if len(machines) == 1 else ""))
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_xlim(right=max(p99) * (3 if log_scale else 1.25))  # room for the value labels
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path), dpi=120)
-    return None
