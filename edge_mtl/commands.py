@@ -181,12 +181,12 @@ def _args_config(args: argparse.Namespace):
     )
 
 
-def _launch_distributed(args: argparse.Namespace) -> int:
+def _launch_distributed(args: argparse.Namespace, data_root: str) -> int:
     """Re-run this train command as ``args.devices`` torchrun workers."""
     from edge_mtl.distributed import launch
 
     argv = ["train", "--config", args.config, "--out", args.out, "--device", args.device]
-    argv += ["--data-root", args.data_root]
+    argv += ["--data-root", data_root]
     for flag, value in (("--epochs", args.epochs), ("--time-limit", args.time_limit)):
         if value is not None:
             argv += [flag, str(value)]
@@ -204,22 +204,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _args_config(args)
     out = check_writable_dir(args.out, "run folder")
-    args.data_root = args.data_root or str(default_data_root())
-    if "WORLD_SIZE" not in os.environ:  # not a torchrun worker: train() checks on rank 0 there
+    data_root = args.data_root or str(default_data_root())
+    # The launching (or only) process checks the folder before any worker starts; in a torchrun
+    # worker, train() has rank 0 check it.
+    if "WORLD_SIZE" not in os.environ:
         check_run_folder(out, args.resume, args.exist_ok)
         finished = finished_note(cfg, out) if args.resume else None
         if finished:
             print(finished[0])
             return 0
         if args.devices > 1:
-            return _launch_distributed(args)
+            return _launch_distributed(args, data_root)
     metrics = train(
         cfg,
         out,
         args.device,
         args.resume,
         progress=not args.quiet,
-        data_root=args.data_root,
+        data_root=data_root,
         exist_ok=args.exist_ok,
     )
     if not metrics and int(os.environ.get("RANK", "0")) != 0:

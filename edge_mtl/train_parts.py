@@ -114,7 +114,7 @@ def length_line(tc: TrainConfig, steps_per_epoch: int) -> str:
         return f"run length: {steps}, no time limit"
     return (
         f"run length: {steps} or {tc.time_limit_min:g} min of training, whichever ends first "
-        "(the learning rate anneals to fit that one); the pace of the first steps will tell"
+        "(the learning rate anneals to fit that one); which one, the log says once steps are timed"
     )
 
 

@@ -174,7 +174,7 @@ def test_resume_with_more_epochs_trains_further_and_says_what_bounds_the_run(
     assert (rendered / "labels.json").is_file()
     assert (
         "run length: 3 epochs of 2 steps (6 steps) or 30 min of training, whichever ends first "
-        "(the learning rate anneals to fit that one); the pace of the first steps will tell"
+        "(the learning rate anneals to fit that one); which one, the log says once steps are timed"
     ) in lines
     pace = [line for line in lines if line.startswith("at ")]
     assert len(pace) == 1
@@ -241,6 +241,27 @@ def test_synth_refuses_a_non_empty_folder_and_exist_ok_leaves_no_stale_image(tmp
     labels = json.loads((out / "labels.json").read_text())
     assert sorted(f["name"] for f in labels) == names
     assert sorted(p.name for p in out.iterdir()) == ["images", "labels.json", "notes.txt"]
+
+
+def test_a_replacing_render_that_fails_keeps_the_earlier_set(tmp_path, monkeypatch):
+    from edge_mtl.data import generate
+
+    out = generate.write_synthetic(tmp_path / "s", 3, 0, (64, 64), workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    labels = (out / "labels.json").read_bytes()
+    real = generate._render_one
+
+    def dies_at_the_second(job):
+        if job[0] == 11:
+            raise OSError(28, "No space left on device")
+        return real(job)
+
+    monkeypatch.setattr(generate, "_render_one", dies_at_the_second)
+    with pytest.raises(OSError):
+        generate.write_synthetic(out, 2, 10, (64, 64), workers=1, progress=False, replace=True)
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+    assert (out / "labels.json").read_bytes() == labels
+    assert sorted(p.name for p in out.iterdir()) == ["images", "labels.json"]  # no temp folder
 
 
 def test_synth_refuses_an_existing_clip_unless_exist_ok(tmp_path, capsys):
