@@ -140,6 +140,19 @@ def pace_line(st: RunState, tc: TrainConfig, steps_per_epoch: int, s_per_step: f
     )
 
 
+def end_line(st: RunState, tc: TrainConfig) -> str:
+    """The log line at the end of a time-limited run: which bound ended it."""
+    if st.time_up(tc):
+        return (
+            f"run ended by the {tc.time_limit_min:g} min time limit after {st.epoch} of "
+            f"{_epochs(tc)}, at step {st.step}"
+        )
+    return (
+        f"run ended after {_epochs(tc)}, at {st.elapsed / 60:.1f} min of the "
+        f"{tc.time_limit_min:g} min time limit: raise --epochs to use the rest"
+    )
+
+
 def _epochs(tc: TrainConfig) -> str:
     return f"{tc.epochs} epoch{'s' if tc.epochs != 1 else ''}"
 

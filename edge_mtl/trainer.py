@@ -37,6 +37,7 @@ from edge_mtl.train_parts import (
     EMA,
     RunState,
     append_jsonl,
+    end_line,
     label_counts,
     length_line,
     lr_factor,
@@ -210,6 +211,8 @@ class Trainer:
         with self._signals():
             while self.st.epoch < self.tc.epochs and not self.st.time_up(self.tc):
                 self.run_epoch()
+        if self.tc.time_limit_min > 0:
+            self.log(end_line(self.st, self.tc))
         if self.info.is_main and not (self.out / "best.pt").exists():
             self.save_best(self.metrics)
         return self.metrics

@@ -17,7 +17,7 @@ from edge_mtl.data.cache import default_data_root
 from edge_mtl.data.synthetic import synthetic_cache_name
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.train import RUN_FILES, train
-from edge_mtl.train_parts import RunState, length_line, pace_line
+from edge_mtl.train_parts import RunState, end_line, length_line, pace_line
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 
@@ -183,6 +183,12 @@ def test_resume_with_more_epochs_trains_further_and_says_what_bounds_the_run(
         r"the epochs end the run; raise --epochs to use the time",
         pace[0],
     )
+    done = next(i for i, line in enumerate(lines) if line.startswith("done: "))
+    assert re.fullmatch(
+        r"run ended after 3 epochs, at \d+\.\d min of the 30 min time limit: raise --epochs to "
+        r"use the rest",
+        lines[done - 1],
+    )
     last = torch.load(run / "last.pt", weights_only=True)
     assert (last["state"]["epoch"], last["state"]["step"]) == (3, 6)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
@@ -202,6 +208,9 @@ def test_the_length_and_pace_lines_name_the_bound_that_ends_the_run():
     assert pace_line(st, limited, 8, 6.0) == (
         "at 6.00 s/step, 30 epochs would take ~23.0 min: the 20 min time limit ends the run at "
         "~epoch 26.2 (step ~210 of 240)"
+    )
+    assert end_line(RunState(epoch=26, step=210, elapsed=1200.0), limited) == (
+        "run ended by the 20 min time limit after 26 of 30 epochs, at step 210"
     )
 
 
