@@ -34,5 +34,7 @@ wheel:
 	rm -f dist/edge_mtl-*.whl
 	$(PYTHON) -m pip wheel -q --disable-pip-version-check --no-deps -w dist .
 
+# Removes the demo's synthetic scenes (data/) too; other runs cache theirs in $EDGE_MTL_CACHE,
+# else $XDG_CACHE_HOME/edge-mtl or ~/.cache/edge-mtl: delete that folder to clear it.
 clean:
 	rm -rf $(VENV) runs demo data dist build .pytest_cache .ruff_cache

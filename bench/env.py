@@ -246,7 +246,7 @@ def precision_paths(
         ),
     ]  # fmt: skip
     ov = ok.get("openvino")
-    ov_note = "" if ov else " (OpenVINO does not initialise here)"
+    ov_note = "" if ov else f" (OpenVINO {_initialises(ov)})"
     if bf16:
         why = f"native ({'/'.join(bf16)}): OpenVINO runs fp32 files in bf16 by default"
         paths.append(_path("bf16", "openvino", bool(ov), why + ", ~2-4x over fp32" + ov_note))
@@ -257,9 +257,27 @@ def precision_paths(
     paths.append(_path("int8", "openvino", bool(ov and vnni), why + ov_note))
     gpu = gpus[0]["name"] if gpus else "no NVIDIA GPU"
     for name, precisions in (("tensorrt", "fp16/int8"), ("cuda", "fp16")):
-        state = "initialises" if ok.get(name) else "does not initialise"
+        state = _initialises(ok.get(name))
         paths.append(_path(precisions, name, bool(ok.get(name)), f"{gpu}; {name} {state}"))
     return paths
+
+
+def auto_line(providers: list[dict[str, Any]], picked: str | None) -> str:
+    """What ``--provider auto`` uses here; without a probe, what it would try, in order."""
+    if picked:
+        return picked
+    if any(p["initialises"] is not None for p in providers):
+        return "nothing (no provider initialised)"
+    tried = [p["name"] for p in providers if p["available"]]
+    return (
+        f"not probed (--no-probe); auto tries {', '.join(tried) or 'no provider'} in that "
+        "order and takes the first that initialises"
+    )
+
+
+def _initialises(ok: bool | None) -> str:
+    """A provider's probe result in words (None: not probed, or not in the report)."""
+    return {True: "initialises", False: "does not initialise here"}.get(ok, "not probed")
 
 
 def gb(mb: float | None) -> str:
@@ -284,6 +302,7 @@ def render(doc: dict[str, Any]) -> str:
         f"{g['name']} ({gb(g['memory_total_mb'])}, driver {g['driver']})" for g in doc["gpus"]
     ) or "none" + (f" ({doc['gpu_notes'][0]})" if doc["gpu_notes"] else "")
     ov = doc["openvino"]
+    probed = any(p["initialises"] is not None for p in doc["providers"])
     if ov["plugin_version"] is None:
         ov_line = "plugin not installed (pip install 'edge-mtl[openvino]')"
     else:
@@ -301,13 +320,14 @@ def render(doc: dict[str, Any]) -> str:
         f"(build lists: {', '.join(doc['onnxruntime']['build_providers'])})",
         f"TensorRT     {doc['tensorrt']['version'] or 'not found'}",
         f"OpenVINO     {ov_line}",
-        "providers    initialise? (auto order; a tiny session on each)",
+        "providers    initialise? (auto order; "
+        + ("a tiny session on each)" if probed else "not probed: --no-probe)"),
     ]
     width = max(len(p["name"]) for p in doc["providers"])
     for p in doc["providers"]:
         state = {True: "yes", False: "no ", None: "?  "}[p["initialises"]]
         lines.append(f"  {p['name']:<{width}}  {state}  {p['detail']}".rstrip())
-    lines.append(f"auto picks   {doc['auto_picks'] or 'nothing (no provider initialised)'}")
+    lines.append(f"auto picks   {auto_line(doc['providers'], doc['auto_picks'])}")
     lines.append("precision paths (expected, not measured):")
     for q in doc["precision_paths"]:
         mark = "fast" if q["fast"] else "no  "

@@ -102,7 +102,13 @@ def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any]) ->
             f"{ckpt['version']}) and cannot be resumed; start a new --out (its best.pt still "
             "evaluates and exports)"
         )
-    if _resume_key(ckpt["config"]) != _resume_key(config):
+    was, now = _resume_key(ckpt["config"]), _resume_key(config)
+    if was != now and {**was, "classify_order": 0} == {**now, "classify_order": 0}:
+        raise InputError(
+            f"{path}: was trained with the classify tasks in the order "
+            f"{', '.join(was['classify_order'])}; list them in that order, or use a new --out"
+        )
+    if was != now:
         raise InputError(
             f"{path}: was trained with a different config; use a new --out or the same config"
         )
@@ -110,10 +116,12 @@ def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any]) ->
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
     """What must match to resume: everything but the length of training (more epochs or
-    minutes may be asked for when continuing) and keys since retired."""
+    minutes may be asked for when continuing) and keys since retired, plus the order of the
+    classification tasks (it orders the parameters, and so the optimizer's saved state)."""
     config = _without_retired(config)
     train = {k: v for k, v in config["train"].items() if k not in ("epochs", "time_limit_min")}
-    return {**config, "train": train}
+    order = list(config.get("model", {}).get("classify", {}))
+    return {**config, "train": train, "classify_order": order}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from edge_mtl.data.cache import data_root_help, default_data_root
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.files import check_writable, check_writable_dir
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from edge_mtl.config import ModelConfig
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def _register_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
         help="render synthetic driving scenes (BDD100K-style JSON) or a clip",
@@ -36,29 +37,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", help="also (or only) write a driving clip to this .mp4")
     p.add_argument("--frames", type=int, default=300, help="frames in --video (default 300)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of --video")
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="replace the images/ and labels.json of a non-empty --out and an existing --video "
+        "(refused otherwise)",
+    )
     p.set_defaults(func=cmd_synth)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_synth(sub)
 
     p = sub.add_parser(
         "train",
         help="train a multi-task model from a YAML config",
         description="Train the model described by --config; writes last.pt, "
-        "best.pt and metrics.jsonl into --out.",
+        "best.pt and metrics.jsonl into --out. A run lasts train.epochs or "
+        "train.time_limit_min minutes of training, whichever ends first (the learning-rate "
+        "schedule anneals to fit that one); the log says which at the start. An --out that "
+        "already holds a run is refused unless --resume or --exist-ok.",
     )
     p.add_argument(
         "--config", required=True, help="YAML config file, or a built-in name (e.g. synthetic)"
     )
     p.add_argument("--out", required=True, help="run directory, e.g. runs/demo")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT from its last.pt (a finished run trains further only "
+        "with a higher --epochs or --time-limit)",
+    )
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="start afresh in an OUT that holds a run, deleting its last.pt, best.pt and "
+        "metrics.jsonl (refused otherwise)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="override train.epochs; with a time limit the run ends at whichever comes first",
+    )
     p.add_argument(
         "--time-limit",
         type=float,
         metavar="MIN",
-        help="override train.time_limit_min (schedule anneals to fit)",
+        help="override train.time_limit_min: minutes of training (0 = none); the run ends at "
+        "this or at train.epochs, whichever comes first, so raise --epochs to use all the time",
     )
     p.add_argument("--pretrained", help="local torchvision ResNet state dict for the trunk")
-    p.add_argument("--data-root", default="data", help="where synthetic data is cached")
+    p.add_argument("--data-root", help=data_root_help())
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--devices",
@@ -87,16 +117,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise InputError(f"--fps must be > 0, got {args.fps}")
     # Every output is checked before the first scene is rendered.
     if args.out:
+        if not args.exist_ok:
+            _refuse_non_empty(Path(args.out))
         check_writable_dir(args.out, "output folder")
     if args.video:
+        if not args.exist_ok and Path(args.video).is_file():
+            raise InputError(
+                f"{args.video}: already exists; add --exist-ok to replace it, or choose another "
+                "--video"
+            )
         check_writable(args.video, "video file", create_parents=False)
     if args.out:
-        out = write_synthetic(args.out, args.n, args.seed, hw)
+        out = write_synthetic(args.out, args.n, args.seed, hw, replace=args.exist_ok)
         print(f"wrote {args.n} scenes to {out}/images and {out}/labels.json")
     if args.video:
         path = write_video(args.video, args.frames, args.seed, hw, args.fps)
         print(f"wrote {args.frames} frames to {path}")
     return 0
+
+
+def _refuse_non_empty(out: Path) -> None:
+    """InputError when ``out`` is a folder with anything in it: rendering fewer scenes into a
+    used folder would leave its old images beside the new labels.json."""
+    if not out.is_dir():
+        return
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise InputError(
+            f"{out}: the folder is not empty ({shown}); add --exist-ok to replace its images/ "
+            "and labels.json, or choose another --out"
+        )
 
 
 def _args_config(args: argparse.Namespace):
@@ -112,32 +163,48 @@ def _args_config(args: argparse.Namespace):
     )
 
 
-def _launch_distributed(args: argparse.Namespace) -> int:
+def _launch_distributed(args: argparse.Namespace, data_root: str) -> int:
     """Re-run this train command as ``args.devices`` torchrun workers."""
     from edge_mtl.distributed import launch
 
     argv = ["train", "--config", args.config, "--out", args.out, "--device", args.device]
-    argv += ["--data-root", args.data_root]
+    argv += ["--data-root", data_root]
     for flag, value in (("--epochs", args.epochs), ("--time-limit", args.time_limit)):
         if value is not None:
             argv += [flag, str(value)]
     if args.pretrained:
         argv += ["--pretrained", args.pretrained]
-    argv += [f for f, on in (("--resume", args.resume), ("--quiet", args.quiet)) if on]
+    flags = (("--resume", args.resume), ("--exist-ok", args.exist_ok), ("--quiet", args.quiet))
+    argv += [f for f, on in flags if on]
     if args.debug:
         argv.insert(0, "--debug")
     return launch(args.devices, argv)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from edge_mtl.train import train
+    from edge_mtl.train import check_run_folder, finished_note, train
 
     cfg = _args_config(args)
-    check_writable_dir(args.out, "run folder")
-    if args.devices > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_distributed(args)
+    out = check_writable_dir(args.out, "run folder")
+    data_root = args.data_root or str(default_data_root())
+    # The launching (or only) process checks the folder before any worker starts; in a torchrun
+    # worker, train() has rank 0 check it.
+    if "WORLD_SIZE" not in os.environ:
+        check_run_folder(out, args.resume, args.exist_ok)
+        finished = finished_note(cfg, out) if args.resume else None
+        if finished:
+            print(finished[0])
+            return 0
+        if args.devices > 1:
+            return _launch_distributed(args, data_root)
     metrics = train(
-        cfg, args.out, args.device, args.resume, progress=not args.quiet, data_root=args.data_root
+        cfg,
+        out,
+        args.device,
+        args.resume,
+        progress=not args.quiet,
+        data_root=data_root,
+        exist_ok=args.exist_ok,
     )
     if not metrics and int(os.environ.get("RANK", "0")) != 0:
         return 0  # a worker of a distributed run: rank 0 reports

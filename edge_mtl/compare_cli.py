@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from edge_mtl.data.cache import data_root_help, default_data_root
+
 if TYPE_CHECKING:
     from edge_mtl.bench.baseline import BaselineFactory
 
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction, baseline: BaselineFactory) -> None
         help="override train.time_limit_min: the training budget of EACH model",
     )
     p.add_argument("--epochs", type=int, help="override train.epochs of each model")
-    p.add_argument("--data-root", default="data", help="where synthetic data is cached")
+    p.add_argument("--data-root", help=data_root_help())
     p.add_argument("--no-latency", action="store_true", help="skip the ONNX latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=lambda args: cmd_compare(args, baseline))
@@ -54,7 +56,7 @@ def cmd_compare(args: argparse.Namespace, baseline: BaselineFactory) -> int:
         args.out,
         None if args.no_latency else baseline().latency,
         device=args.device,
-        data_root=args.data_root,
+        data_root=args.data_root or default_data_root(),
         progress=not args.quiet,
     )
     print(to_markdown(report), end="")

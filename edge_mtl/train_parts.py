@@ -107,6 +107,56 @@ class RunState:
             )
 
 
+def length_line(tc: TrainConfig, steps_per_epoch: int) -> str:
+    """The log line at the start of a run: what bounds it, from what is known before a step."""
+    steps = f"{_epochs(tc)} of {steps_per_epoch} steps ({tc.epochs * steps_per_epoch} steps)"
+    if tc.time_limit_min <= 0:
+        return f"run length: {steps}, no time limit"
+    return (
+        f"run length: {steps} or {tc.time_limit_min:g} min of training, whichever ends first "
+        "(the learning rate anneals to fit that one); which one, the log says once steps are timed"
+    )
+
+
+def pace_line(st: RunState, tc: TrainConfig, steps_per_epoch: int, s_per_step: float) -> str:
+    """Which bound of a time-limited run ends it first at ``s_per_step`` (measured seconds per
+    step), and what that means for the user; ``st`` is where the run is now."""
+    total = tc.epochs * steps_per_epoch
+    left_s = tc.time_limit_min * 60 - st.elapsed
+    need_s = (total - st.step) * s_per_step
+    pace = f"at {s_per_step:.2f} s/step"
+    if active(tc):  # progressive resizing: the first steps run at a smaller size
+        pace += " (so far, at the smaller early size: later steps are slower)"
+    pace += f", {_epochs(tc)} would take ~{(st.elapsed + need_s) / 60:.1f} min"
+    if need_s <= left_s:
+        return (
+            f"{pace}, within the {tc.time_limit_min:g} min time limit: the epochs end the run; "
+            "raise --epochs to use the time"
+        )
+    reach = st.step + left_s / s_per_step
+    return (
+        f"{pace}: the {tc.time_limit_min:g} min time limit ends the run at ~epoch "
+        f"{reach / steps_per_epoch:.1f} (step ~{reach:.0f} of {total})"
+    )
+
+
+def end_line(st: RunState, tc: TrainConfig) -> str:
+    """The log line at the end of a time-limited run: which bound ended it."""
+    if st.time_up(tc):
+        return (
+            f"run ended by the {tc.time_limit_min:g} min time limit after {st.epoch} of "
+            f"{_epochs(tc)}, at step {st.step}"
+        )
+    return (
+        f"run ended after {_epochs(tc)}, at {st.elapsed / 60:.1f} min of the "
+        f"{tc.time_limit_min:g} min time limit: raise --epochs to use the rest"
+    )
+
+
+def _epochs(tc: TrainConfig) -> str:
+    return f"{tc.epochs} epoch{'s' if tc.epochs != 1 else ''}"
+
+
 def lr_factor(step: int, fraction: float, warmup_steps: int) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0.02 over the run."""
     warm = min(1.0, (step + 1) / max(warmup_steps, 1))

@@ -37,9 +37,12 @@ from edge_mtl.train_parts import (
     EMA,
     RunState,
     append_jsonl,
+    end_line,
     label_counts,
+    length_line,
     lr_factor,
     nonfinite_loss,
+    pace_line,
     param_groups,
     pick_autocast,
     threads_while_others_wait,
@@ -48,6 +51,7 @@ from edge_mtl.train_parts import (
 from edge_mtl.weighting import build_weighting
 
 Log = Callable[..., None]
+PACE_STEPS = 20  # steps timed before the log says whether epochs or the time limit end the run
 
 
 class Trainer:
@@ -74,6 +78,7 @@ class Trainer:
         self.metrics: dict = {}  # the last evaluation's
         self.stop_requested = False  # Ctrl-C / SIGTERM seen: save and stop after this step
         self.shown_hw: tuple[int, int] | None = None  # the training input size last logged
+        self.pace_from: tuple[int, float] | None = None  # (step, elapsed s) pace is timed from
         self.setup()
 
     # ------------------------------------------------------------------ set-up
@@ -202,9 +207,12 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to the end; a best.pt exists afterwards (rank 0) even without evaluation."""
+        self.log(length_line(self.tc, self.steps_per_epoch))
         with self._signals():
             while self.st.epoch < self.tc.epochs and not self.st.time_up(self.tc):
                 self.run_epoch()
+        if self.tc.time_limit_min > 0:
+            self.log(end_line(self.st, self.tc))
         if self.info.is_main and not (self.out / "best.pt").exists():
             self.save_best(self.metrics)
         return self.metrics
@@ -235,6 +243,7 @@ class Trainer:
             st.elapsed += now - t_last
             t_last = now
             self._agree_on_stopping()
+            self._note_pace()
             if applied:
                 count += 1
                 for k, v in parts.items():
@@ -252,6 +261,18 @@ class Trainer:
                 break
         bar.close()
         self.end_epoch(len(batches), sums, count)
+
+    def _note_pace(self) -> None:
+        """With a time limit, once per process: which bound ends the run, timed over up to
+        ``PACE_STEPS`` steps after this process's first (its start-up cost left out)."""
+        st, tc = self.st, self.tc
+        if self.pace_from is None:
+            self.pace_from = (st.step, st.elapsed)
+        elif tc.time_limit_min > 0 and st.step - self.pace_from[0] == min(
+            PACE_STEPS, self.steps_per_epoch
+        ):
+            rate = (st.elapsed - self.pace_from[1]) / (st.step - self.pace_from[0])
+            self.log(pace_line(st, tc, self.steps_per_epoch, rate))
 
     def _loader(self, batches: list[list[int]]) -> torch.utils.data.DataLoader:
         """This rank's slices of ``batches``; shuffling by its own generator, not the global

@@ -2,10 +2,16 @@
 # The whole chain on a fresh clone: synth -> train -> eval -> export (fp32, fp16) -> quantize
 # (int8) -> run on a generated driving video -> bench. Everything lands in demo/.
 # DEMO_MINUTES shortens or lengthens training (default: the config's 15-minute budget).
+# Run it again and it reuses what is there: training resumes (or says the run is finished), the
+# synthetic scenes come from data/ (`make clean` removes it), the clip is rendered anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=demo
 RUN=runs/demo
+DATA=data
+# The demo keeps its synthetic scenes in the repo (quantize below reads two of them by path),
+# not in the user's cache (~/.cache/edge-mtl): every command reads this variable.
+export EDGE_MTL_CACHE="$PWD/$DATA"
 mkdir -p "$OUT"
 step() { printf '\n=== %s  [%dm%02ds into the demo]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }  # bash counts SECONDS from the script's start
 TRAIN_ARGS=()
@@ -15,7 +21,7 @@ step "machine"
 lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed -E 's/(Flags:\s+).*/\1'"$(python -c 'from edge_mtl.runtime.hardware import isa_summary; print(isa_summary())')"'/'
 
 step "synthetic driving video"
-edge-mtl synth --video "$OUT/drive.mp4" --frames 150 --seed 424242
+edge-mtl synth --video "$OUT/drive.mp4" --frames 150 --seed 424242 --exist-ok
 
 step "train (configs/synthetic.yaml)"
 edge-mtl train --config configs/synthetic.yaml --out "$RUN" --resume --quiet "${TRAIN_ARGS[@]}"
@@ -30,8 +36,8 @@ edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.fp16.onnx" --dynamic-
 MODELS=("$OUT/model.onnx" "$OUT/model.fp16.onnx")
 if edge-mtl quantize --help >/dev/null 2>&1; then
   step "quantize int8"
-  edge-mtl quantize --onnx "$OUT/model.onnx" --calib data/synthetic-v2-s0-n4000-360x640 --per-channel \
-    --out "$OUT/model.int8.onnx" --eval data/synthetic-v2-s1000000-n300-360x640 \
+  edge-mtl quantize --onnx "$OUT/model.onnx" --calib "$DATA/synthetic-v2-s0-n4000-360x640" --per-channel \
+    --out "$OUT/model.int8.onnx" --eval "$DATA/synthetic-v2-s1000000-n300-360x640" \
     --report "$OUT/quantize.json"
   MODELS+=("$OUT/model.int8.onnx")
 fi

@@ -125,6 +125,8 @@ def _read_source(
         if not (root / "labels.json").is_file():
             print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")
             write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)
+        else:
+            print(f"reusing {s.n} synthetic scenes from {root}")
     else:
         assert s.kind == "bdd100k", s.kind  # validate() admits no other kind
         root = Path(s.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -35,20 +36,48 @@ def write_synthetic(
     hw: tuple[int, int] = (360, 640),
     workers: int | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> Path:
     """Render scenes ``seed .. seed+n-1`` into ``out/images`` and ``out/labels.json``.
 
     labels.json is written last and atomically: a directory that has it is complete.
+    ``replace``: when ``out`` already has images/ or labels.json, render into a temporary folder
+    inside ``out`` and then swap the pair, so no image of the earlier set stays beside the new
+    labels.json and a render that fails keeps the earlier set. Other files in ``out`` stay.
     """
     out = Path(out)
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
     check_writable_dir(out)  # labels.json goes here
+    swap = replace and ((out / "images").exists() or (out / "labels.json").exists())
+    target = out / f".synth.tmp{os.getpid()}" if swap else out
+    try:
+        frames = _render_all(target, n, seed, hw, workers, progress, label=out)
+        write_json_atomic(target / "labels.json", frames)
+    except BaseException:
+        if swap:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if swap:
+        _swap_in(target, out)
+    return out
+
+
+def _render_all(
+    out: Path,
+    n: int,
+    seed: int,
+    hw: tuple[int, int],
+    workers: int | None,
+    progress: bool,
+    label: Path,
+) -> list[dict]:
+    """Render the scenes into ``out/images``; returns their labels.json entries in seed order."""
     image_dir = check_writable_dir(out / "images")
     jobs = [(seed + i, hw, str(image_dir)) for i in range(n)]
     workers = workers or min(os.cpu_count() or 1, 4)
     bar = tqdm(
-        total=n, desc=f"synth {out}", unit="img", disable=None if progress else True, leave=False
+        total=n, desc=f"synth {label}", unit="img", disable=None if progress else True, leave=False
     )
     frames = []
     if workers > 1 and n >= 32:
@@ -61,8 +90,21 @@ def write_synthetic(
             frames.append(_render_one(job))
             bar.update()
     bar.close()
-    write_json_atomic(out / "labels.json", frames)
-    return out
+    return frames
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace ``out``'s images/ and labels.json by ``new``'s. labels.json leaves first and
+    arrives last: a crash in between leaves a folder without it, which reads as incomplete."""
+    (out / "labels.json").unlink(missing_ok=True)
+    old = out / "images"
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink(missing_ok=True)
+    os.replace(new / "images", old)
+    os.replace(new / "labels.json", out / "labels.json")
+    new.rmdir()
 
 
 def write_video(

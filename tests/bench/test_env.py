@@ -152,6 +152,35 @@ def test_text_screen(capsys) -> None:
         assert (name in has.split("has: ")[1].split(", ")) == (flag in hardware.cpu_flags())
 
 
+def test_no_probe_says_what_auto_would_try_not_that_it_picks_nothing(capsys) -> None:
+    import onnxruntime as ort
+
+    assert main(["env", "--no-probe"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    in_build, plugin = set(ort.get_available_providers()), providers.find_openvino_plugin()
+    ov = providers.Provider.OPENVINO
+    order = [
+        p.value
+        for p in providers.Provider
+        if (plugin is not None if p is ov else p.ort_name in in_build)
+    ]
+    auto = next(line for line in lines if line.startswith("auto picks"))
+    assert auto == (
+        f"auto picks   not probed (--no-probe); auto tries {', '.join(order)} in that order and "
+        "takes the first that initialises"
+    )
+    assert "providers    initialise? (auto order; not probed: --no-probe)" in lines
+    assert not any("does not initialise" in line for line in lines)  # unknown, not failed
+
+
+def test_a_probe_that_finds_nothing_says_so() -> None:
+    from edge_mtl.bench.env import auto_line
+
+    failed = [{"name": "cpu", "available": True, "initialises": False}]
+    assert auto_line(failed, None) == "nothing (no provider initialised)"
+    assert auto_line([{**failed[0], "initialises": True}], "cpu") == "cpu"
+
+
 def test_bench_machine_records_the_isa_features() -> None:
     machine = bench.machine_info()
     assert machine["isa_features"] == hardware.isa_features()
