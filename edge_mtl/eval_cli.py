@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_mtl.data.cache import data_root_help, default_data_root
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.options import Provider, choices
 
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--threads", type=int, metavar="K", help="ONNX: CPU threads (default: auto)")
     p.add_argument("--device", help="checkpoint: auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--data-root", default="data", help="where synthetic data is cached")
+    p.add_argument("--data-root", help=data_root_help())
     p.add_argument(
         "--json", action="store_true",
         help="print the metrics as one JSON object (checkpoint: keys as in metrics.jsonl, "
@@ -121,7 +122,7 @@ def _eval_checkpoint(args: argparse.Namespace, path: Path) -> int:
     # With --json, stdout carries the JSON alone (for jq and the like): the per-source lines
     # ("synthetic[0]: 300 images, ...") go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        recs = records_for(cfg.data.val, cfg, Path(args.data_root))
+        recs = records_for(cfg.data.val, cfg, _data_root(args))
     if not recs:
         raise InputError(f"{args.data or args.config or path}: data.val has no images")
     loader = torch.utils.data.DataLoader(
@@ -235,4 +236,9 @@ def _onnx_records(args: argparse.Namespace, meta: ModelMeta) -> tuple[list[Recor
     cfg = load_config(args.config)
     model = dataclasses.replace(cfg.model, detect=det_classes, classify=classify, regress=regress)
     cfg = dataclasses.replace(cfg, model=model)
-    return records_for(cfg.data.val, cfg, Path(args.data_root)), f"{args.config} data.val"
+    return records_for(cfg.data.val, cfg, _data_root(args)), f"{args.config} data.val"
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    """``--data-root``, else the per-user cache (the same folder from any working directory)."""
+    return Path(args.data_root) if args.data_root else default_data_root()
