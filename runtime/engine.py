@@ -66,8 +66,8 @@ class EngineConfig:
     """How to run a model. ``None`` thresholds and ``max_det`` mean "the defaults stored in the
     model". ``classes``: keep only these detection classes, by name or id (None = all);
     ``agnostic_nms``: one NMS across classes (one box per object, its best class). On a model
-    with in-graph NMS the engine refuses what the graph cannot honour (a lower ``conf_threshold``
-    or ``max_det`` than baked in, another ``iou_threshold``, ``agnostic_nms``) with
+    with in-graph NMS the engine refuses what the graph cannot honour (a ``conf_threshold`` below
+    or a ``max_det`` above the baked-in one, another ``iou_threshold``, ``agnostic_nms``) with
     :class:`InputError` when it is built.
 
     ``imgsz`` (H, W) pixels overrides the metadata input size (and is required for a model
