@@ -110,6 +110,7 @@ def eval_engine(
         conf_threshold=EVAL_CONF,
         iou_threshold=EVAL_IOU,
         max_det=EVAL_MAX_DET,
+        within_graph_nms=True,  # an --nms export is scored at its baked-in thresholds
         intra_op_threads=threads,
         **options,
     )

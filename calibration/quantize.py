@@ -38,6 +38,7 @@ from edge_mtl.calibration.accuracy import (
     eval_engine,
     image_list,
 )
+from edge_mtl.calibration.quiet import library_quiet
 from edge_mtl.calibration.reader import CalibrationReader
 from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
 from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
@@ -49,7 +50,7 @@ from edge_mtl.runtime.files import (
 )
 from edge_mtl.runtime.hardware import has_vnni
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
-from edge_mtl.runtime.providers import Provider
+from edge_mtl.runtime.providers import Provider, first_line
 
 log = logging.getLogger("edge_mtl.calibration")
 
@@ -162,6 +163,7 @@ def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMeta]:
         raise MetadataError(f"{p}: has no '{METADATA_KEY}' metadata; quantize an edge-mtl export")
     meta = ModelMeta.from_json(text, str(p))
     check_not_quantized(proto, meta, p)
+    check_no_nms(proto, meta, p)
     if meta.precision is not Precision.FP32 or meta.input_dtype != "float32":
         raise InputError(
             f"{p}: precision {meta.precision.value} with {meta.input_dtype} input; "
@@ -177,6 +179,20 @@ def check_not_quantized(proto: onnx.ModelProto, meta: ModelMeta | None, path: Pa
     if found or (meta is not None and meta.precision is Precision.INT8):
         what = ", ".join(found) if found else "metadata precision int8"
         raise InputError(f"{path}: model is already quantized ({what}); give the FP32 export")
+
+
+def check_no_nms(proto: onnx.ModelProto, meta: ModelMeta, path: Path) -> None:
+    """Raise InputError for a model with in-graph NMS. Its data-dependent NonMaxSuppression
+    shapes break ORT's pre-processing, and the plain export quantized gives the same detections
+    once the runtime runs the same NMS on its outputs (and keeps --conf/--iou adjustable)."""
+    det = meta.detect
+    if (det is not None and det.nms_in_graph) or any(
+        n.op_type == "NonMaxSuppression" for n in proto.graph.node
+    ):
+        raise InputError(
+            f"{path} has in-graph NMS: quantize the plain export (edge-mtl export without "
+            "--nms), then run the INT8 model as it is: the runtime applies the same NMS"
+        )
 
 
 def float_tail(proto: onnx.ModelProto) -> list[str]:
@@ -206,9 +222,12 @@ class Quantizer:
         self.qc, self.reader, self.work = qc, reader, work
         self.pre = work / "pre.onnx"
         try:
-            quant_pre_process(str(fp32), str(self.pre), skip_symbolic_shape=False)
+            with library_quiet():
+                quant_pre_process(str(fp32), str(self.pre), skip_symbolic_shape=False)
         except Exception as e:  # ORT/onnx raise many types; the first line tells the story
-            raise RuntimeFailure(f"{fp32}: quantization pre-processing failed ({e})") from None
+            raise RuntimeFailure(
+                f"{fp32}: quantization pre-processing failed ({first_line(e)})"
+            ) from e
         self.pre_proto = onnx.load(str(self.pre))
         self.node_names = {n.name for n in self.pre_proto.graph.node}
         self.cache = work / "ranges.json"
@@ -220,24 +239,25 @@ class Quantizer:
         cpu = qc.target is Target.CPU
         self.reader.rewind()
         try:
-            quantize_static(
-                str(self.pre),
-                str(out),
-                self.reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=qc.per_channel,
-                reduce_range=self.reduce_range,
-                activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
-                calibrate_method=qc.method.ort,
-                extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
-                calibration_cache_path=str(self.cache),
-            )
+            with library_quiet():
+                quantize_static(
+                    str(self.pre),
+                    str(out),
+                    self.reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=qc.per_channel,
+                    reduce_range=self.reduce_range,
+                    activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(exclude),
+                    calibrate_method=qc.method.ort,
+                    extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
+                    calibration_cache_path=str(self.cache),
+                )
         except EdgeMTLError:  # our calibration reader's own message (an undecodable image)
             raise
         except Exception as e:  # onnxruntime's own error types
-            raise RuntimeFailure(f"quantize_static failed ({str(e).splitlines()[0]})") from None
+            raise RuntimeFailure(f"quantize_static failed ({first_line(e)})") from e
         return out
 
 
@@ -256,18 +276,21 @@ def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) 
     )
 
     aug = q.work / "qdq_aug.onnx"
-    modify_model_output_intermediate_tensors(str(qdq), str(aug))
+    with library_quiet():
+        modify_model_output_intermediate_tensors(str(qdq), str(aug))
     reader = CalibrationReader(
         q.reader.paths[:images], q.reader.input_name, q.reader.input_hw, q.reader.mean,
         q.reader.std, q.reader.pad_value,
     )  # fmt: skip
-    matching = create_activation_matching(collect_activations(str(aug), reader))
+    with library_quiet():
+        matching = create_activation_matching(collect_activations(str(aug), reader))
     acts = {
         t: compute_signal_to_quantization_noice_ratio(m["pre_qdq"], m["post_qdq"])
         for t, m in matching.items()
     }
     aug.unlink()
-    weights = compute_weight_error(create_weight_matching(str(q.pre), str(qdq)))
+    with library_quiet():
+        weights = compute_weight_error(create_weight_matching(str(q.pre), str(qdq)))
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in q.pre_proto.graph.node:
         for t in n.input:

@@ -103,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         args.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.debug:  # read by runtime.providers, here and in any worker process
         os.environ[DEBUG_ENV] = "1"
+    else:  # OpenCV's "[ WARN:0@0.01] global cap_v4l.cpp ..." lines: errors only
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read at its first log line
+        if "cv2" in sys.modules:  # already imported (and maybe logged): set it directly too
+            cv2 = sys.modules["cv2"]
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         return int(args.func(args) or 0)
     except EdgeMTLError as e:
         if args.debug:
-            traceback.print_exc()
-        print(f"edge-mtl {args.command}: error: {e}", file=sys.stderr)
+            print_with_causes(e)
+        print(f"edge-mtl {args.command}: error: {str(e) or type(e).__name__}", file=sys.stderr)
         return e.exit_code
     except ModuleNotFoundError as e:
         if args.debug:
@@ -126,8 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"edge-mtl {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        why = e.strerror or str(e) or type(e).__name__
+        print(f"edge-mtl {args.command}: error: {where}{why}", file=sys.stderr)
         return 1
+
+
+def print_with_causes(e: BaseException) -> None:
+    """``--debug``: the traceback of ``e`` and of every exception behind it, also those a
+    wrapper hid with ``raise ... from None`` to keep the user's message to one line."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if cur.__cause__ is None and cur.__context__ is not None:
+            cur.__suppress_context__ = False
+        cur = cur.__cause__ or cur.__context__
+    traceback.print_exception(e)
 
 
 if __name__ == "__main__":

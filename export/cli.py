@@ -37,9 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--nms",
         action="store_true",
-        help="in-graph per-class NMS with the metadata's default thresholds; outputs "
-        "det_num, det_boxes, det_scores, det_classes",
+        help="in-graph per-class NMS with the --conf, --iou and --max-det below baked in; "
+        "outputs det_num, det_boxes, det_scores, det_classes (the runtime can then only raise "
+        "--conf or lower --max-det)",
     )
+    p.add_argument(
+        "--conf", type=float, metavar="C",
+        help="detection score threshold in [0, 1) (default 0.25): baked into the NMS with "
+        "--nms, else the default `edge-mtl run` reads from the model (its --conf overrides it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--iou", type=float, metavar="I",
+        help="NMS IoU threshold in [0, 1] (default 0.5): baked in with --nms, else the runtime's "
+        "default",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-det", type=int, metavar="K",
+        help="detections kept per image (default 300): baked in with --nms, else the runtime's "
+        "default",
+    )  # fmt: skip
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
     p.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     p.set_defaults(func=cmd_export)
@@ -57,6 +73,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         nms=args.nms,
         opset=args.opset,
         simplify=args.simplify,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
     )
     res = export(ec)
     m = res.meta
@@ -66,6 +85,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{m.input_hw[0]}, {m.input_hw[1]}], {res.nodes} nodes, opset {ec.opset}"
         + (", in-graph NMS" if ec.nms else "")
     )
+    det = m.detect
+    if det is not None:
+        how = "baked into the NMS" if ec.nms else "runtime defaults"
+        print(
+            f"detection thresholds ({how}): conf {det.score_threshold:g}, "
+            f"iou {det.iou_threshold:g}, max-det {det.max_det}"
+        )
     for line in res.report.lines():
         print(line)
     return 0

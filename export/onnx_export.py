@@ -13,11 +13,13 @@ Nothing is written unless the exported graph passes the checker and the parity r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -37,7 +39,7 @@ from edge_mtl.export.validate import (
 from edge_mtl.model import MultiTaskModel
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import atomic_write, check_writable
-from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
+from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind
 from edge_mtl.runtime.preprocess import PAD_VALUE
 from edge_mtl.tasks import KINDS, declared
 from edge_mtl.tasks.detect import IOU_THRESHOLD as DEFAULT_IOU_THRESHOLD
@@ -51,7 +53,9 @@ MIN_OPSET = 17
 @dataclass(frozen=True)
 class ExportConfig:
     """What to export and how. ``imgsz`` None = the training ``input_hw``; ``batch`` None =
-    dynamic batch dimension."""
+    dynamic batch dimension. ``conf`` (score threshold, [0, 1)), ``iou`` ([0, 1]) and
+    ``max_det`` (>= 1): baked into the in-graph NMS with ``nms``, else the defaults the runtime
+    reads from the metadata; None = the trained defaults (0.25, 0.5, 300)."""
 
     weights: str
     out: str
@@ -62,6 +66,23 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     simplify: bool = False
     parity_images: int = 4
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+
+    def detect_defaults(self) -> dict[str, Any]:
+        """The detection task's ``score_threshold``, ``iou_threshold`` and ``max_det`` for the
+        metadata (and the NMS tail); InputError naming the flag when one is out of range."""
+        conf = DEFAULT_SCORE_THRESHOLD if self.conf is None else self.conf
+        iou = DEFAULT_IOU_THRESHOLD if self.iou is None else self.iou
+        max_det = MAX_DET if self.max_det is None else self.max_det
+        if not 0.0 <= conf < 1.0:
+            raise InputError(f"--conf {conf:g}: must be in [0, 1) (a score threshold)")
+        if not 0.0 <= iou <= 1.0:
+            raise InputError(f"--iou {iou:g}: must be in [0, 1]")
+        if max_det < 1:
+            raise InputError(f"--max-det {max_det}: must be at least 1")
+        return {"score_threshold": float(conf), "iou_threshold": float(iou), "max_det": max_det}
 
 
 @dataclass(frozen=True)
@@ -203,11 +224,17 @@ def build_metadata(
     precision: Precision,
     nms: bool,
     extra: dict | None = None,
+    detect: dict[str, Any] | None = None,
 ) -> ModelMeta:
     """The ``edge_mtl`` metadata for an export of ``cfg.model`` at ``imgsz`` (H, W pixels): each
-    declared task described by its kind (``nms``: in-graph NMS replaced the detection outputs)."""
+    declared task described by its kind (``nms``: in-graph NMS replaced the detection outputs).
+    ``detect``: TaskMeta fields to set on the detection task (``ExportConfig.detect_defaults``)."""
     m = cfg.model
     tasks = [KINDS[name].export_meta(t, m, nms) for name, ts in declared(m).items() for t in ts]
+    if detect:
+        tasks = [
+            dataclasses.replace(t, **detect) if t.kind is TaskKind.DETECT else t for t in tasks
+        ]
     return ModelMeta(
         input_name=INPUT_NAME,
         input_hw=imgsz,
@@ -239,6 +266,7 @@ def export(ec: ExportConfig) -> ExportResult:
         raise InputError(
             f"--opset {ec.opset}: expected {MIN_OPSET}..{onnx.defs.onnx_opset_version()}"
         )
+    detect = ec.detect_defaults()  # before loading: a bad flag fails in a second
     model, cfg, _ = load_model(ec.weights)
     imgsz = check_imgsz(ec.imgsz or cfg.model.input_hw, cfg.model.strides)
     if ec.nms and not cfg.model.detect:
@@ -247,7 +275,9 @@ def export(ec: ExportConfig) -> ExportResult:
 
     proto = torch_to_onnx(model, imgsz, ec.batch, ec.opset, ec.half)
     if ec.nms:
-        proto = add_nms(proto, DEFAULT_SCORE_THRESHOLD, DEFAULT_IOU_THRESHOLD)
+        proto = add_nms(
+            proto, detect["score_threshold"], detect["iou_threshold"], detect["max_det"]
+        )
     if ec.simplify:
         from edge_mtl.export.simplify import simplify
 
@@ -256,8 +286,8 @@ def export(ec: ExportConfig) -> ExportResult:
     precision = Precision.FP16 if ec.half else Precision.FP32
     extra = {"opset": ec.opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__})"}
     if ec.nms:
-        extra.update(max_det=MAX_DET, pre_nms_topk=PRE_NMS_TOPK)
-    meta = build_metadata(cfg, imgsz, ec.batch, precision, ec.nms, extra)
+        extra.update(pre_nms_topk=PRE_NMS_TOPK)
+    meta = build_metadata(cfg, imgsz, ec.batch, precision, ec.nms, extra, detect)
     set_metadata(proto, meta)
 
     check_graph(proto)

@@ -277,7 +277,7 @@ def _check_detections(
 ) -> None:
     det = meta.detect
     assert det is not None
-    max_det = int(meta.extra.get("max_det", 300))
+    max_det = det.max_det
     n_t = n_o = n_m = 0
     for i in range(len(ref[DET_BOXES])):
         want = postprocess_detections(

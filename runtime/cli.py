@@ -69,8 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--show", action="store_true", help="show an overlay window (needs a display)")
     add_save_arguments(p)
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (per stream)")
-    p.add_argument("--conf", type=float, help="detection score threshold (default: the model's)")
-    p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
+    add_detection_arguments(p)
     p.add_argument("--threads", type=int, default=0, metavar="K", help="CPU intra-op threads")
     p.add_argument(
         "--imgsz",
@@ -126,6 +125,34 @@ def add_save_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_detection_arguments(p: argparse.ArgumentParser) -> None:
+    """``--conf``, ``--iou``, ``--classes``, ``--agnostic-nms``, ``--max-det``: applied, or
+    refused with the reason when the model's in-graph NMS cannot honour them."""
+    p.add_argument(
+        "--conf", type=float, metavar="C",
+        help="detection score threshold, 0-1 (default: the model's, 0.25 unless set at export); "
+        "a model exported with --nms takes only values at or above its baked-in one",
+    )  # fmt: skip
+    p.add_argument(
+        "--iou", type=float, metavar="I",
+        help="NMS IoU threshold, 0-1 (default: the model's, 0.5 unless set at export); fixed "
+        "in a model exported with --nms",
+    )  # fmt: skip
+    p.add_argument(
+        "--classes", nargs="+", metavar="CLS",
+        help="keep only these detection classes, by name or id (e.g. --classes car person, "
+        "--classes 0 2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--agnostic-nms", action="store_true",
+        help="one NMS across classes: an object boxed as two classes keeps only its best one",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-det", type=int, metavar="K",
+        help="at most K detections per frame (default: the model's, 300 unless set at export)",
+    )  # fmt: skip
+
+
 def add_openvino_arguments(p: argparse.ArgumentParser) -> None:
     """``--ov-device``, ``--ov-precision``, ``--ov-cache`` (``run`` and ``bench``)."""
     p.add_argument(
@@ -148,6 +175,8 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and not 0.0 <= v <= 1.0:
             raise InputError(f"--{name} must be in [0, 1], got {v}")
+    if args.max_det is not None and args.max_det < 1:
+        raise InputError(f"--max-det must be >= 1, got {args.max_det}")
     if args.threads < 0:
         raise InputError(f"--threads must be >= 0, got {args.threads}")
     if args.imgsz is not None and (min(args.imgsz) < 1):
@@ -185,6 +214,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = EngineConfig(
         conf_threshold=args.conf,
         iou_threshold=args.iou,
+        max_det=args.max_det,
+        classes=tuple(args.classes) if args.classes else None,
+        agnostic_nms=args.agnostic_nms,
         imgsz=tuple(args.imgsz) if args.imgsz else None,
         intra_op_threads=args.threads,
         device_id=args.device,

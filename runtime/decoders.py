@@ -9,14 +9,14 @@ kind spells them here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from edge_mtl.runtime.errors import MetadataError
+from edge_mtl.runtime.errors import InputError, MetadataError
 from edge_mtl.runtime.metadata import TaskKind, TaskMeta
 from edge_mtl.runtime.postprocess import (
     Detections,
@@ -47,12 +47,15 @@ class Classification:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """The engine's overrides: ``None`` thresholds mean "the defaults stored in the model";
-    ``max_det`` caps detections per frame."""
+    """The engine's overrides: ``None`` means "the default stored in the model" (thresholds,
+    ``max_det`` detections per frame); ``classes``: only these detection class ids are kept
+    (None = all); ``agnostic_nms``: one NMS across classes instead of one per class."""
 
     conf_threshold: float | None = None
     iou_threshold: float | None = None
-    max_det: int = 300
+    max_det: int | None = None
+    classes: tuple[int, ...] | None = None
+    agnostic_nms: bool = False
 
 
 class Decoder(Protocol):
@@ -92,8 +95,8 @@ def _role(output_name: str) -> str:
 
 
 class DetectDecoder:
-    """Dense boxes and scores -> score filter, per-class NMS, letterbox undone (frame pixels);
-    with in-graph NMS only the score filter and ``max_det``."""
+    """Dense boxes and scores -> score filter, per-class (or agnostic) NMS, letterbox undone
+    (frame pixels); with in-graph NMS only the score and class filters and ``max_det``."""
 
     kind = TaskKind.DETECT.value
 
@@ -104,21 +107,23 @@ class DetectDecoder:
         self, t: TaskMeta, raw: dict[str, np.ndarray], lb: Letterbox, opts: DecodeOptions
     ) -> dict[str, Any]:
         conf = t.score_threshold if opts.conf_threshold is None else opts.conf_threshold
+        max_det = t.max_det if opts.max_det is None else opts.max_det
         named = {_role(o): raw[o] for o in t.outputs}
         if not t.nms_in_graph:
             iou = t.iou_threshold if opts.iou_threshold is None else opts.iou_threshold
             dets = postprocess_detections(
-                named["boxes"], named["scores"], conf, iou, max_det=opts.max_det
-            )
-        else:
+                named["boxes"], named["scores"], conf, iou, max_det,
+                classes=opts.classes, agnostic=opts.agnostic_nms,
+            )  # fmt: skip
+        else:  # ranked by score in the graph: filters and the cap apply to its rows
             n = int(named["num"])
             scores = named["scores"][:n].astype(np.float32)
-            keep = np.flatnonzero(scores > conf)[: opts.max_det]
-            dets = Detections(
-                named["boxes"][keep].astype(np.float32),
-                scores[keep],
-                named["classes"][keep].astype(np.int64),
-            )
+            classes = named["classes"][:n].astype(np.int64)
+            keep = scores > conf
+            if opts.classes is not None:
+                keep &= np.isin(classes, opts.classes)
+            keep = np.flatnonzero(keep)[:max_det]
+            dets = Detections(named["boxes"][keep].astype(np.float32), scores[keep], classes[keep])
         dets = detections_to_frame(dets, lb)
         return {"detections": dets, "det_labels": tuple(label(t, int(c)) for c in dets.classes)}
 
@@ -149,6 +154,64 @@ class DetectDecoder:
         return [
             TaskMeta("det", TaskKind.DETECT, self.outputs("det", nms), labels, nms_in_graph=nms)
         ]
+
+
+def class_ids(t: TaskMeta, wanted: Sequence[int | str], source: str) -> tuple[int, ...]:
+    """Class names or ids (``"car"``, ``2``, ``"2"``) -> ids of detection task ``t``, in the
+    order given, without repeats. A name is looked up first, so a class named "0" stays a name.
+    Raises :class:`InputError` naming an unknown one and listing the model's classes."""
+    names = ", ".join(t.classes)
+    ids: list[int] = []
+    for c in wanted:
+        if isinstance(c, str) and c in t.classes:
+            ids.append(t.classes.index(c))
+            continue
+        k = int(c) if isinstance(c, int) or (isinstance(c, str) and c.isdigit()) else None
+        if k is None or not 0 <= k < len(t.classes):
+            raise InputError(
+                f"{source}: --classes {c}: not a class of this model (its classes: {names}; "
+                f"ids 0-{len(t.classes) - 1})"
+            )
+        ids.append(k)
+    return tuple(dict.fromkeys(ids))
+
+
+def check_detect_options(t: TaskMeta, opts: DecodeOptions, source: str) -> None:
+    """Raise :class:`InputError` for options detection task ``t`` cannot honour, never
+    ignoring one. Ranges: thresholds in [0, 1], ``max_det`` >= 1. With in-graph NMS the graph
+    has already thresholded and suppressed, so only filters of its outputs can apply: a score
+    threshold at or above the baked one, ``max_det`` up to the baked one, ``classes``; a lower
+    score threshold, another IoU threshold or agnostic NMS need a new export."""
+    for flag, v in (("--conf", opts.conf_threshold), ("--iou", opts.iou_threshold)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise InputError(f"{source}: {flag} must be in [0, 1], got {v:g}")
+    if opts.max_det is not None and opts.max_det < 1:
+        raise InputError(f"{source}: --max-det must be >= 1, got {opts.max_det}")
+    if not t.nms_in_graph:
+        return
+    baked = "baked into its NMS; re-export with `edge-mtl export --nms"
+    plain = "the plain export (edge-mtl export without --nms)"
+    conf, iou, max_det = opts.conf_threshold, opts.iou_threshold, opts.max_det
+    if conf is not None and conf < t.score_threshold:
+        raise InputError(
+            f"{source}: --conf {conf:g} is below the score threshold {t.score_threshold:g} "
+            f"{baked} --conf {conf:g}` or use {plain}"
+        )
+    if iou is not None and iou != t.iou_threshold:
+        raise InputError(
+            f"{source}: --iou {iou:g} differs from the IoU threshold {t.iou_threshold:g} "
+            f"{baked} --iou {iou:g}` or use {plain}"
+        )
+    if max_det is not None and max_det > t.max_det:
+        raise InputError(
+            f"{source}: --max-det {max_det} is above the {t.max_det} detections {baked} "
+            f"--max-det {max_det}` or use {plain}"
+        )
+    if opts.agnostic_nms:
+        raise InputError(
+            f"{source}: --agnostic-nms cannot apply: the model's NMS is in the graph and per "
+            f"class; run {plain} with --agnostic-nms"
+        )
 
 
 class ClassifyDecoder:

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_mtl.runtime.decoders import DECODERS, Classification, DecodeOptions, decoder_for
+from edge_mtl.runtime.decoders import (
+    DECODERS,
+    Classification,
+    DecodeOptions,
+    check_detect_options,
+    class_ids,
+    decoder_for,
+)
 from edge_mtl.runtime.errors import InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision, TaskKind, TaskMeta
 from edge_mtl.runtime.postprocess import Detections
@@ -56,7 +63,13 @@ log = logging.getLogger("edge_mtl.runtime")
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How to run a model. ``None`` thresholds mean "the defaults stored in the model".
+    """How to run a model. ``None`` thresholds and ``max_det`` mean "the defaults stored in the
+    model". ``classes``: keep only these detection classes, by name or id (None = all);
+    ``agnostic_nms``: one NMS across classes (one box per object, its best class). On a model
+    with in-graph NMS the engine refuses what the graph cannot honour (a ``conf_threshold`` below
+    or a ``max_det`` above the baked-in one, another ``iou_threshold``, ``agnostic_nms``) with
+    :class:`InputError` when it is built, unless ``within_graph_nms`` (evaluation: "as loose as
+    the model allows") raises ``conf_threshold`` to the baked one and takes its IoU and max_det.
 
     ``imgsz`` (H, W) pixels overrides the metadata input size (and is required for a model
     without ``edge_mtl`` metadata). ``intra_op_threads=0`` lets onnxruntime choose.
@@ -69,7 +82,10 @@ class EngineConfig:
 
     conf_threshold: float | None = None
     iou_threshold: float | None = None
-    max_det: int = 300
+    max_det: int | None = None
+    classes: tuple[int | str, ...] | None = None
+    agnostic_nms: bool = False
+    within_graph_nms: bool = False
     imgsz: tuple[int, int] | None = None
     intra_op_threads: int = 0
     graph_opt: GraphOptLevel = GraphOptLevel.ALL
@@ -204,7 +220,7 @@ class Engine:
         self.nodes = node_split(self.session) if self.provider is Provider.OPENVINO else {}
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._use_binding = c.io_binding and self.provider in GPU_PROVIDERS
-        self._decode = DecodeOptions(c.conf_threshold, c.iou_threshold, c.max_det)
+        self._decode = self._decode_options()
         self._decoders = [(t, decoder_for(t)) for t in self.meta.tasks]
         for _ in range(self.config.warmup_runs):
             self.run(np.zeros((self.meta.batch or 1, 3, *self.meta.input_hw), self._input_dtype))
@@ -254,6 +270,24 @@ class Engine:
                 raise MetadataError(f"{self.path}: {e}") from None
         meta = ModelMeta.from_json(text, str(self.path))
         return meta.replace(input_hw=tuple(imgsz)) if imgsz else meta
+
+    def _decode_options(self) -> DecodeOptions:
+        """The config's decoding options, class names made ids; :class:`InputError` for any the
+        model cannot honour (see :func:`check_detect_options`), so none is silently ignored."""
+        c, det, source = self.config, self.meta.detect, str(self.path)
+        if det is None:
+            if c.classes is not None or c.agnostic_nms:
+                flag = "--classes" if c.classes is not None else "--agnostic-nms"
+                raise InputError(f"{source}: {flag}: the model has no detection task")
+            return DecodeOptions(c.conf_threshold, c.iou_threshold, c.max_det)
+        classes = None if c.classes is None else class_ids(det, c.classes, source)
+        conf, iou, max_det = c.conf_threshold, c.iou_threshold, c.max_det
+        if c.within_graph_nms and det.nms_in_graph:
+            conf = None if conf is None else max(conf, det.score_threshold)
+            iou, max_det = det.iou_threshold, min(max_det or det.max_det, det.max_det)
+        opts = DecodeOptions(conf, iou, max_det, classes, c.agnostic_nms)
+        check_detect_options(det, opts, source)
+        return opts
 
     def _check_io(self) -> None:
         m = self.meta

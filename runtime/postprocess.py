@@ -5,6 +5,7 @@ Evaluation in ``edge_mtl`` calls these very functions, so reported metrics measu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,18 +83,26 @@ def postprocess_detections(
     iou_threshold: float = 0.5,
     max_det: int = 300,
     pre_nms_topk: int = 1000,
+    classes: Sequence[int] | None = None,
+    agnostic: bool = False,
 ) -> Detections:
     """Dense outputs of one image -> detections in model-input pixels.
 
     boxes: float32 (A, 4) xyxy input pixels; scores: float32 (A, C) per-class probabilities.
     Every (anchor, class) pair above ``conf_threshold`` is a candidate (multi-label); NMS runs
-    per class. Non-finite scores or boxes are dropped, never propagated. Box corners are put in
-    order (x1 <= x2, y1 <= y2), as ONNX NonMaxSuppression reads either diagonal.
+    per class, or across classes with ``agnostic`` (one box per object: the best class wins).
+    ``classes``: only these class ids are candidates (None = all), chosen before NMS so a
+    dropped class never suppresses a kept one. Non-finite scores or boxes are dropped, never
+    propagated. Box corners are put in order (x1 <= x2, y1 <= y2), as ONNX NonMaxSuppression
+    reads either diagonal.
     """
     scores = np.asarray(scores, np.float32)
     boxes = np.asarray(boxes, np.float32)
     # NaN never passes ">", and +inf is no probability: both are dropped here.
-    anchor_idx, cls_idx = np.nonzero((scores > conf_threshold) & (scores < np.inf))
+    candidate = (scores > conf_threshold) & (scores < np.inf)
+    if classes is not None:
+        candidate &= np.isin(np.arange(scores.shape[-1]), np.asarray(classes, np.int64))
+    anchor_idx, cls_idx = np.nonzero(candidate)
     finite = np.isfinite(boxes[anchor_idx]).all(axis=1)  # only the candidates' boxes
     anchor_idx, cls_idx = anchor_idx[finite], cls_idx[finite]
     if anchor_idx.size == 0:
@@ -107,10 +116,13 @@ def postprocess_detections(
         [np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])],
         axis=1,
     )
-    # Offset boxes per class so one NMS pass never suppresses across classes.
-    span = np.float32(np.abs(cand_boxes).max() + 1.0)
-    offset = (cls_idx.astype(np.float32) * span)[:, None]  # stay float32, as ONNX NMS does
-    keep = nms(cand_boxes + offset, cand_scores, iou_threshold)[:max_det]
+    if agnostic:
+        keep = nms(cand_boxes, cand_scores, iou_threshold)[:max_det]
+    else:
+        # Offset boxes per class so one NMS pass never suppresses across classes.
+        span = np.float32(np.abs(cand_boxes).max() + 1.0)
+        offset = (cls_idx.astype(np.float32) * span)[:, None]  # stay float32, as ONNX NMS does
+        keep = nms(cand_boxes + offset, cand_scores, iou_threshold)[:max_det]
     return Detections(cand_boxes[keep], cand_scores[keep], cls_idx[keep].astype(np.int64))
 
 

@@ -39,9 +39,10 @@ def tiny_config(strides: tuple[int, ...] = (8, 16, 32)) -> Config:
     )
 
 
-def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
+def tiny_model(cfg: Config, seed: int = 0, det_bias: float = 0.0) -> MultiTaskModel:
     """A randomly initialised model with non-trivial BatchNorm statistics (so folding matters)
-    and a detection head that fires: a few dozen overlapping boxes per image above 0.25."""
+    and a detection head that fires: a few dozen overlapping boxes per image above 0.25.
+    ``det_bias`` is added to every class logit (1.0: a dozen boxes per image above 0.4)."""
     torch.manual_seed(seed)
     model = MultiTaskModel(cfg.model)
     with torch.no_grad():
@@ -53,15 +54,18 @@ def tiny_model(cfg: Config, seed: int = 0) -> MultiTaskModel:
                 m.bias.normal_(0.0, 0.1)
         det = model.heads["detect"]
         det.cls_out.weight.normal_(0.0, 0.3)
-        det.cls_out.bias.copy_(torch.tensor([-2.0, -2.5, -3.0]))
+        det.cls_out.bias.copy_(torch.tensor([-2.0, -2.5, -3.0]) + det_bias)
         det.reg_out.bias.fill_(3.0)  # boxes ~60 px wide overlap their neighbours: NMS has work
     return model.eval()
 
 
-def write_checkpoint(path: Path, strides: tuple[int, ...] = (8, 16, 32)) -> Path:
+def write_checkpoint(
+    path: Path, strides: tuple[int, ...] = (8, 16, 32), det_bias: float = 0.0
+) -> Path:
     """A tiny model's ``best.pt`` in the format ``edge_mtl.train`` writes (EMA = weights)."""
     cfg = tiny_config(strides)
-    save_atomic(deployable(cfg.to_dict(), tiny_model(cfg).state_dict()), path)
+    model = tiny_model(cfg, det_bias=det_bias)
+    save_atomic(deployable(cfg.to_dict(), model.state_dict()), path)
     return path
 
 

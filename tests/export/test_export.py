@@ -22,8 +22,17 @@ from edge_mtl.cli import main
 from edge_mtl.export.fp16 import fp16_weight_fraction
 from edge_mtl.export.nms import add_nms
 from edge_mtl.export.onnx_export import build_metadata
-from edge_mtl.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, foreign_nodes, run_torch
+from edge_mtl.export.validate import (
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    foreign_nodes,
+    match_detections,
+    nms_detections,
+    run_torch,
+)
 from edge_mtl.export.validate import synthetic_inputs as scenes
+from edge_mtl.runtime.engine import Engine, EngineConfig
+from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.postprocess import postprocess_detections
 
@@ -255,7 +264,49 @@ def test_nms_export_through_cli(nms_fixed):
     meta = _meta(nms_fixed)
     assert meta.batch == 2 and meta.detect.nms_in_graph
     assert meta.detect.outputs == tuple(NMS_CONTRACT[:4])
-    assert meta.extra["max_det"] == 300 and meta.extra["parity"]["detections"]["matched"] > 0
+    assert meta.detect.max_det == 300 and meta.extra["parity"]["detections"]["matched"] > 0
+    assert (meta.detect.score_threshold, meta.detect.iou_threshold) == (0.25, 0.5)
+
+
+def test_nms_export_bakes_the_thresholds_given(tmp_path):
+    """``export --nms --conf 0.4 --iou 0.6 --max-det 50``: the metadata says so, the graph does
+    so (its outputs equal the numpy postprocess at those values) and the runtime holds to it.
+    The model's class logits are raised by 1 so that a dozen boxes per image score above 0.4."""
+    confident = write_checkpoint(tmp_path / "best.pt", det_bias=1.0)
+    _export(confident, tmp_path / "model.onnx")
+    flags = ("--nms", "--conf", "0.4", "--iou", "0.6", "--max-det", "50")
+    path, printed = _export(confident, tmp_path / "model.nms.onnx", *flags)
+    assert "detection thresholds (baked into the NMS): conf 0.4, iou 0.6, max-det 50" in printed
+    det = _meta(path).detect
+    assert (det.score_threshold, det.iou_threshold, det.max_det) == (0.4, 0.6, 50)
+    assert det.nms_in_graph and _meta(path).extra["parity"]["detections"]["matched"] > 0
+    x = scenes(_meta(path), 2)
+    boxes, scores = _session(tmp_path / "model.onnx").run(
+        ["det_boxes", "det_scores"], {"images": x}
+    )
+    outs = dict(zip(NMS_CONTRACT, _session(path).run(NMS_CONTRACT[:4], {"images": x})))
+    assert outs["det_scores"].shape == (2, 50)
+    for i in range(len(x)):
+        want = postprocess_detections(boxes[i], scores[i], 0.4, 0.6, max_det=50)
+        got = nms_detections(outs, i)
+        assert len(got) > 0 and (got.scores > 0.4).all()
+        # the two graphs' float rounding can flip a score or IoU lying right at a threshold
+        assert match_detections(want, got, 0.99, 1e-3) >= max(len(got), len(want)) - 1
+
+    with pytest.raises(InputError, match=r"--conf 0.3 is below the score threshold 0.4 baked"):
+        Engine(path, "cpu", EngineConfig(conf_threshold=0.3, warmup_runs=0))
+    with pytest.raises(InputError, match=r"--max-det 51 is above the 50 detections baked"):
+        Engine(path, "cpu", EngineConfig(max_det=51, warmup_runs=0))
+
+
+def test_thresholds_without_nms_are_the_runtime_defaults(checkpoint, tmp_path):
+    flags = ("--conf", "0.35", "--iou", "0.45", "--max-det", "7")
+    path, printed = _export(checkpoint, tmp_path / "model.onnx", *flags)
+    assert "detection thresholds (runtime defaults): conf 0.35, iou 0.45, max-det 7" in printed
+    det = _meta(path).detect
+    assert (det.score_threshold, det.iou_threshold, det.max_det, det.nms_in_graph) == (
+        0.35, 0.45, 7, False,
+    )  # fmt: skip
 
 
 TORCH_FREE = """
@@ -336,6 +387,16 @@ def test_unwritable_output_path(checkpoint, tmp_path, capsys, where):
     blocker.write_text("x")
     out = blocker / "m.onnx" if where == "under_a_file" else tmp_path
     _fails(capsys, ["--weights", str(checkpoint), "--out", str(out)], str(out))
+
+
+def test_bad_thresholds_are_refused_before_loading(tmp_path, capsys):
+    out, weights = str(tmp_path / "m.onnx"), str(tmp_path / "never_read.pt")
+    for flag, value, expect in (
+        ("--conf", "1", "--conf 1: must be in [0, 1)"),
+        ("--iou", "-0.1", "--iou -0.1: must be in [0, 1]"),
+        ("--max-det", "0", "--max-det 0: must be at least 1"),
+    ):
+        _fails(capsys, ["--weights", weights, "--out", out, "--nms", flag, value], expect)
 
 
 def test_bad_batch_and_opset(checkpoint, tmp_path, capsys):

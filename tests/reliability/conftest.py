@@ -97,6 +97,7 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # Models.
     a["model"] = build_model(d / "tiny.onnx")
     a["nometa"] = build_model(d / "nometa.onnx", with_meta=False)
+    a["nms_model"] = build_model(d / "tiny.nms.onnx", nms=True)  # baked: score 0.3, IoU 0.5
     a["foreign"] = foreign_model(d / "foreign.onnx")
     good = a["model"].read_bytes()
     for name, data in {
