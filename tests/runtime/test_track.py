@@ -187,7 +187,7 @@ def test_hysteresis_holds_the_label_through_a_near_tie() -> None:
     def changes(margin: float) -> int:
         sm = Smoother(tau_s=0.05, margin=margin)
         labels = [sm.update({"w": _cls(p)}, {}, i / 10)[0]["w"].index for i, p in enumerate(seq)]
-        return sum(a != b for a, b in zip(labels, labels[1:]))
+        return sum(a != b for a, b in itertools.pairwise(labels))
 
     assert changes(0.0) >= 20
     assert changes(0.1) == 0
