@@ -12,20 +12,30 @@ from typing import Any
 SMOOTH_DEFAULT_S = 0.5  # --smooth without a value; mirrors runtime.smooth.DEFAULT_SMOOTH_S
 
 
-def add_track_arguments(p: argparse.ArgumentParser) -> None:
-    """``--track``, ``--smooth [S]`` and the tracker's tuning flags."""
-    p.add_argument(
-        "--track", action="store_true",
-        help="give detections track IDs (Kalman filter + ByteTrack two-stage association, per "
-        "class; one tracker per stream); JSON lines get track_id and track_age, the overlay "
-        "draws the ID and a 1 s trail",
-    )  # fmt: skip
+def add_track_arguments(p: argparse.ArgumentParser, switch: bool = True) -> None:
+    """``--track`` (unless ``switch`` is False: a command that always tracks), ``--smooth [S]``
+    and the tracker's tuning flags."""
+    if switch:
+        _add_switch(p)
     p.add_argument(
         "--smooth", type=float, nargs="?", const=SMOOTH_DEFAULT_S, default=0.0, metavar="S",
         help="smooth classification probabilities and regression values over time with a time "
         f"constant of S seconds (--smooth alone: {SMOOTH_DEFAULT_S}; 0: off), labels with "
         "hysteresis; JSON lines keep the raw answers and add 'smoothed'",
     )  # fmt: skip
+    _add_tuning(p)
+
+
+def _add_switch(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--track", action="store_true",
+        help="give detections track IDs (Kalman filter + ByteTrack two-stage association, per "
+        "class; one tracker per stream); JSON lines get track_id and track_age, the overlay "
+        "draws the ID and a 1 s trail",
+    )  # fmt: skip
+
+
+def _add_tuning(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--track-high", type=float, default=0.5, metavar="P",
         help="--track: detections scoring at least P are matched first and may start tracks "
@@ -67,4 +77,5 @@ def stabilize_config(args: argparse.Namespace) -> Any:
         min_hits=args.track_hits,
         max_lost_s=args.track_lost,
     )
-    return StabilizeConfig(track=args.track, smooth_s=args.smooth, tracker=tracker)
+    track = getattr(args, "track", True)  # commands without the switch always track
+    return StabilizeConfig(track=track, smooth_s=args.smooth, tracker=tracker)
