@@ -102,8 +102,9 @@ def read_mot(path: str | os.PathLike[str]) -> MotBoxes:
     """Read a MOT file (7 to 10 columns; missing class/visibility read as -1)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise InputError(f"{path}: cannot read a MOTChallenge file ({why})") from None
     rows = [ln.split(",") for ln in text.splitlines() if ln.strip()]
     if not rows:
         return empty_mot()

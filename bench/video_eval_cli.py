@@ -54,16 +54,19 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
         raise InputError(f"--conf must be in [0, 1], got {args.conf}")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    from edge_mtl.bench.video_eval import read_truth
+
     gt = args.gt or str(Path(args.video).with_suffix(".gt.txt"))
     if not Path(gt).is_file():
         raise InputError(f"--gt {gt}: no such file (edge-mtl synth --video writes it)")
+    truth = read_truth(gt, args.frames)
     try:
         import motmetrics  # noqa: F401
     except ImportError:
         raise InputError(
             "eval-video needs py-motmetrics: pip install 'edge-mtl[track-eval]'"
         ) from None
-    report = _evaluate(args, gt)
+    report = _evaluate(args, gt, truth)
     from edge_mtl.bench.video_eval import table
 
     text = json.dumps(report, indent=2)
@@ -76,13 +79,13 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace, gt: str) -> dict:
-    from edge_mtl.bench.video_eval import evaluate, read_truth, run_clip
+def _evaluate(args: argparse.Namespace, gt: str, truth_info: tuple) -> dict:
+    from edge_mtl.bench.video_eval import evaluate, run_clip
     from edge_mtl.runtime.engine import Engine, EngineConfig
     from edge_mtl.runtime.errors import InputError
     from edge_mtl.runtime.track_cli import stabilize_config
 
-    truth, info = read_truth(gt, args.frames)
+    truth, info = truth_info
     config = EngineConfig(conf_threshold=args.conf, intra_op_threads=args.threads)
     engine = Engine(args.model, providers=args.provider, config=config)
     det = engine.meta.detect
