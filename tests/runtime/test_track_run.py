@@ -49,9 +49,12 @@ def test_run_track_writes_ids_ages_and_smoothed_answers(tmp_path, models, kit, c
         w = fr["tasks"]["weather"]
         assert set(w["smoothed"]) == {"label", "index", "prob", "probs"}
         assert "value" in fr["tasks"]["curvature"]["smoothed"]
+        assert fr["latency_ms"]["track"] >= 0 and fr["latency_ms"]["smooth"] >= 0
     first = frames[0]["tasks"]["curvature"]
     assert first["smoothed"]["value"] == first["value"]  # the first frame starts the average
-    assert "tracks 1 (length mean 8.0, median 8 frames)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "tracks 1 (length mean 8.0, median 8 frames), tracking " in out_text
+    assert " ms per frame" in out_text
 
 
 def test_without_track_the_records_have_no_track_fields(tmp_path, models, kit) -> None:
