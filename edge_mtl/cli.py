@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mtl import commands, compare_cli, eval_cli
     from edge_mtl.bench import cli as bench_cli
     from edge_mtl.bench import env as env_cli
+    from edge_mtl.bench import video_eval_cli
     from edge_mtl.calibration import cli as quantize_cli
     from edge_mtl.export import cli as export_cli
     from edge_mtl.runtime import cli as runtime_cli
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cli.register(sub)
     bench_cli.register(sub, baseline=torch_baseline, read_labels=read_labels)
     env_cli.register(sub)
+    video_eval_cli.register(sub)
     parser.set_defaults(subcommands=sub.choices)
     return parser
 

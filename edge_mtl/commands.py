@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from edge_mtl.data.generate import write_synthetic, write_video
+    from edge_mtl.data.generate import truth_paths, write_synthetic, write_video
 
     if not args.out and not args.video:
         raise InputError("synth: give --out DIR, --video FILE.mp4, or both")
@@ -133,7 +133,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} scenes to {out}/images and {out}/labels.json")
     if args.video:
         path = write_video(args.video, args.frames, args.seed, hw, args.fps)
-        print(f"wrote {args.frames} frames to {path}")
+        gt, info = truth_paths(path)
+        print(f"wrote {args.frames} frames to {path} (ground truth: {gt}, {info})")
     return 0
 
 

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
         VideoSink,
         WindowSink,
     )
+    from edge_mtl.runtime.smooth import Smoother
     from edge_mtl.runtime.sources import Frame, FrameSource, iter_frames, open_source
+    from edge_mtl.runtime.stabilize import StabilizeConfig, StabilizedSinks, Stabilizer
+    from edge_mtl.runtime.track import Tracker, TrackerConfig, TrackInfo
 
 # Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
@@ -63,6 +66,13 @@ _LAZY = {
     "FrameSource": "sources",
     "iter_frames": "sources",
     "open_source": "sources",
+    "Smoother": "smooth",
+    "StabilizeConfig": "stabilize",
+    "StabilizedSinks": "stabilize",
+    "Stabilizer": "stabilize",
+    "TrackInfo": "track",
+    "Tracker": "track",
+    "TrackerConfig": "track",
 }
 
 
@@ -104,11 +114,18 @@ __all__ = [
     "RunSummary",
     "RuntimeFailure",
     "Sink",
+    "Smoother",
+    "StabilizeConfig",
+    "StabilizedSinks",
+    "Stabilizer",
     "StageTimes",
     "StreamState",
     "StreamSummary",
     "TaskKind",
     "TaskMeta",
+    "TrackInfo",
+    "Tracker",
+    "TrackerConfig",
     "VideoSink",
     "WindowSink",
     "draw_overlay",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mtl.runtime.options import OVPrecision, Provider, choices
+from edge_mtl.runtime.track_cli import add_track_arguments, check_track_args
 
 PROVIDER_CHOICES = choices(Provider, auto=True)
 OV_PRECISIONS = choices(OVPrecision)
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", type=int, default=0, help="GPU device id (CUDA/TensorRT)")
     p.add_argument("--trt-cache", metavar="DIR", help="TensorRT engine + timing cache folder")
     add_openvino_arguments(p)
+    add_track_arguments(p)
     p.add_argument(
         "--reconnect-timeout", type=float, default=10.0, metavar="S",
         help="give up on a lost live stream after S seconds",
@@ -187,6 +189,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     if args.stall_timeout <= 0:
         raise InputError(f"--stall-timeout must be > 0, got {args.stall_timeout}")
+    check_track_args(args)
     if args.exist_ok and (args.save is not None or args.no_save):
         other = "--no-save" if args.no_save else f"--save {args.save}"
         raise InputError(
@@ -260,6 +263,8 @@ def _run_one(
     if (line := run.saved_line(save)) is not None:
         run.print(line)
     run.print(f"{summary.line()}, {_ran_on(run.engine)}")
+    for line in run.track_lines():
+        run.print(line)
     return 0
 
 
@@ -305,6 +310,8 @@ def _run_many(
     for line in summary.lines()[:-1]:
         run.print(line)
     run.print(f"{summary.line()}, {_ran_on(run.engine)}")
+    for line in run.track_lines():
+        run.print(line)
     if lost:
         more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
         s = lost[0]

@@ -55,6 +55,7 @@ from edge_mtl.runtime.providers import (
     stored_precision,
     tensorrt_options,
 )
+from edge_mtl.runtime.track import TrackInfo
 
 __all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "OVPrecision", "Provider"]
 
@@ -110,6 +111,9 @@ class FrameResult:
     ``regressions``: task name -> value (in the unit the task was trained on);
     ``others``: task name -> the answer of a task of a registered kind beyond the built-in
     ones (whatever its decoder returns, JSON-ready).
+    With ``run --track`` / ``--smooth`` (:mod:`edge_mtl.runtime.stabilize`): ``tracks`` the
+    detections' track IDs, ages and trails, aligned with them; ``smoothed_classifications`` and
+    ``smoothed_regressions`` the answers averaged over time (the raw ones stay as they are).
     """
 
     detections: Detections = field(default_factory=Detections.empty)
@@ -117,6 +121,9 @@ class FrameResult:
     classifications: dict[str, Classification] = field(default_factory=dict)
     regressions: dict[str, float] = field(default_factory=dict)
     others: dict[str, Any] = field(default_factory=dict)
+    tracks: TrackInfo | None = None
+    smoothed_classifications: dict[str, Classification] = field(default_factory=dict)
+    smoothed_regressions: dict[str, float] = field(default_factory=dict)
 
     def to_record(
         self, topk: int | None = None, tasks: dict[str, dict[str, Any]] | None = None
@@ -138,14 +145,23 @@ class FrameResult:
             }
             for k in range(len(d))
         ]
+        if self.tracks is not None:
+            for det, tid, age in zip(dets, self.tracks.ids.tolist(), self.tracks.ages.tolist()):
+                det["track_id"], det["track_age"] = (tid, age) if tid >= 0 else (None, None)
         out: dict[str, Any] = {
             name: _classification_record(c, info.get(name, {}).get("classes", ()), topk)
             for name, c in self.classifications.items()
         }
+        for name, c in self.smoothed_classifications.items():
+            smooth = _classification_record(c, info.get(name, {}).get("classes", ()), topk)
+            out[name]["smoothed"] = {k: v for k, v in smooth.items() if k != "kind"}
         for name, v in self.regressions.items():
             unit = str(info.get(name, {}).get("unit", ""))
             value = round(v, 6) if np.isfinite(v) else None  # JSON has no NaN
             out[name] = {"kind": TaskKind.REGRESS.value, "value": value, "unit": unit}
+            if name in self.smoothed_regressions:
+                sv = self.smoothed_regressions[name]
+                out[name]["smoothed"] = {"value": round(sv, 6) if np.isfinite(sv) else None}
         for name, answer in self.others.items():
             kind = str(info.get(name, {}).get("kind", ""))
             out[name] = (

@@ -167,6 +167,14 @@ def _leader(out: np.ndarray, rect: Rect, box: np.ndarray, color, st: Style) -> N
         cv2.line(out, (tx, ty), (px, py), color, max(1, st.line // 2), cv2.LINE_AA)
 
 
+def _trail(out: np.ndarray, pts: np.ndarray, color, st: Style) -> None:
+    """A track's recent box centres (T, 2) frame pixels as a line, oldest end thinnest."""
+    p = np.round(pts).astype(np.int32)
+    for i in range(1, len(p)):
+        w = max(1, round(st.line * i / len(p)))
+        cv2.line(out, tuple(p[i - 1].tolist()), tuple(p[i].tolist()), color, w, cv2.LINE_AA)
+
+
 def panel_rows(
     result: FrameResult, fps: float | None = None, tasks: Sequence[TaskMeta] = ()
 ) -> list[tuple[str, str, np.ndarray | None, str]]:
@@ -176,7 +184,9 @@ def panel_rows(
     its value with the unit from ``tasks`` ("0.0123 1/m")."""
     meta = {t.name: t for t in tasks}
     rows: list[tuple[str, str, np.ndarray | None, str]] = []
-    for name, c in result.classifications.items():
+    # --smooth: the panel shows the steady answers
+    shown = {**result.classifications, **result.smoothed_classifications}
+    for name, c in shown.items():
         probs = np.asarray(c.probs, np.float32).reshape(-1)
         top = np.argsort(-probs, kind="stable")[:3]
         classes = meta[name].classes if name in meta else ()
@@ -184,7 +194,7 @@ def panel_rows(
         if len(top) > 1 and int(top[1]) < len(classes):
             second = f"{classes[int(top[1])]} {float(probs[top[1]]):.2f}"
         rows.append((name, f"{c.label} {c.prob:.2f}", probs[top], second))
-    for name, v in result.regressions.items():
+    for name, v in {**result.regressions, **result.smoothed_regressions}.items():
         unit = meta[name].unit if name in meta else ""
         rows.append((name, f"{v:+.4g}" + (f" {unit}" if unit else ""), None, ""))
     if fps is not None:
@@ -252,8 +262,10 @@ def draw_overlay(
     *,
     tasks: Sequence[TaskMeta] = (),
 ) -> np.ndarray:
-    """A copy of ``image`` (uint8 BGR HWC) with boxes, class-coloured label tags ("car 0.91"),
-    the task panel (top-left) and FPS drawn on; ``image`` is left unchanged. ``tasks`` (the
+    """A copy of ``image`` (uint8 BGR HWC) with boxes, class-coloured label tags ("car 0.91";
+    "#12 car 0.91" with a track ID, whose last second of box centres is drawn as a trail), the
+    task panel (top-left, the smoothed answers where there are) and FPS drawn on; ``image`` is
+    left unchanged. ``tasks`` (the
     engine's ``meta.tasks``) is optional: it adds the runner-up class names of classifications
     and the units of regressions to the panel."""
     out = image.copy()
@@ -267,8 +279,16 @@ def draw_overlay(
     for k in order[::-1]:  # highest score drawn last, on top
         x1, y1, x2, y2 = (int(v) for v in corners[k])
         cv2.rectangle(out, (x1, y1), (x2, y2), colors[k], st.line)
+    tracks = result.tracks
+    if tracks is not None:
+        for k in order[::-1]:
+            _trail(out, tracks.trail(int(k)), colors[k], st)
     panel = draw_panel(out, panel_rows(result, fps, tasks), st)
-    texts = [f"{result.det_labels[k]} {float(d.scores[k]):.2f}" for k in order]
+    ids = tracks.ids.tolist() if tracks is not None else [-1] * len(d)
+    texts = [
+        ("" if ids[k] < 0 else f"#{ids[k]} ") + f"{result.det_labels[k]} {float(d.scores[k]):.2f}"
+        for k in order
+    ]
     occupied = [panel] if panel[2] > panel[0] else []
     rects = place_labels(boxes[order], [st.tag_size(t) for t in texts], (h, w), occupied)
     for k, rect in zip(order, rects):  # leaders under every tag

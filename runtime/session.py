@@ -13,6 +13,8 @@ from edge_mtl.runtime.metadata import TaskKind
 from edge_mtl.runtime.records import run_header
 from edge_mtl.runtime.save import Outputs, save_sink
 from edge_mtl.runtime.sinks import JsonlSink, Sink, WindowSink
+from edge_mtl.runtime.stabilize import StabilizedSinks, Stabilizer
+from edge_mtl.runtime.track_cli import stabilize_config
 
 
 class RunSession:
@@ -30,6 +32,8 @@ class RunSession:
         self.console = Console(self.out, units, detect)
         self.max_frames = args.max_frames
         self.frames: dict[int, int] = {}  # stream -> results delivered
+        self.stabilize = stabilize_config(args)  # --track / --smooth
+        self.stabilizers: list[tuple[str, Stabilizer]] = []  # (stream name, its stabilizer)
 
     def delivered(self, stream: Any, *_: Any) -> None:
         """``on_result`` of both runners (one stream: ``stream`` is the frame; it counts as 0)."""
@@ -76,7 +80,16 @@ class RunSession:
             for s in sinks:
                 s.close()
             raise
-        return sinks
+        if not self.stabilize.active:
+            return sinks
+        stabilizer = Stabilizer(self.stabilize, self.tasks)
+        self.stabilizers.append((name, stabilizer))
+        return [StabilizedSinks(stabilizer, sinks)]
+
+    def track_lines(self) -> list[str]:
+        """``--track``: one summary line per stream (track count, lengths)."""
+        lines = [(name, s.summary()) for name, s in self.stabilizers]
+        return [f"{name}: {line}" if self.multi else line for name, line in lines if line]
 
     def saved_line(self, save: str | None) -> str | None:
         """``results saved to PATH``: the run folder, or the ``--save`` file or folder (not a

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from edge_mtl.bench.mot import MotBoxes, mot_rows, write_mot
 from edge_mtl.data.bdd import frame_entry
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.synthetic import render_clip, render_scene
@@ -116,23 +117,46 @@ def write_video(
     progress: bool = True,
 ) -> Path:
     """Render a driving clip of ``n_frames`` to an mp4 (mp4v codec); written to a temp name
-    and renamed when complete."""
+    and renamed when complete. Beside it go the clip's ground truth (:func:`truth_paths`): the
+    visible boxes with their objects' identities as a MOTChallenge file and each frame's
+    attributes as JSON, so a tracker can be scored on the clip (``edge-mtl eval-video``)."""
     path = check_writable(path, "video file", create_parents=False)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.mp4'}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
     if not writer.isOpened():
         raise InputError(f"{path}: cannot open a video writer for this path")
+    rows, frames = [], []
     try:
-        for scene in tqdm(
-            render_clip(seed, n_frames, hw),
-            total=n_frames,
-            desc=f"video {path}",
-            unit="frame",
-            disable=None if progress else True,
-            leave=False,
+        for i, scene in enumerate(
+            tqdm(
+                render_clip(seed, n_frames, hw),
+                total=n_frames,
+                desc=f"video {path}",
+                unit="frame",
+                disable=None if progress else True,
+                leave=False,
+            )
         ):
             writer.write(scene.image)
+            rows.append(mot_rows(i + 1, scene.object_ids, scene.boxes, 1.0, scene.classes + 1,
+                                 scene.visibility))  # fmt: skip
+            attrs = dict(scene.attributes, curvature=round(scene.curvature, 5))
+            frames.append({"frame": i + 1, **attrs})
     finally:
         writer.release()
+    gt, info = truth_paths(path)
+    write_mot(gt, MotBoxes.concat(rows))
+    meta = {"video": path.name, "fps": fps, "frame_size": list(hw), "seed": seed,
+            "classes": list(DET_CLASSES), "frames": frames}  # fmt: skip
+    write_json_atomic(info, meta)
     os.replace(tmp, path)
     return path
+
+
+def truth_paths(video: str | Path) -> tuple[Path, Path]:
+    """Where ``write_video`` puts a clip's ground truth: ``clip.gt.txt`` (MOTChallenge:
+    frame, id, x, y, w, h, 1, class index + 1, visibility; see ``edge_mtl.bench.mot``) and
+    ``clip.frames.json`` (``classes``, ``fps``, and per frame ``weather``, ``scene``,
+    ``timeofday``, ``curvature``) beside ``clip.mp4``."""
+    video = Path(video)
+    return video.with_suffix(".gt.txt"), video.with_suffix(".frames.json")

@@ -15,8 +15,9 @@ this module renders them through the camera and is the public API (``render_scen
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -49,7 +50,10 @@ _SIZES = {
 class Scene:
     """One rendered scene. ``image`` uint8 BGR (H, W, 3); ``boxes`` float32 (K, 4) xyxy pixels;
     ``classes`` int64 (K,) into DET_CLASSES; ``attributes`` weather/scene/timeofday names;
-    ``curvature`` in [-1, 1] (signed road bend); ``ids`` int32 (H, W), k+1 where box k is seen."""
+    ``curvature`` in [-1, 1] (signed road bend); ``ids`` int32 (H, W), k+1 where box k is seen;
+    ``object_ids`` int64 (K,) which object box k shows: its index in the scene's objects for a
+    still, an identity that stays with it from frame to frame in a clip (``render_clip``);
+    ``visibility`` float32 (K,) the share of the object's drawn pixels left visible."""
 
     image: np.ndarray
     boxes: np.ndarray
@@ -57,6 +61,8 @@ class Scene:
     attributes: dict[str, str]
     curvature: float
     ids: np.ndarray
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    visibility: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 class _Camera:
@@ -211,15 +217,16 @@ def _paint_objects(
     depth: np.ndarray,
 ) -> list[tuple[int, str, tuple[float, float, float, float], int]]:
     """Paint the objects far to near into ``img``, marking each one's visible pixels in ``ids``
-    (rank + 1) and ``depth`` (metres). Returns (id, kind, nominal xyxy box, drawn pixels)."""
+    (rank + 1) and ``depth`` (metres). Returns (id, kind, nominal xyxy box, drawn pixels,
+    index in ``spec.objects``)."""
     h, w = spec.hw
     night = spec.timeofday == "night"
     placed = []
-    objs = [(o, o.z - travel * (1 - o.speed)) for o in spec.objects]
-    objs = [(o, z) for o, z in objs if z > Z_NEAR * 1.2]
+    objs = [(o, o.z - travel * (1 - o.speed), n) for n, o in enumerate(spec.objects)]
+    objs = [(o, z, n) for o, z, n in objs if z > Z_NEAR * 1.2]
     order = sorted(range(len(objs)), key=lambda i: -objs[i][1])
     for rank, i in enumerate(order):
-        o, z = objs[i]
+        o, z, n = objs[i]
         ow, oh = _SIZES[o.kind]
         u, v = cam.project(o.x, o.elevation, z)
         bw, bh = ow * cam.f / z, oh * cam.f / z
@@ -248,19 +255,20 @@ def _paint_objects(
         ids[region][m] = rank + 1
         depth[region][m] = z
         lights.extend((lx + px0, ly + py0, r, c) for lx, ly, r, c in obj_lights)
-        placed.append((rank + 1, o.kind, (x0, y0, x0 + bw, y0 + bh), int(m.sum())))
+        placed.append((rank + 1, o.kind, (x0, y0, x0 + bw, y0 + bh), int(m.sum()), n))
     return placed
 
 
 def _visible_boxes(
     placed: list, ids: np.ndarray, hw: tuple[int, int]
-) -> tuple[list, list, np.ndarray]:
+) -> tuple[list, list, np.ndarray, list]:
     """The labelled boxes (xyxy pixels of the visible pixels) and classes of the placed objects,
-    and the id map relabelled so k+1 marks box k's pixels (0 elsewhere)."""
+    the id map relabelled so k+1 marks box k's pixels (0 elsewhere), and per box (index in the
+    spec's objects, visible share of its drawn pixels)."""
     h, w = hw
-    boxes, classes = [], []
+    boxes, classes, which = [], [], []
     seen = np.zeros_like(ids)
-    for oid, kind, (nx0, ny0, nx1, ny1), drawn in placed:
+    for oid, kind, (nx0, ny0, nx1, ny1), drawn, n in placed:
         ys, xs = np.nonzero(ids == oid)
         if ys.size < 12:
             continue
@@ -272,8 +280,9 @@ def _visible_boxes(
             continue
         boxes.append(box)
         classes.append(DET_CLASSES.index(kind))
+        which.append((n, ys.size / max(drawn, 1)))
         seen[ys, xs] = len(boxes)
-    return boxes, classes, seen
+    return boxes, classes, seen, which
 
 
 def render_spec(
@@ -291,7 +300,7 @@ def render_spec(
     depth = np.full((h, w), np.inf, np.float32)
     depth[:] = np.where(rows > 0, cam.f * CAM_H / np.maximum(rows, 1e-3), np.inf)[:, None]
     placed = _paint_objects(img, spec, cam, travel, lights, ids, depth)
-    boxes, classes, seen = _visible_boxes(placed, ids, spec.hw)
+    boxes, classes, seen, which = _visible_boxes(placed, ids, spec.hw)
     _apply_atmosphere(img, spec, depth, lights, rng)
     return Scene(
         image=img,
@@ -300,6 +309,8 @@ def render_spec(
         attributes={"weather": spec.weather, "scene": spec.scene, "timeofday": spec.timeofday},
         curvature=spec.curvature,
         ids=seen,
+        object_ids=np.array([n for n, _ in which], np.int64),
+        visibility=np.array([min(v, 1.0) for _, v in which], np.float32),
     )
 
 
@@ -357,16 +368,22 @@ def render_scene(seed: int, hw: tuple[int, int] = (360, 640)) -> Scene:
 def render_clip(seed: int, n_frames: int, hw: tuple[int, int] = (360, 640), speed: float = 0.6):
     """Yield ``n_frames`` consecutive scenes of one drive (camera ``speed`` metres per frame).
 
-    Objects that pass the camera reappear far ahead, so a long clip never runs empty.
+    Objects that pass the camera reappear far ahead, so a long clip never runs empty; one that
+    does is a new object, with a new identity in the scenes' ``object_ids`` (1, 2, ...: an
+    object keeps its identity for as long as it stays ahead of the camera).
     """
     spec = sample_spec(seed, hw)
     rng = np.random.default_rng(seed + 1)
+    identity = np.arange(1, len(spec.objects) + 1, dtype=np.int64)
+    next_id = len(spec.objects) + 1
     for i in range(n_frames):
         travel = i * speed
-        for o in spec.objects:
+        for n, o in enumerate(spec.objects):
             if o.z - travel * (1 - o.speed) < Z_NEAR * 1.3:
                 o.z += float(rng.uniform(50, 70))
-        yield render_spec(spec, travel, rng)
+                identity[n], next_id = next_id, next_id + 1
+        scene = render_spec(spec, travel, rng)
+        yield dataclasses.replace(scene, object_ids=identity[scene.object_ids])
 
 
 def synthetic_cache_name(seed: int, n: int, hw: tuple[int, int]) -> str:

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import cv2
+import jsonschema
 import pytest
 
-jsonschema = pytest.importorskip("jsonschema")
 onnx = pytest.importorskip("onnx")
 
 from edge_mtl.cli import main  # noqa: E402
