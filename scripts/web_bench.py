@@ -6,7 +6,7 @@
 2. ``serve``: ``POST /infer`` throughput (images a second) with 1 client and with 8 concurrent
    clients (keep-alive connections, a child process), alternating rounds.
 
-    python scripts/web_bench.py --model demo/model.int8.onnx --video demo/drive.mp4
+    python scripts/web_bench.py --model demo/model.int8.onnx --video demo/drive.mp4 --passes 2
 
 Prints one line per round and a markdown table of the means; ``--json OUT`` saves the rounds.
 """
@@ -76,13 +76,33 @@ CLIENTS = textwrap.dedent(
 )
 
 
-def viewers_round(engine: Engine, video: str, viewers: int, serve_fps: float) -> dict:
-    """One pass over ``video`` with ``viewers`` browser-like viewers attached: FPS and more."""
+class Looped:
+    """``video`` played ``passes`` times in a row, as one file source (longer rounds)."""
+
+    live, fps, drops, reconnects, stalls, corrupt = False, None, 0, 0, 0, 0
+
+    def __init__(self, video: str, passes: int) -> None:
+        self.video, self.left, self.name = video, passes - 1, video
+        self.src = open_source(video)
+
+    def read(self):
+        frame = self.src.read()
+        while frame is None and self.left > 0:
+            self.src.close()
+            self.src, self.left = open_source(self.video), self.left - 1
+            frame = self.src.read()
+        return frame
+
+    def close(self) -> None:
+        self.src.close()
+
+
+def viewers_round(engine: Engine, source: Looped, viewers: int, serve_fps: float) -> dict:
+    """One round over ``source`` with ``viewers`` browser-like viewers attached: its FPS."""
     view = LiveView({"model": str(engine.path)}, serve_fps=serve_fps, stall_s=30.0)
     server = WebServer(Bind("127.0.0.1", 0), view, None,
                        Limits(max_viewers=2 * max(viewers, 1), rate_per_s=0)).start()  # fmt: skip
     view.server = server
-    source = open_source(video)
     sink = view.add_stream("s", run_header(engine, source, "s"), source, engine.meta.tasks)
     child = None
     if viewers:
@@ -113,7 +133,8 @@ def main() -> int:
     p.add_argument("--video", required=True)
     p.add_argument("--provider", default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: default)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--passes", type=int, default=1, help="plays of the video per round")
     p.add_argument("--viewers", type=int, default=4)
     p.add_argument("--serve-fps", type=float, default=12.0)
     p.add_argument("--requests", type=int, default=200, help="POSTs per /infer round")
@@ -125,8 +146,9 @@ def main() -> int:
     print(engine.describe(), flush=True)
     rows: list[dict] = []
     for r in range(args.rounds):
-        for n in (0, args.viewers):
-            row = {"round": r, **viewers_round(engine, args.video, n, args.serve_fps)}
+        for n in (0, args.viewers) if r % 2 == 0 else (args.viewers, 0):  # order alternates
+            source = Looped(args.video, args.passes)
+            row = {"round": r, **viewers_round(engine, source, n, args.serve_fps)}
             print(f"run --serve round {r}: {n} viewers: {row['fps']:.1f} FPS", flush=True)
             rows.append(row)
     ok, frame = cv2.VideoCapture(args.video).read()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 import struct
 import threading
 import time
@@ -20,6 +21,7 @@ from edge_mtl.runtime.errors import InputError
 
 TOKEN_ENV = "EDGE_MTL_TOKEN"
 MIN_TOKEN_CHARS = 16  # a guessable token on a network address is no protection
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")  # safe in a header, a cookie and a URL
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 MAX_IMAGE_PIXELS = 40_000_000  # an uploaded image's declared width x height (a 40 MP photo)
 MAX_CLIENTS_TRACKED = 4096  # rate buckets kept (oldest forgotten first)
@@ -75,6 +77,8 @@ def resolve_token(bind: Bind, token: str | None, flag: str = "--serve") -> str |
         )
     if token is not None and len(token) < MIN_TOKEN_CHARS:
         raise InputError(f"the token must have at least {MIN_TOKEN_CHARS} characters")
+    if token is not None and not TOKEN_CHARS.fullmatch(token):
+        raise InputError("the token may hold only letters, digits and . _ ~ + / = -")
     return token
 
 

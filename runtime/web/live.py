@@ -250,6 +250,8 @@ class LiveView:
         view = self._stream_of(req)
         with req.server.viewer():
             req.start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            if req.command == "HEAD":
+                return
             sent, t_next = 0, 0.0
             while True:
                 time.sleep(max(0.0, t_next - time.perf_counter()))  # at most serve_fps
@@ -267,25 +269,30 @@ class LiveView:
         ``data`` (its header first); at most ``serve_fps`` frame records a second per stream,
         each the newest (the ``frame`` numbers show what was skipped)."""
         only = req.query.get("stream")
-        views = [v for n, v in self.streams.items() if only is None or n == only]
-        if only is not None and not views:
+        if only is not None and only not in self.streams:
             raise HttpError(404, f"no stream named {only[:100]!r}")
         with req.server.viewer():
             req.start_stream("text/event-stream")
-            seen = dict.fromkeys((v.name for v in views), 0)
+            if req.command == "HEAD":
+                return
+            seen: dict[str, int] = {}  # stream -> frames seen; a stream added later joins
             interval = 1.0 / self.serve_fps
-            for v in views:
-                self._event(req, v.name, v.header_record())
-            while not req.server.closing.is_set() and not all(v.closed for v in views):
+            while not req.server.closing.is_set():
                 t0 = time.perf_counter()
-                with self.cond:
-                    if all(v.seq <= seen[v.name] for v in views):
-                        self.cond.wait(0.5)
+                views = [v for n, v in list(self.streams.items()) if only in (None, n)]
                 for v in views:
+                    if v.name not in seen:
+                        seen[v.name] = 0
+                        self._event(req, v.name, v.header_record())
                     got = v.record() if v.seq > seen[v.name] else None
                     if got is not None:
                         seen[v.name] = got[0]
                         self._event(req, v.name, got[1])
+                if views and all(v.closed for v in views):
+                    return
+                with self.cond:
+                    if all(v.seq <= seen[v.name] for v in views):
+                        self.cond.wait(0.5)
                 time.sleep(max(0.0, t0 + interval - time.perf_counter()))
 
     @staticmethod

@@ -1,7 +1,8 @@
 """A real browser on the page of a running ``edge-mtl run --serve``: the video tile shows
 frames and the live figures change between two captures.
 
-Runs where headless Chromium exists: Playwright's (``pip install playwright && playwright
+``EDGE_MTL_SCREENSHOT=docs/web.png`` keeps the second capture there. Runs where headless
+Chromium exists: Playwright's (``pip install playwright && playwright
 install chromium``) or the system's (``apt install chromium``; ``chromium``,
 ``chromium-browser`` or ``google-chrome`` on PATH). Skipped otherwise, with that command."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,6 +103,8 @@ def test_page_shows_the_video_and_changing_figures(browser, served, tmp_path: Pa
         assert "drive" in first and "FPS" in first and "weather" in first
         assert first != second  # the frame number, age and answers moved on
         assert (tmp_path / "first.png").read_bytes() != (tmp_path / "second.png").read_bytes()
+        if keep := os.environ.get("EDGE_MTL_SCREENSHOT"):  # e.g. docs/web.png for the README
+            shutil.copyfile(tmp_path / "second.png", keep)
         return
     chromium = browser
     doms = []

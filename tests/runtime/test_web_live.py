@@ -199,6 +199,10 @@ def test_unknown_paths_methods_and_foreign_hosts_are_refused(engine, kit):
                      "/index.html", "//etc/passwd"):  # fmt: skip
             status, _, body = request(server.port, "GET", path)
             assert status == 404 and "no such route" in json.loads(body)["error"], path
+        status, _, body = request(server.port, "GET", "/events?stream=nope")
+        assert status == 404 and "no stream named 'nope'" in json.loads(body)["error"]
+        status, h, body = request(server.port, "HEAD", "/stream/s.mjpg")
+        assert status == 200 and body == b"" and h["Content-Type"].startswith("multipart/")
         status, h, body = request(server.port, "POST", "/api/status", body=b"{}")
         assert status == 405 and h["Allow"] == "GET" and json.loads(body)["status"] == 405
         evil = {"Host": "evil.example:80"}  # DNS rebinding onto a token-less loopback server
@@ -252,6 +256,23 @@ def test_a_viewer_gone_mid_stream_costs_nothing(engine, kit):
         feed(stream, engine, kit.make_frames(20))
         assert get_json(server.port, "/api/status")[1]["streams"][0]["frames"] == 21
         assert request(server.port, "GET", "/healthz")[0] == 200
+    finally:
+        server.close()
+
+
+def test_a_stream_added_later_joins_open_event_streams(engine, kit):
+    view, server = serve(engine)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/events")  # before any stream exists (the run is starting)
+        r = conn.getresponse()
+        time.sleep(0.2)
+        feed(view.add_stream("late", {"stream": "late"}, Source(), ()), engine,
+             kit.make_frames(1))  # fmt: skip
+        lines = [r.fp.readline().decode() for _ in range(6)]
+        conn.close()
+        assert lines[0] == "event: late\n" and json.loads(lines[1][6:])["type"] == "header"
+        assert lines[3] == "event: late\n" and json.loads(lines[4][6:])["type"] == "frame"
     finally:
         server.close()
 

@@ -118,10 +118,12 @@ async function poll() {
 }
 
 let events = null;
-function listen(names) {
-  if (events) return;
-  events = new EventSource("/events");
+const listening = new Set();
+function listen(names) { // one event stream for every stream; a stream added later joins it
+  if (!events) events = new EventSource("/events");
   for (const name of names) {
+    if (listening.has(name)) continue;
+    listening.add(name);
     events.addEventListener(name, (e) => {
       const rec = JSON.parse(e.data);
       if (rec.type !== "frame") return;
