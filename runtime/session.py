@@ -76,7 +76,7 @@ class RunSession:
                 self.outputs.track(jsonl, i)
             if self.web is not None:
                 header = run_header(self.engine, source, name)
-                sinks.append(self.web.add_stream(name, header, source, self.tasks))
+                sinks.append(self.web.add_stream(name, header, source, self.tasks, self.topk))
             sinks.append(self.console.sink(source, name, self.multi, self.max_frames))
         except BaseException:
             for s in sinks:

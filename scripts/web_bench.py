@@ -136,7 +136,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--passes", type=int, default=1, help="plays of the video per round")
     p.add_argument("--viewers", type=int, default=4)
-    p.add_argument("--serve-fps", type=float, default=12.0)
+    p.add_argument("--serve-fps", type=float, default=10.0)
     p.add_argument("--requests", type=int, default=200, help="POSTs per /infer round")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--json", metavar="OUT", help="save every round here")

@@ -47,14 +47,16 @@ class StreamView:
     """One stream's share of the live view, and the :class:`~edge_mtl.runtime.sinks.Sink` the
     run writes it through. ``header``: the stream's JSONL header fields
     (:func:`edge_mtl.runtime.records.run_header`); ``source``: its drop and reconnect counters
-    are read live; ``cond``: the view's condition, notified at every frame."""
+    are read live; ``cond``: the view's condition, notified at every frame; ``topk``: as the
+    run's ``--jsonl-topk``, so the records equal its JSON lines."""
 
     def __init__(
         self, name: str, header: dict[str, Any], source: Any, tasks: Sequence[TaskMeta],
-        cond: threading.Condition, serve_fps: float, stall_s: float,
+        cond: threading.Condition, serve_fps: float, stall_s: float, topk: int | None = None,
     ) -> None:  # fmt: skip
         self.name, self.header, self.source, self.tasks = name, header, source, tuple(tasks)
         self._tasks_info = {t["name"]: t for t in header.get("tasks", ())}
+        self.topk = topk  # classes kept per classification task, as --jsonl-topk
         self.cond, self.interval, self.stall_s = cond, 1.0 / serve_fps, stall_s
         self.seq = 0  # frames written; the newest is frame seq - 1 in JSONL numbering
         self.closed = False
@@ -65,6 +67,7 @@ class StreamView:
         self._frame_size: tuple[int, int] | None = None
         self._jpeg: tuple[int, float, bytes] | None = None  # (seq, perf_counter, JPEG)
         self._record: tuple[int, dict[str, Any]] | None = None
+        self._record_text: tuple[int, str] | None = None  # the same as one JSON line
         self._encode = threading.Lock()
 
     # ---- the sink (the run's main thread) ----------------------------------------------------
@@ -122,9 +125,21 @@ class StreamView:
             return None
         if cached is None or cached[0] != seq:
             frame, result, times = slot
-            rec = frame_record(seq - 1, frame, result, times.as_dict(), self._tasks_info)
+            info, topk = self._tasks_info, self.topk
+            rec = frame_record(seq - 1, frame, result, times.as_dict(), info, topk)
             cached = self._record = (seq, rec)
         return cached
+
+    def record_text(self) -> tuple[int, str] | None:
+        """:meth:`record` as compact JSON, serialised once per frame for every event viewer."""
+        cached = self._record_text
+        if cached is not None and cached[0] == self.seq:
+            return cached
+        got = self.record()
+        if got is None:
+            return None
+        self._record_text = (got[0], json.dumps(got[1], separators=(",", ":")))
+        return self._record_text
 
     def fps(self) -> float | None:
         """Frames per second over the last :data:`FPS_WINDOW` frames."""
@@ -175,12 +190,14 @@ class LiveView:
         self._static = {p: ((pkg / f).read_bytes(), t) for p, (f, t) in STATIC.items()}
 
     def add_stream(
-        self, name: str, header: dict[str, Any], source: Any, tasks: Sequence[TaskMeta]
-    ) -> StreamView:
+        self, name: str, header: dict[str, Any], source: Any, tasks: Sequence[TaskMeta],
+        topk: int | None = None,
+    ) -> StreamView:  # fmt: skip
         """A new stream's sink (a name used twice gets ``_<position>``)."""
         if name in self.streams:
             name = f"{name}_{len(self.streams)}"
-        view = StreamView(name, header, source, tasks, self.cond, self.serve_fps, self.stall_s)
+        fps, stall = self.serve_fps, self.stall_s
+        view = StreamView(name, header, source, tasks, self.cond, fps, stall, topk)
         self.streams[name] = view
         return view
 
@@ -283,8 +300,10 @@ class LiveView:
                 for v in views:
                     if v.name not in seen:
                         seen[v.name] = 0
-                        self._event(req, v.name, v.header_record())
-                    got = v.record() if v.seq > seen[v.name] else None
+                        self._event(
+                            req, v.name, json.dumps(v.header_record(), separators=(",", ":"))
+                        )
+                    got = v.record_text() if v.seq > seen[v.name] else None
                     if got is not None:
                         seen[v.name] = got[0]
                         self._event(req, v.name, got[1])
@@ -296,7 +315,6 @@ class LiveView:
                 time.sleep(max(0.0, t0 + interval - time.perf_counter()))
 
     @staticmethod
-    def _event(req: Handler, name: str, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":"))
+    def _event(req: Handler, name: str, data: str) -> None:
         req.wfile.write(f"event: {name}\ndata: {data}\n\n".encode())
         req.wfile.flush()

@@ -62,7 +62,8 @@ def test_run_serve_on_a_live_camera(models, kit, tmp_path: Path):
     video = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(20))
     with LoopbackCamera(str(video), fps=30) as camera:
         args = ["run", "--model", str(models["dense"]), "--provider", "cpu",
-                "--source", f"cam={camera.url}", "--no-save", "--serve", "0"]  # fmt: skip
+                "--source", f"cam={camera.url}", "--no-save", "--serve", "0",
+                "--jsonl", str(tmp_path / "cam.jsonl"), "--jsonl-topk", "2"]  # fmt: skip
         proc, port, banner = start(args)
         try:
             deadline = time.monotonic() + 30
@@ -73,12 +74,15 @@ def test_run_serve_on_a_live_camera(models, kit, tmp_path: Path):
             (s,) = status["streams"]
             assert s["name"] == "cam" and s["source_kind"] == "live" and s["frames"] > 0
             assert status["provider"] == "cpu" and s["last"]["tasks"]["weather"]["kind"]
+            assert len(s["last"]["tasks"]["weather"]["probs"]) == 2  # as --jsonl-topk 2
             code, jpg = get(port, "/stream/cam.jpg")
             assert code == 200 and jpg[:2] == b"\xff\xd8"
         finally:
             out = stop(proc)
     assert banner.startswith("edge-mtl run: live view on http://127.0.0.1:")
     assert "(loopback only, no token)" in banner and "(interrupted)" in out
+    lines = [json.loads(ln) for ln in (tmp_path / "cam.jsonl").read_text().splitlines()]
+    assert s["last"] in lines  # the status's newest record is one of the JSON lines
 
 
 def test_serve_answers_infer_and_needs_a_token_off_loopback(models, kit):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import struct
 import threading
 import zlib
@@ -126,6 +127,14 @@ def test_a_fixed_batch_1_model_runs_one_by_one(models, kit, tmp_path):
         conn.request("GET", "/api/status")
         st = json.loads(conn.getresponse().read())
         assert st["batch_sizes"] == {"1": 8} and st["dynamic_batch"] is False
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        assert (r.status, json.loads(r.read())) == (200, {"status": "ok"})
+        app.batcher.close()  # the model's thread is gone: unhealthy
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        assert (r.status, json.loads(r.read())["status"]) == (503, "unhealthy")
+        conn.close()
     finally:
         server.close()
         app.batcher.close()
@@ -158,11 +167,16 @@ def test_bad_bodies_get_their_error_and_the_server_goes_on(models, kit):
             assert (got_status, got["status"]) == (status, status), (ctype, got)
             assert words in got["error"]
             assert post(port, good)[0] == 200  # still serving
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: image/jpeg\r\n\r\n")  # fmt: skip
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 411") and b"Content-Length header" in answer
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/infer")
         assert conn.getresponse().status == 405
         conn.close()
-        assert app.status()["refused"] == {"400": 4, "413": 1, "415": 2}
+        assert app.status()["refused"] == {"400": 4, "411": 1, "413": 1, "415": 2}
         assert app.status()["requests"] == len(cases)
     finally:
         server.close()
