@@ -166,6 +166,21 @@ class LiveServer:
         self.server.close()
 
 
+def wait_for_stop() -> None:
+    """Block until Ctrl-C or SIGTERM (what systemd and container runtimes send to stop)."""
+    import signal
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the model until Ctrl-C; returns 0."""
     from edge_mtl.runtime.engine import Engine, EngineConfig
@@ -196,9 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"edge-mtl serve: POST images to {server.url}infer ({who}; {batch}); Ctrl-C stops",
           flush=True)  # fmt: skip
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        wait_for_stop()
     finally:
         server.close()
         app.batcher.close()

@@ -2,8 +2,9 @@
 very record ``edge-mtl run --jsonl`` writes for that image (docs/jsonl.md).
 
 Each request is decoded and letterboxed on its own connection thread; the model runs on one
-:class:`MicroBatcher` thread, which takes the first waiting request, then whatever else arrives
-within ``max_wait_ms`` up to ``max_batch`` requests, and runs them as one batch (a model
+:class:`MicroBatcher` thread, which takes the first waiting request, then whatever else is
+waiting or still decoding (for at most ``max_wait_ms``), up to ``max_batch`` requests, and
+runs them as one batch (a model
 exported with a dynamic batch; a fixed-batch model gets batches of its own size, batch 1 one
 by one). Postprocessing runs back on each request's thread.
 """
@@ -43,12 +44,15 @@ class _Job:
 
 class MicroBatcher:
     """Runs ``engine`` on one thread over the inputs :meth:`submit` hands it, up to
-    ``max_batch`` at once, waiting at most ``max_wait_ms`` after the first for more.
-    ``batch_sizes`` counts the batches run by size."""
+    ``max_batch`` at once. After the first it waits at most ``max_wait_ms`` for more, and only
+    while requests are on their way (announced with :meth:`announce`, still decoding): a lone
+    client never waits. ``batch_sizes`` counts the batches run by size."""
 
     def __init__(self, engine: Engine, max_batch: int, max_wait_ms: float) -> None:
         self.engine, self.max_batch, self.max_wait_s = engine, max(1, max_batch), max_wait_ms / 1e3
         self.batch_sizes: Counter[int] = Counter()
+        self._arriving = 0  # requests announced and not yet submitted
+        self._lock = threading.Lock()
         self._q: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="edge-mtl-batcher", daemon=True)
         self._thread.start()
@@ -58,11 +62,23 @@ class MicroBatcher:
         """Whether the batching thread still runs."""
         return self._thread.is_alive()
 
+    def announce(self) -> None:
+        """A request is on its way (decoding): a batch being gathered may wait for it. Every
+        announcement ends in :meth:`submit` or :meth:`withdraw`."""
+        with self._lock:
+            self._arriving += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not come (its image did not decode)."""
+        with self._lock:
+            self._arriving -= 1
+
     def submit(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        """Run one input (1, 3, H, W): its raw outputs (batch of 1 each) and the seconds its
-        batch's ``session.run`` took."""
+        """Run one announced input (1, 3, H, W): its raw outputs (batch of 1 each) and the
+        seconds its batch's ``session.run`` took."""
         job = _Job(x)
         self._q.put(job)
+        self.withdraw()  # in the queue now: no longer on its way
         if not job.done.wait(RESULT_TIMEOUT_S):
             raise HttpError(503, f"no result within {RESULT_TIMEOUT_S:g} s (server overloaded)")
         if job.error is not None:
@@ -75,10 +91,15 @@ class MicroBatcher:
         deadline = time.perf_counter() + self.max_wait_s
         while len(jobs) < self.max_batch:
             try:
-                left = deadline - time.perf_counter()
-                job = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                job = self._q.get_nowait()
             except queue.Empty:
-                break
+                left = deadline - time.perf_counter()
+                if self._arriving <= 0 or left <= 0:
+                    break
+                try:
+                    job = self._q.get(timeout=min(left, 0.001))
+                except queue.Empty:
+                    continue
             if job is None:
                 self._q.put(None)  # close() after this batch
                 break
@@ -176,15 +197,20 @@ class InferApp:
     def infer(self, body: bytes, content_type: str, name: str = "") -> dict[str, Any]:
         """An image body -> its JSONL frame record (400 when it cannot be decoded)."""
         t0, wall = time.perf_counter(), time.time()
-        problem = image_problem(body, content_type)
-        if problem is not None:
-            raise HttpError(400, f"cannot decode the image: {problem}")
-        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise HttpError(400, "cannot decode the image (corrupt or not an image)")
-        t1 = time.perf_counter()
-        x, lbs = self.engine.preprocess([image])
-        t2 = time.perf_counter()
+        self.batcher.announce()
+        try:
+            problem = image_problem(body, content_type)
+            if problem is not None:
+                raise HttpError(400, f"cannot decode the image: {problem}")
+            image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise HttpError(400, "cannot decode the image (corrupt or not an image)")
+            t1 = time.perf_counter()
+            x, lbs = self.engine.preprocess([image])
+            t2 = time.perf_counter()
+        except BaseException:
+            self.batcher.withdraw()
+            raise
         outputs, t_inf = self.batcher.submit(x)
         t3 = time.perf_counter()
         result = self.engine.postprocess(outputs, lbs)[0]

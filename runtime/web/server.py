@@ -186,6 +186,10 @@ class Handler(BaseHTTPRequestHandler):
     query: dict[str, str]  # the request's query parameters
     route_path: str  # its percent-decoded path
 
+    def version_string(self) -> str:
+        """The ``Server`` header: the name alone, no Python version."""
+        return self.server_version
+
     def setup(self) -> None:
         self.timeout = self.server.limits.idle_timeout_s
         super().setup()
@@ -225,6 +229,10 @@ class Handler(BaseHTTPRequestHandler):
         except OSError as e:
             self.close_connection = True
             log.debug("web: connection error (%s)", e)
+        except Exception as e:  # a bug or a model failure: this request fails, not the server
+            log.warning("web: %s %s failed: %s: %s", method, self.path[:200], type(e).__name__, e)
+            self.close_connection = True
+            self.send_error_json(500, f"internal error ({type(e).__name__})")
 
     def _check(self, method: str) -> Route:
         """The request's route once it passed the rate, Host, token, path and method checks."""

@@ -51,8 +51,8 @@ def get(port: int, path: str, headers=None):
     return out
 
 
-def stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     return out
@@ -105,7 +105,7 @@ def test_serve_answers_infer_and_needs_a_token_off_loopback(models, kit):
         code, body = get(port, "/api/status", {"Authorization": f"Bearer {TOKEN}"})
         assert code == 200 and json.loads(body)["requests"] == 1
     finally:
-        out = stop(proc)
+        out = stop(proc, signal.SIGTERM)  # as systemd or a container runtime stops it
     assert "token required" in banner and "1 images answered" in out
 
 
