@@ -93,6 +93,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_serve)
 
 
+def check_numbers(
+    args: argparse.Namespace, positive: tuple[str, ...], non_negative: tuple[str, ...]
+) -> None:
+    """Raise :class:`InputError` naming the first option out of its range."""
+    from edge_mtl.runtime.errors import InputError
+
+    for name in positive + non_negative:
+        value = getattr(args, name)
+        if value < 0 or (value == 0 and name in positive):
+            flag = "--" + name.replace("_", "-")
+            want = "positive" if name in positive else ">= 0"
+            raise InputError(f"{flag} must be {want}, got {value:g}")
+
+
 def live_view(args: argparse.Namespace) -> Any:
     """``run --serve``: the checked address, token and limits (before the model loads), as a
     :class:`LiveViewPlan`; ``None`` without ``--serve``."""
@@ -105,8 +119,7 @@ def live_view(args: argparse.Namespace) -> Any:
     token = resolve_token(bind, args.token)
     if not 0 < args.serve_fps <= 120:
         raise InputError(f"--serve-fps must be in (0, 120], got {args.serve_fps}")
-    if args.health_stall <= 0 or args.max_viewers < 1 or args.rate < 0:
-        raise InputError("--health-stall, --max-viewers must be positive and --rate >= 0")
+    check_numbers(args, positive=("health_stall", "max_viewers"), non_negative=("rate",))
     limits = Limits(max_viewers=args.max_viewers, rate_per_s=args.rate,
                     burst=max(1, int(2 * args.rate)))  # fmt: skip
     return LiveViewPlan(bind, token, limits, args.serve_fps, args.health_stall)
@@ -191,8 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     bind = parse_bind(args.address, "serve")
     token = resolve_token(bind, args.token, "serve")
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_body_mb <= 0 or args.rate < 0:
-        raise InputError("--max-batch, --max-body-mb must be positive; --max-wait-ms, --rate >= 0")
+    check_numbers(args, ("max_batch", "max_body_mb"), ("max_wait_ms", "rate"))
     if args.topk is not None and args.topk < 1:
         raise InputError(f"--topk must be at least 1, got {args.topk}")
     config = EngineConfig(

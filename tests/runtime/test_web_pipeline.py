@@ -79,6 +79,8 @@ def test_a_viewer_that_reads_nothing_does_not_stop_the_pipeline(models):
     view, server = serve()
     try:
         frames_alone, fps_alone = run_pipeline(engine, view, 300)
+        alone = view.streams["s0"]
+        assert alone._jpeg is None and alone._record is None  # nobody watched: nothing made
         socks = [stalled_viewer(server.port, "/stream/s1.mjpg"),
                  stalled_viewer(server.port, "/events")]  # fmt: skip
         time.sleep(0.2)  # they are connected before the frames flow
