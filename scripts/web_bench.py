@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -153,7 +155,7 @@ def main() -> int:
             rows.append(row)
     ok, frame = cv2.VideoCapture(args.video).read()
     assert ok, f"cannot read {args.video}"
-    image = "/tmp/web_bench_frame.jpg"
+    image = os.path.join(tempfile.mkdtemp(prefix="web_bench_"), "frame.jpg")
     cv2.imwrite(image, frame)
     app = InferApp(engine, args.max_batch, 5.0)
     server = WebServer(Bind("127.0.0.1", 0), app, None, Limits(rate_per_s=0)).start()
