@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_mtl.calibration import cli as quantize_cli
     from edge_mtl.export import cli as export_cli
     from edge_mtl.runtime import cli as runtime_cli
+    from edge_mtl.runtime.web import cli as web_cli
 
     parser = _Parser(
         prog="edge-mtl",
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     quantize_cli.register(sub, read_labels=read_labels)
     runtime_cli.register(sub)
+    web_cli.register(sub)
     bench_cli.register(sub, baseline=torch_baseline, read_labels=read_labels)
     env_cli.register(sub)
     video_eval_cli.register(sub)

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_mtl.runtime.options import OVPrecision, Provider, choices
 from edge_mtl.runtime.track_cli import add_track_arguments, check_track_args
+from edge_mtl.runtime.web.cli import add_serve_arguments, live_view
 
 PROVIDER_CHOICES = choices(Provider, auto=True)
 OV_PRECISIONS = choices(OVPrecision)
@@ -97,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="several streams: drop a stream whose source gives no frame for S seconds (keep "
         "it above --reconnect-timeout, or reconnecting cameras are dropped while retrying)",
     )  # fmt: skip
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -205,6 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_mtl.runtime.sinks import display_available
 
     _check_args(args)
+    web = live_view(args)  # --serve: address, token and limits checked before the model loads
     streams = stream_specs(args.source, args.sources)
     names = [name for name, _ in streams]
     jsonl = stream_outputs(args.jsonl, "--jsonl", ".jsonl", names)
@@ -230,6 +233,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     engine = Engine(args.model, providers=args.provider, config=config)
     run = RunSession(args, engine, len(streams) > 1)
+    if web is not None:
+        run.web = web.start(engine)
+        run.print(run.web.banner())
     if len(streams) == 1:
         return _run_one(args, run, streams[0], show, jsonl[0], save[0])
     return _run_many(args, run, streams, show, jsonl, save)

@@ -34,6 +34,7 @@ class RunSession:
         self.frames: dict[int, int] = {}  # stream -> results delivered
         self.stabilize = stabilize_config(args)  # --track / --smooth
         self.stabilizers: list[tuple[str, Stabilizer]] = []  # (stream name, its stabilizer)
+        self.web: Any = None  # --serve: the live view's server, a sink per stream
 
     def delivered(self, stream: Any, *_: Any) -> None:
         """``on_result`` of both runners (one stream: ``stream`` is the frame; it counts as 0)."""
@@ -45,6 +46,8 @@ class RunSession:
         frame and the folders the run made and left empty."""
         self.console.finish()
         self.outputs.cleanup(self.frames)
+        if self.web is not None:
+            self.web.close()
 
     def print(self, line: str) -> None:
         print(f"edge-mtl run: {line}", file=self.out)
@@ -75,6 +78,9 @@ class RunSession:
                 header = run_header(self.engine, source, name)
                 sinks.append(JsonlSink(jsonl, header=header, topk=self.topk))
                 self.outputs.track(jsonl, i)
+            if self.web is not None:
+                header = run_header(self.engine, source, name)
+                sinks.append(self.web.add_stream(name, header, source, self.tasks, self.topk))
             sinks.append(self.console.sink(source, name, self.multi, self.max_frames))
         except BaseException:
             for s in sinks:

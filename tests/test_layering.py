@@ -33,6 +33,7 @@ PARSER_MODULES = (
     "edge_mtl/eval_cli.py",
     "edge_mtl/compare_cli.py",
     "runtime/cli.py",
+    "runtime/web/cli.py",
     "bench/cli.py",
     "bench/env.py",
     "calibration/cli.py",

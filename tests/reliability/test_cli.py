@@ -25,7 +25,9 @@ from edge_mtl.runtime.errors import DEBUG_ENV
 from tests.reliability.conftest import MATRIX, locked_readable
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("synth", "train", "eval", "export", "quantize", "run", "bench", "eval-video")
+COMMANDS = (
+    "synth", "train", "eval", "export", "quantize", "run", "serve", "bench", "eval-video",
+)  # fmt: skip
 CASES_FILE = Path(__file__).with_name("cli_cases.txt")
 # Cases that fail until a change outside this suite lands. A strict xfail on a failed assertion
 # only: the fix landing shows up (XPASS fails), and a traceback still fails the case.
