@@ -157,10 +157,11 @@ class AccuracyReport:
         head += ["flag"] if flags else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row, vals in self.table.items():
-            cells = [row] + [_fmt(vals.get(x)) for x in self.labels]
+            digits = 4 if row.endswith(("MAE", "mean abs diff")) else 2  # label units, not points
+            cells = [row] + [_fmt(vals.get(x), digits=digits) for x in self.labels]
             for x in others:
                 a, b = vals.get(x), vals.get(self.reference)
-                cells.append("" if a is None or b is None else _fmt(a - b, signed=True))
+                cells.append("" if a is None or b is None else _fmt(a - b, True, digits))
             if flags:
                 who = [x for x in others if row in flags.get(x, [])]
                 named = f" ({', '.join(who)})" if len(others) > 1 else ""
@@ -220,9 +221,9 @@ def _above(d: Detections, threshold: float) -> Detections:
     return Detections(d.boxes[keep], d.scores[keep], d.classes[keep])
 
 
-def _fmt(v: float | None, signed: bool = False) -> str:
+def _fmt(v: float | None, signed: bool = False, digits: int = 2) -> str:
     if v is None:
         return ""
     if math.isnan(v):
         return "n/a"
-    return f"{v:+.2f}" if signed else f"{v:.2f}"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
