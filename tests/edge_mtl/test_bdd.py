@@ -17,7 +17,7 @@ from edge_mtl.data.bdd import read_bdd
 from edge_mtl.data.bdd_layout import bdd_categories, split_of
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.dataset import records_for
-from edge_mtl.data.labelled import source_for
+from edge_mtl.data.labelled import read_labelled, source_for
 from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
 from edge_mtl.data.malformed import BadEntries
 from edge_mtl.runtime.errors import InputError
@@ -236,3 +236,6 @@ def test_eval_data_takes_bdd100k_as_shipped(tmp_path, capsys):
         scores.append(json.loads(capsys.readouterr().out))
     assert scores[0]["images"] == 12 and scores[0]["det mAP@0.5"] > 50  # labelled by the model
     assert scores[0] == scores[1]
+    # quantize --eval reads its set through the same plug
+    recs, _ = read_labelled(root, ("car", "sign"), {}, ())
+    assert len(recs) == 12 and recs[0].image == root / "images" / "100k" / "val" / "0000.jpg"
