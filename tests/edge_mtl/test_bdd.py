@@ -239,3 +239,20 @@ def test_eval_data_takes_bdd100k_as_shipped(tmp_path, capsys):
     # quantize --eval reads its set through the same plug
     recs, _ = read_labelled(root, ("car", "sign"), {}, ())
     assert len(recs) == 12 and recs[0].image == root / "images" / "100k" / "val" / "0000.jpg"
+
+
+def test_scalabel_object_and_a_bad_per_image_file(tmp_path):
+    root = bdd_shipped(tmp_path)
+    det = root / "labels" / "det_20" / "det_val.json"
+    want, _ = read_bdd(det, DET_CLASSES, ATTRIBUTES, ())
+    det.write_text(json.dumps({"frames": json.loads(det.read_text()), "config": {}}))
+    assert source_for(det, {}).kind == "bdd100k"  # told from COCO by its content
+    assert_same_records(read_bdd(det, DET_CLASSES, ATTRIBUTES, ())[0], want)
+    per_image = root / "labels" / "100k" / "val"
+    (per_image / "b.json").write_text(json.dumps({"name": "b", "frames": []}))
+    with pytest.raises(InputError, match=r"val/b.json: frame 0 \(b\): expected one frame, got 0"):
+        read_bdd(per_image, DET_CLASSES, ATTRIBUTES, ())
+    bad = BadEntries(skip=True)
+    recs, _ = read_bdd(per_image, DET_CLASSES, ATTRIBUTES, (), bad)
+    assert_same_records(recs, want[:1])
+    assert bad.count == 1
