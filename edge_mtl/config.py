@@ -104,7 +104,9 @@ class SourceConfig:
     """One data source (``kind`` a SourceKind):
 
     - ``synthetic``: ``n`` scenes rendered from ``seed`` at ``frame_hw`` (cached under ``path``);
-    - ``bdd100k``: ``path``/labels.json, images in ``path``/images/;
+    - ``bdd100k``: ``path``/labels.json with images in ``path``/images/, or BDD100K's own label
+      file or per-image label folder with images in ``images`` (default: where the dataset
+      ships them, e.g. images/100k/val for labels/det_20/det_val.json);
     - ``kitti``: ``path``/label_2/*.txt, images in ``path``/image_2/;
     - ``coco``: ``path`` is the COCO JSON file; images in ``images`` (default: images/ beside it);
     - ``folder``: ``path``/<class name>/<image>, labels for the one classification ``task``.
@@ -128,7 +130,7 @@ class SourceConfig:
     name: str | None = None
     categories: dict[str, str] = field(default_factory=dict)
     task: str | None = None  # folder: the classification task its class folders label
-    images: str | None = None  # coco: the images directory
+    images: str | None = None  # coco, bdd100k: the images directory
     skip_bad: bool = False  # skip and count malformed entries instead of raising
 
     def display_name(self, index: int) -> str:
@@ -373,8 +375,8 @@ def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
         raise ConfigError(f"{where}: {s.kind} has only box labels, and model.detect is empty")
     if s.kind == "coco" and not str(s.path).lower().endswith(".json"):
         raise ConfigError(f"{where}: path must be the COCO JSON file, got {s.path!r}")
-    if s.images is not None and s.kind != "coco":
-        raise ConfigError(f"{where}: images is only for kind coco")
+    if s.images is not None and s.kind not in ("coco", "bdd100k"):
+        raise ConfigError(f"{where}: images is only for kinds coco and bdd100k")
     if s.kind == "folder":
         if s.task not in m.classify:
             raise ConfigError(

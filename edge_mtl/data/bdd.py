@@ -1,6 +1,8 @@
 """BDD100K-format labels: the synthetic generator writes them, the loader reads them.
 
-File layout: ``DIR/labels.json`` (a list of frames) and images under ``DIR/images/``. A frame:
+edge-mtl's layout: ``DIR/labels.json`` (a list of frames) and images under ``DIR/images/``;
+BDD100K's own layouts and label files are read as they ship (:mod:`edge_mtl.data.bdd_layout`).
+A frame:
 ``{"name": "000001.jpg", "attributes": {"weather": ..., "scene": ..., "timeofday": ...},
 "labels": [{"id": 0, "category": "car", "box2d": {"x1":..,"y1":..,"x2":..,"y2":..}}]}``.
 Numeric attributes (``curvature``) are regression targets; BDD's own files have none.
@@ -17,10 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from edge_mtl.data.bdd_layout import (
+    bdd_categories,
+    check_labels,
+    image_dir_for,
+    image_name,
+    label_frames,
+)
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
-from edge_mtl.runtime.errors import InputError
-from edge_mtl.runtime.files import read_json
 
 
 @dataclass(frozen=True)
@@ -59,30 +66,30 @@ def read_bdd(
     bad: BadEntries | None = None,
     categories: Mapping[str, str] | None = None,
     ignored: Counter | None = None,
+    images: str | Path | None = None,
 ) -> tuple[list[Record], Counter]:
-    """Parse ``root/labels.json`` (or the label file ``root``) into one Record per frame.
+    """Parse ``root/labels.json``, the label file ``root`` or the folder ``root`` of per-image
+    label files into one Record per frame, with images in ``images`` (default: found where the
+    dataset publishes them, :func:`~edge_mtl.data.bdd_layout.image_dir_for`).
 
     Returns the records and a Counter of categories that map to no class in ``det_classes``
-    (reported, never silently dropped); ``categories`` maps other names onto model classes, and
-    those mapped to ``ignore`` are counted in ``ignored`` when given. Categories are counted only
-    for frames that are kept. Malformed entries go to ``bad`` (an InputError naming the file and
-    the frame by default, else skipped and counted): a frame with a missing key or whose image
-    file is missing or empty, and a label with a missing key or a degenerate or non-finite box.
-    Either way the whole frame is skipped: kept without a bad label, the object's pixels would
-    train as background. A label file that is missing or not a JSON list of frames is always an
-    InputError."""
+    (reported, never silently dropped); BDD100K's names map by default (``pedestrian`` ->
+    ``person``, :func:`~edge_mtl.data.bdd_layout.bdd_categories`); ``categories`` maps other
+    names onto model classes, and those mapped to ``ignore`` are counted in ``ignored`` when
+    given. Categories are counted only for frames that are kept. Malformed entries go to ``bad`` (an
+    InputError naming the file and the frame by default, else skipped and counted): a frame with a
+    missing key or whose image file is missing or empty, and a label with a missing key or a
+    degenerate or non-finite box. Either way the whole frame is skipped: kept without a bad label,
+    the object's pixels would train as background. A label file that is missing or not a JSON list
+    of frames is always an InputError."""
     bad = bad if bad is not None else BadEntries()
     root = Path(root)
-    label_file = root / "labels.json" if root.is_dir() else root
-    image_dir = label_file.parent / "images"
-    frames = read_json(label_file, "label file")
-    if not isinstance(frames, list):
-        raise InputError(f"{label_file}: expected a list of frames")
-    cmap = CategoryMap(det_classes, overrides=categories)
+    label = root / "labels.json" if (root / "labels.json").is_file() else root
+    check_labels(label)
+    image_dir = image_dir_for(label, images)
+    cmap = CategoryMap(det_classes, bdd_categories(det_classes), categories)
     records = []
-    for i, fr in enumerate(frames):
-        name = fr.get("name") if isinstance(fr, dict) else None
-        entry = f"frame {i}" + (f" ({name})" if isinstance(name, str) else "")
+    for label_file, entry, fr in label_frames(label):
         try:
             image, objects, labels, targets = _frame(fr, image_dir, classify, regress)
         except MALFORMED as e:
@@ -129,6 +136,7 @@ def _frame(
     for t in regress:
         v = attrs.get(t)
         targets[t] = float(v) if isinstance(v, (int, float)) else float("nan")
+    name = image_name(name)
     image = image_dir / name
     problem = image_problem(image)
     if problem:

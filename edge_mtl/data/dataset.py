@@ -132,7 +132,7 @@ def _read_source(
         root = Path(s.path)
         if not root.exists():
             raise InputError(f"{root}: data directory not found")
-    return read_bdd(root, m.detect, m.classify, m.regress, bad, s.categories, ignored)
+    return read_bdd(root, m.detect, m.classify, m.regress, bad, s.categories, ignored, s.images)
 
 
 def source_report(

@@ -3,10 +3,14 @@
 
 The layout tells the format (first match):
 
-- a ``.json`` file: a list of frames is BDD100K (images in ``images/`` beside it), an object
-  with an ``images`` list is COCO (images in ``images/`` beside it);
+- a ``.json`` file: a list of frames (or a Scalabel ``{"frames": ...}``) is BDD100K (images in
+  ``images/`` beside it or where BDD100K ships them, :mod:`edge_mtl.data.bdd_layout`), another
+  object is COCO (images in ``images/`` beside it);
 - a folder with ``labels.json``: BDD100K; with ``label_2/`` and ``image_2/``: KITTI;
-- a folder with one ``.json`` file: COCO (images in the folder's ``images/``);
+- a BDD100K dataset root (``labels/`` with ``det_20/det_val.json``, ``bdd100k_labels_images_val
+  .json`` or ``100k/val/``): its val labels, images in ``images/100k/val``;
+- a folder with one ``.json`` file: COCO (images in the folder's ``images/``); with more:
+  BDD100K's per-image label files;
 - a folder of class folders (``ROOT/<class>/<image>``): the class-folder format, labelling the
   classification task whose class names the folder names match.
 """
@@ -18,14 +22,15 @@ from pathlib import Path
 
 from edge_mtl.config import SourceConfig, SourceKind
 from edge_mtl.data.bdd import Record, read_bdd
+from edge_mtl.data.bdd_layout import root_labels
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
 from edge_mtl.runtime.errors import InputError
 
 LAYOUTS = (
-    "a BDD100K folder (labels.json + images/) or label file, a COCO .json, a KITTI folder "
-    "(label_2/ + image_2/) or class folders (<class>/<image>)"
+    "a BDD100K folder (labels.json + images/), dataset root or label file, a COCO .json, "
+    "a KITTI folder (label_2/ + image_2/) or class folders (<class>/<image>)"
 )
 
 
@@ -39,15 +44,20 @@ def source_for(path: str | Path, classify: dict[str, tuple[str, ...]]) -> Source
     if p.is_file():
         if p.suffix.lower() != ".json":
             raise InputError(f"{p}: not a label file; expected {LAYOUTS}")
-        kind = SourceKind.COCO if _first_char(p) == "{" else SourceKind.BDD100K
-        return SourceConfig(kind=kind, path=str(p))
+        coco = _first_char(p) == "{" and '"frames"' not in _head(p)
+        return SourceConfig(kind=SourceKind.COCO if coco else SourceKind.BDD100K, path=str(p))
     if (p / "labels.json").is_file():
         return SourceConfig(kind=SourceKind.BDD100K, path=str(p))
+    bdd = root_labels(p) if (p / "labels").is_dir() else None
+    if bdd is not None:
+        return SourceConfig(kind=SourceKind.BDD100K, path=str(bdd))
     if (p / "label_2").is_dir() and (p / "image_2").is_dir():
         return SourceConfig(kind=SourceKind.KITTI, path=str(p))
     jsons = sorted(p.glob("*.json"))
     if len(jsons) == 1 and _first_char(jsons[0]) == "{":
         return SourceConfig(kind=SourceKind.COCO, path=str(jsons[0]), images=str(p / "images"))
+    if len(jsons) > 1:
+        return SourceConfig(kind=SourceKind.BDD100K, path=str(p))
     folders = {d.name.lower() for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")}
     hits = {t: len(folders & {c.lower() for c in names}) for t, names in classify.items()}
     task = max(hits, key=lambda t: hits[t], default=None)
@@ -69,7 +79,9 @@ def read_source(
         return read_coco(s.path or "", det_classes, s.images, s.categories)
     if s.kind == SourceKind.FOLDER:
         return read_folder(s.path or "", s.task or "", classify, s.categories)
-    return read_bdd(s.path or "", det_classes, classify, regress, categories=s.categories)
+    return read_bdd(
+        s.path or "", det_classes, classify, regress, categories=s.categories, images=s.images
+    )
 
 
 def read_labelled(
@@ -83,8 +95,14 @@ def read_labelled(
     return read_source(source_for(root, classify), det_classes, classify, regress)
 
 
-def _first_char(path: Path) -> str:
-    """The first non-blank character of a text file ("" when there is none)."""
+def _head(path: Path) -> str:
+    """The first 4 KiB of a text file, without a UTF-8 BOM and leading blanks (a COCO file can
+    be hundreds of MB: the format is told without parsing it)."""
     with open(path, "rb") as f:
         head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 BOM first
-    return chr(head[0]) if head else ""
+    return head.decode("utf-8", "replace")
+
+
+def _first_char(path: Path) -> str:
+    """The first non-blank character of a text file ("" when there is none)."""
+    return _head(path)[:1]

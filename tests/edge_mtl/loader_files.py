@@ -21,7 +21,7 @@ def image(path, hw=(30, 40)):
 
 
 def bdd_root(tmp_path):
-    """A BDD100K folder (labels.json + images/) with two frames: a.jpg (car, lane, rider, sign)
+    """A BDD100K folder (labels.json + images/) with two frames: a.jpg (car, lane, trailer, sign)
     and b.jpg (bus)."""
     root = tmp_path / "bdd"
     root.mkdir()
@@ -32,7 +32,7 @@ def bdd_root(tmp_path):
             "labels": [
                 {"id": 0, "category": "car", "box2d": {"x1": 1, "y1": 2, "x2": 11.5, "y2": 12}},
                 {"id": 1, "category": "lane", "poly2d": [{"vertices": [[0, 5], [9, 5]]}]},
-                {"id": 2, "category": "rider", "box2d": {"x1": 3, "y1": 3, "x2": 6, "y2": 9}},
+                {"id": 2, "category": "trailer", "box2d": {"x1": 3, "y1": 3, "x2": 6, "y2": 9}},
                 {
                     "id": 3,
                     "category": "traffic sign",
@@ -149,3 +149,58 @@ def assert_same_records(recs, expected):
         np.testing.assert_array_equal(r.boxes, e.boxes)
         assert r.classes.tolist() == e.classes.tolist()
         assert r.labels == e.labels and r.has_boxes == e.has_boxes
+
+
+# BDD100K as shipped: a.jpg with a car, a pedestrian, a rider, a motorcycle, a bicycle and a
+# traffic light (old names: person, motor, bike), b.jpg with no objects; one spelling per format.
+SHIPPED_OBJECTS = (
+    ("car", "car", (1, 2, 20, 12)),
+    ("person", "pedestrian", (30, 5, 36, 30)),
+    ("rider", "rider", (40, 5, 46, 28)),
+    ("motor", "motorcycle", (40, 20, 50, 34)),
+    ("bike", "bicycle", (2, 30, 12, 40)),
+    ("traffic light", "traffic light", (55, 0, 60, 9.5)),
+)
+SHIPPED_ATTRS = {"weather": "clear", "scene": "highway", "timeofday": "night"}
+
+
+def _shipped_labels(new: bool) -> list[dict]:
+    return [
+        {
+            "id": str(i) if new else i,
+            "category": names[new],
+            "attributes": {"occluded": False, "truncated": False, "trafficLightColor": "none"},
+            "box2d": dict(zip(("x1", "y1", "x2", "y2"), box)),
+        }
+        for i, (*names, box) in enumerate(SHIPPED_OBJECTS)
+    ]
+
+
+def bdd_shipped(tmp_path):
+    """A BDD100K tree as it unpacks: ``images/100k/val/{a,b}.jpg`` (64x64) and the val labels in
+    the three published forms: ``labels/bdd100k_labels_images_val.json`` (2018 single list, old
+    names, with a drivable-area polygon), ``labels/det_20/det_val.json`` (det_20, new names,
+    ``labels: null`` for b.jpg) and ``labels/100k/val/{a,b}.json`` (per image, old names)."""
+    root = tmp_path / "bdd100k"
+    for n in ("a", "b"):
+        image(root / "images" / "100k" / "val" / f"{n}.jpg", (64, 64))
+    lab = root / "labels"
+    (lab / "det_20").mkdir(parents=True)
+    (lab / "100k" / "val").mkdir(parents=True)
+    area = {"category": "drivable area", "poly2d": [{"vertices": [[0, 60], [63, 60], [30, 40]]}]}
+    old = [
+        {"name": "a.jpg", "attributes": SHIPPED_ATTRS, "labels": [*_shipped_labels(False), area]},
+        {"name": "b.jpg", "attributes": SHIPPED_ATTRS, "timestamp": 10000, "labels": []},
+    ]
+    (lab / "bdd100k_labels_images_val.json").write_text(json.dumps(old))
+    det = [
+        {"name": "a.jpg", "attributes": SHIPPED_ATTRS, "timestamp": 10000,
+         "labels": _shipped_labels(True)},
+        {"name": "b.jpg", "attributes": SHIPPED_ATTRS, "timestamp": 10000, "labels": None},
+    ]  # fmt: skip
+    (lab / "det_20" / "det_val.json").write_text(json.dumps(det))
+    for n, objects in (("a", _shipped_labels(False)), ("b", [])):
+        per = {"name": n, "attributes": SHIPPED_ATTRS,
+               "frames": [{"timestamp": 10000, "objects": objects}]}  # fmt: skip
+        (lab / "100k" / "val" / f"{n}.json").write_text(json.dumps(per))
+    return root

@@ -15,7 +15,7 @@ from tests.edge_mtl.conftest import tiny_cfg_dict
         ({"kind": "folder", "path": "w", "task": "season"}, r"got 'season'"),
         ({"kind": "coco", "path": "coco/"}, r"path must be the COCO JSON file, got 'coco/'"),
         ({"kind": "kitti", "path": "k", "task": "weather"}, r"task is only for kind folder"),
-        ({"kind": "kitti", "path": "k", "images": "i"}, r"images is only for kind coco"),
+        ({"kind": "kitti", "path": "k", "images": "i"}, r"images is only for kinds coco and bdd"),
         (
             {"kind": "kitti", "path": "k", "categories": {"Cyclist": "bicycle"}},
             r"categories.Cyclist: 'bicycle' is not a model class",
