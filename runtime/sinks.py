@@ -22,7 +22,12 @@ import cv2
 
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
-from edge_mtl.runtime.files import IMAGE_SUFFIXES, check_writable, check_writable_dir
+from edge_mtl.runtime.files import (
+    IMAGE_SUFFIXES,
+    atomic_write,
+    check_writable,
+    check_writable_dir,
+)
 from edge_mtl.runtime.imagefile import stderr_silenced
 from edge_mtl.runtime.metadata import TaskMeta
 from edge_mtl.runtime.overlay import draw_overlay
@@ -223,17 +228,15 @@ class ImageSink:
         return self.folder / (name or f"{frame.index:06d}.jpg")
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
-        """Encode the frame with its overlay and write it (temp file, then rename)."""
+        """Encode the frame with its overlay and write it (:func:`atomic_write`)."""
         path = self._target(frame)
         ok, data = cv2.imencode(path.suffix, draw_overlay(frame.image, result, tasks=self.tasks))
         if not ok:
             raise RuntimeFailure(f"{path}: OpenCV cannot encode a {path.suffix} image")
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_bytes(data.tobytes())
-            os.replace(tmp, path)
+            with atomic_write(path) as f:
+                f.write(data.tobytes())
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise RuntimeFailure(f"{path}: cannot write the image ({e.strerror or e})") from None
         self.frames += 1
 
