@@ -30,7 +30,7 @@ def image_paths(source: Any) -> list[Path] | None:
     or ``None`` for a video or live source."""
     if not isinstance(source, ImageFilesSource):
         return None
-    return list(getattr(source, "_paths", []))  # the source keeps its file list private
+    return list(source.paths)
 
 
 def is_folder(value: str) -> bool:

@@ -139,6 +139,11 @@ class ImageFilesSource:
         self.name, self._paths, self._next = name, paths, 0
         self.drops = self.reconnects = self.stalls = self.corrupt = 0
 
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The image files in delivery order (a frame's ``index`` is its position here)."""
+        return tuple(self._paths)
+
     def read(self) -> Frame | None:
         """The next decodable image, in order; ``None`` after the last one."""
         while self._next < len(self._paths):
