@@ -74,12 +74,11 @@ class RunSession:
                 sinks.append(
                     save_sink(save, self.outputs, source, save_as or name, self.multi, self.tasks)
                 )
+            header = run_header(self.engine, source, name)  # JSON lines and the live view
             if jsonl:
-                header = run_header(self.engine, source, name)
                 sinks.append(JsonlSink(jsonl, header=header, topk=self.topk))
                 self.outputs.track(jsonl, i)
             if self.web is not None:
-                header = run_header(self.engine, source, name)
                 sinks.append(self.web.add_stream(name, header, source, self.tasks, self.topk))
             sinks.append(self.console.sink(source, name, self.multi, self.max_frames))
         except BaseException:
