@@ -172,7 +172,6 @@ class _Stream:
     source: FrameSource
     sinks: list[Sink]
     capacity: int
-    pull: bool  # a live stream, pulled: the buffer holds the newest raw frame
     buf: deque[_Item] = field(default_factory=deque)
     state: StreamState = StreamState.RUNNING
     error: str | None = None
@@ -184,6 +183,11 @@ class _Stream:
     latencies: list[float] = field(default_factory=list)
     sinks_closed: bool = False
     reader: threading.Thread | None = None
+
+    @property
+    def pull(self) -> bool:
+        """A live stream, pulled: the buffer holds the newest raw frame."""
+        return bool(self.source.live)
 
 
 class MultiStream:
@@ -211,7 +215,7 @@ class MultiStream:
         if not (len(sinks) == len(names) == len(sources) >= 1):
             raise ValueError("MultiStream: one list of sinks and one name per source, >= 1 source")
         self._streams = [
-            _Stream(i, n, src, list(sk), 1 if src.live else c.queue_size, src.live)
+            _Stream(i, n, src, list(sk), 1 if src.live else c.queue_size)
             for i, (src, sk, n) in enumerate(zip(sources, sinks, names))
         ]
         self._pull = any(s.pull for s in self._streams)
