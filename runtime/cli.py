@@ -266,11 +266,7 @@ def _run_one(
         ).run()
     finally:
         run.finish()
-    if (line := run.saved_line(save)) is not None:
-        run.print(line)
-    run.print(f"{summary.line()}, {_ran_on(run.engine)}")
-    for line in run.track_lines():
-        run.print(line)
+    run.report(save, [f"{summary.line()}, {_ran_on(run.engine)}"])
     return 0
 
 
@@ -311,13 +307,7 @@ def _run_many(
     finally:
         run.finish()
     lost = summary.lost
-    if (saved := run.saved_line(args.save)) is not None:
-        run.print(saved)
-    for line in summary.lines()[:-1]:
-        run.print(line)
-    run.print(f"{summary.line()}, {_ran_on(run.engine)}")
-    for line in run.track_lines():
-        run.print(line)
+    run.report(args.save, [*summary.lines()[:-1], f"{summary.line()}, {_ran_on(run.engine)}"])
     if lost:
         more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
         s = lost[0]

@@ -91,6 +91,13 @@ class RunSession:
         self.stabilizers.append((name, stabilizer))
         return [StabilizedSinks(stabilizer, sinks)]
 
+    def report(self, save: str | None, lines: list[str]) -> None:
+        """The run's closing lines: where results were saved, ``lines`` (the summary), then
+        the ``--track`` lines."""
+        for line in [self.saved_line(save), *lines, *self.track_lines()]:
+            if line is not None:
+                self.print(line)
+
     def track_lines(self) -> list[str]:
         """``--track``: one summary line per stream (track count, lengths)."""
         lines = [(name, s.summary()) for name, s in self.stabilizers]
