@@ -17,10 +17,8 @@ import numpy as np
 
 from edge_mtl.bench.accuracy import (
     EvalSet,
-    LabelReader,
     Predictions,
     eval_engine,
-    image_list,
     label_std,
     predict_all,
     task_metrics,
@@ -29,20 +27,6 @@ from edge_mtl.bench.metrics import match_count
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
 from edge_mtl.runtime.postprocess import Detections
 from edge_mtl.runtime.providers import Provider
-
-# the evaluation core lives in bench; quantize imports it from here with the report
-__all__ = [
-    "AccuracyReport",
-    "EvalSet",
-    "LabelReader",
-    "Predictions",
-    "agreement",
-    "compare",
-    "eval_engine",
-    "image_list",
-    "predict_all",
-    "task_metrics",
-]
 
 
 def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str, float]:
