@@ -50,6 +50,17 @@ class LabelReader(Protocol):
     ) -> tuple[list[Any], Counter]: ...
 
 
+def label_tasks(
+    meta: ModelMeta,
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """What a :class:`LabelReader` reads for ``meta``'s tasks: detection class names (empty
+    without a detection task), classification task -> class names, regression task names."""
+    det = meta.detect
+    classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
+    regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
+    return det.classes if det else (), classify, regress
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """Images to evaluate on. ``records`` (``edge_mtl.data.bdd.Record``) when labelled, else
@@ -65,10 +76,7 @@ class EvalSet:
         without one; InputError when it holds no images)."""
         if read_labels is None:
             raise ValueError(f"{root}: evaluation data needs a label reader (read_labels)")
-        det = meta.detect
-        classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
-        regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
-        records, _ = read_labels(root, det.classes if det else (), classify, regress)
+        records, _ = read_labels(root, *label_tasks(meta))
         return EvalSet.of_records(records, str(root))
 
     @staticmethod
