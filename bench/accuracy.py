@@ -207,14 +207,16 @@ def row_accuracy(
     read_labels: LabelReader,
     settings: BenchSettings,
     log: Callable[[str], None] = lambda msg: None,
+    sets: dict[tuple, EvalSet] | None = None,
 ) -> None:
     """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`, ``None`` for a
     task without labels) of every measured onnxruntime row, evaluated on the row's own provider
     (with the settings' threads and OpenVINO options) with evaluation thresholds. Rows of the
     same file and provider (other batch sizes) share one evaluation; the labelled set is read
-    once per set of class names. A row whose model cannot be scored (no edge-mtl metadata, the
-    provider fails to start again) gets a note saying why instead."""
-    sets: dict[tuple, EvalSet] = {}
+    once per set of class names (``sets``: those :func:`check_data` read already). A row whose
+    model cannot be scored (no edge-mtl metadata, the provider fails to start again) gets a note
+    saying why instead."""
+    sets = {} if sets is None else sets
     done: dict[tuple[str, str], dict[str, float | None] | str] = {}
     for r in rows:
         if r.status != "ok" or r.runtime != "onnxruntime" or r.provider is None:
@@ -243,22 +245,33 @@ def _score(
     """Headline metrics of ``engine`` on ``data`` (NaN as None), the set read once per set of
     task and class names into ``sets``."""
     meta = engine.meta
-    names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
-    if names not in sets:
-        sets[names] = EvalSet.labelled(data, meta, read_labels)
-    got = task_metrics(predict_all({"m": engine}, sets[names])["m"], sets[names], meta)
+    labelled = _labelled(data, meta, read_labels, sets)
+    got = task_metrics(predict_all({"m": engine}, labelled)["m"], labelled, meta)
     return {k: v if math.isfinite(v) else None for k, v in got.items()}
 
 
-def check_data(path: str | Path, data: str | Path, read_labels: LabelReader) -> None:
-    """Read ``data`` with the class names of the model at ``path`` (a CPU session), so a wrong
-    ``--accuracy`` set fails before the timing, not after it; nothing for a model without
-    edge-mtl metadata (its rows are not scored)."""
+def check_data(
+    path: str | Path, data: str | Path, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+) -> None:
+    """Read ``data`` with the class names of the model at ``path`` (a CPU session) into
+    ``sets`` (what :func:`row_accuracy` scores on), so a wrong ``--accuracy`` set fails before
+    the timing, not after it; nothing for a model without edge-mtl metadata (its rows are not
+    scored)."""
     try:
         meta = Engine(path, Provider.CPU, EngineConfig(warmup_runs=0)).meta
     except MetadataError:
         return
-    EvalSet.labelled(data, meta, read_labels)
+    _labelled(data, meta, read_labels, sets)
+
+
+def _labelled(
+    data: str | Path, meta: ModelMeta, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+) -> EvalSet:
+    """``data`` read for ``meta``'s tasks, once per set of task and class names (in ``sets``)."""
+    names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
+    if names not in sets:
+        sets[names] = EvalSet.labelled(data, meta, read_labels)
+    return sets[names]
 
 
 def _ov(settings: BenchSettings) -> dict[str, Any]:
