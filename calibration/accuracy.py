@@ -75,8 +75,8 @@ class AccuracyReport:
         classification accuracies, in points; without labels 100 minus the lowest agreement."""
         gated = [r for r in self.table if r == "det mAP@0.5" or r.endswith(" acc")]
         if gated:
-            drops = [self.table[r][self.reference] - self.table[r][label] for r in gated]
-            return max([d for d in drops if not math.isnan(d)] or [0.0])
+            drops = [self.loss(r, label) for r in gated]
+            return max([d for d in drops if d is not None] or [0.0])
         agree = [self.table[r][label] for r in self.table if "agreement" in r]
         return 100.0 - min(agree) if agree else 0.0
 
