@@ -50,6 +50,17 @@ class LabelReader(Protocol):
     ) -> tuple[list[Any], Counter]: ...
 
 
+def label_tasks(
+    meta: ModelMeta,
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """What a :class:`LabelReader` reads for ``meta``'s tasks: detection class names (empty
+    without a detection task), classification task -> class names, regression task names."""
+    det = meta.detect
+    classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
+    regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
+    return det.classes if det else (), classify, regress
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """Images to evaluate on. ``records`` (``edge_mtl.data.bdd.Record``) when labelled, else
@@ -65,10 +76,7 @@ class EvalSet:
         without one; InputError when it holds no images)."""
         if read_labels is None:
             raise ValueError(f"{root}: evaluation data needs a label reader (read_labels)")
-        det = meta.detect
-        classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
-        regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
-        records, _ = read_labels(root, det.classes if det else (), classify, regress)
+        records, _ = read_labels(root, *label_tasks(meta))
         return EvalSet.of_records(records, str(root))
 
     @staticmethod
@@ -199,14 +207,16 @@ def row_accuracy(
     read_labels: LabelReader,
     settings: BenchSettings,
     log: Callable[[str], None] = lambda msg: None,
+    sets: dict[tuple, EvalSet] | None = None,
 ) -> None:
     """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`, ``None`` for a
     task without labels) of every measured onnxruntime row, evaluated on the row's own provider
     (with the settings' threads and OpenVINO options) with evaluation thresholds. Rows of the
     same file and provider (other batch sizes) share one evaluation; the labelled set is read
-    once per set of class names. A row whose model cannot be scored (no edge-mtl metadata, the
-    provider fails to start again) gets a note saying why instead."""
-    sets: dict[tuple, EvalSet] = {}
+    once per set of class names (``sets``: those :func:`check_data` read already). A row whose
+    model cannot be scored (no edge-mtl metadata, the provider fails to start again) gets a note
+    saying why instead."""
+    sets = {} if sets is None else sets
     done: dict[tuple[str, str], dict[str, float | None] | str] = {}
     for r in rows:
         if r.status != "ok" or r.runtime != "onnxruntime" or r.provider is None:
@@ -235,22 +245,33 @@ def _score(
     """Headline metrics of ``engine`` on ``data`` (NaN as None), the set read once per set of
     task and class names into ``sets``."""
     meta = engine.meta
-    names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
-    if names not in sets:
-        sets[names] = EvalSet.labelled(data, meta, read_labels)
-    got = task_metrics(predict_all({"m": engine}, sets[names])["m"], sets[names], meta)
+    labelled = _labelled(data, meta, read_labels, sets)
+    got = task_metrics(predict_all({"m": engine}, labelled)["m"], labelled, meta)
     return {k: v if math.isfinite(v) else None for k, v in got.items()}
 
 
-def check_data(path: str | Path, data: str | Path, read_labels: LabelReader) -> None:
-    """Read ``data`` with the class names of the model at ``path`` (a CPU session), so a wrong
-    ``--accuracy`` set fails before the timing, not after it; nothing for a model without
-    edge-mtl metadata (its rows are not scored)."""
+def check_data(
+    path: str | Path, data: str | Path, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+) -> None:
+    """Read ``data`` with the class names of the model at ``path`` (a CPU session) into
+    ``sets`` (what :func:`row_accuracy` scores on), so a wrong ``--accuracy`` set fails before
+    the timing, not after it; nothing for a model without edge-mtl metadata (its rows are not
+    scored)."""
     try:
         meta = Engine(path, Provider.CPU, EngineConfig(warmup_runs=0)).meta
     except MetadataError:
         return
-    EvalSet.labelled(data, meta, read_labels)
+    _labelled(data, meta, read_labels, sets)
+
+
+def _labelled(
+    data: str | Path, meta: ModelMeta, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+) -> EvalSet:
+    """``data`` read for ``meta``'s tasks, once per set of task and class names (in ``sets``)."""
+    names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
+    if names not in sets:
+        sets[names] = EvalSet.labelled(data, meta, read_labels)
+    return sets[names]
 
 
 def _ov(settings: BenchSettings) -> dict[str, Any]:

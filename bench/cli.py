@@ -213,11 +213,12 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if not args.quiet:
             print(f"edge-mtl bench: {msg}", file=sys.stderr, flush=True)
 
+    labelled: dict = {}  # the --accuracy set as read for each model's class names
     if settings.accuracy_data:
         from edge_mtl.bench.accuracy import check_data
 
         for m in args.model:  # a wrong --accuracy set fails now, not after the timing
-            check_data(m, settings.accuracy_data, args.read_labels)
+            check_data(m, settings.accuracy_data, args.read_labels, labelled)
     if args.model or args.torch:
         argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
         session = schema.new_session(settings, argv)
@@ -235,7 +236,7 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if settings.accuracy_data:  # after every timed call: evaluation shares no time with them
             from edge_mtl.bench.accuracy import row_accuracy
 
-            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings, log)
+            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings, log, labelled)
         if settings.profile:
             from edge_mtl.bench.profile import profile_rows
 

@@ -17,10 +17,8 @@ import numpy as np
 
 from edge_mtl.bench.accuracy import (
     EvalSet,
-    LabelReader,
     Predictions,
     eval_engine,
-    image_list,
     label_std,
     predict_all,
     task_metrics,
@@ -29,20 +27,6 @@ from edge_mtl.bench.metrics import match_count
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
 from edge_mtl.runtime.postprocess import Detections
 from edge_mtl.runtime.providers import Provider
-
-# the evaluation core lives in bench; quantize imports it from here with the report
-__all__ = [
-    "AccuracyReport",
-    "EvalSet",
-    "LabelReader",
-    "Predictions",
-    "agreement",
-    "compare",
-    "eval_engine",
-    "image_list",
-    "predict_all",
-    "task_metrics",
-]
 
 
 def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str, float]:
@@ -91,8 +75,8 @@ class AccuracyReport:
         classification accuracies, in points; without labels 100 minus the lowest agreement."""
         gated = [r for r in self.table if r == "det mAP@0.5" or r.endswith(" acc")]
         if gated:
-            drops = [self.table[r][self.reference] - self.table[r][label] for r in gated]
-            return max([d for d in drops if not math.isnan(d)] or [0.0])
+            drops = [self.loss(r, label) for r in gated]
+            return max([d for d in drops if d is not None] or [0.0])
         agree = [self.table[r][label] for r in self.table if "agreement" in r]
         return 100.0 - min(agree) if agree else 0.0
 

@@ -28,16 +28,9 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edge_mtl.bench.accuracy import EvalSet, LabelReader, Predictions, eval_engine, image_list
 from edge_mtl.bench.timing import time_engines
-from edge_mtl.calibration.accuracy import (
-    AccuracyReport,
-    EvalSet,
-    LabelReader,
-    Predictions,
-    compare,
-    eval_engine,
-    image_list,
-)
+from edge_mtl.calibration.accuracy import AccuracyReport, compare
 from edge_mtl.calibration.quiet import library_quiet
 from edge_mtl.calibration.reader import CalibrationReader
 from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration

@@ -212,12 +212,9 @@ def _onnx_records(args: argparse.Namespace, meta: ModelMeta) -> tuple[list[Recor
     and what they are; one line per source says what was read."""
     import dataclasses
 
-    from edge_mtl.runtime.metadata import TaskKind
+    from edge_mtl.bench.accuracy import label_tasks
 
-    det = meta.detect
-    det_classes = det.classes if det else ()
-    classify = {t.name: t.classes for t in meta.tasks if t.kind is TaskKind.CLASSIFY}
-    regress = tuple(t.name for t in meta.tasks if t.kind is TaskKind.REGRESS)
+    det_classes, classify, regress = label_tasks(meta)
     if args.data:
         from edge_mtl.data.labelled import read_source, source_for
 
