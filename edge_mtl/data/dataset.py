@@ -11,12 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge_mtl.config import AugmentConfig, Config, ModelConfig, SourceConfig
+from edge_mtl.config import AugmentConfig, Config, ModelConfig, SourceConfig, SourceKind
 from edge_mtl.data.augment import augment
-from edge_mtl.data.bdd import Record, read_bdd
-from edge_mtl.data.coco import read_coco
-from edge_mtl.data.folder import read_folder
-from edge_mtl.data.kitti import read_kitti
+from edge_mtl.data.bdd import Record
+from edge_mtl.data.labelled import read_source
 from edge_mtl.data.malformed import BadEntries
 from edge_mtl.data.synthetic import synthetic_cache_name
 from edge_mtl.runtime.errors import InputError
@@ -112,12 +110,6 @@ def _read_source(
 ) -> tuple[list[Record], Counter]:
     from edge_mtl.data.generate import write_synthetic
 
-    if s.kind == "kitti":
-        return read_kitti(s.path, m.detect, s.categories, ignored, bad)
-    if s.kind == "coco":
-        return read_coco(s.path, m.detect, s.images, s.categories, ignored, bad)
-    if s.kind == "folder":
-        return read_folder(s.path, s.task, m.classify, s.categories, ignored, bad)
     if s.kind == "synthetic":
         root = (
             Path(s.path) if s.path else cache_root / synthetic_cache_name(s.seed, s.n, s.frame_hw)
@@ -127,12 +119,10 @@ def _read_source(
             write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)
         else:
             print(f"reusing {s.n} synthetic scenes from {root}")
-    else:
-        assert s.kind == "bdd100k", s.kind  # validate() admits no other kind
-        root = Path(s.path)
-        if not root.exists():
-            raise InputError(f"{root}: data directory not found")
-    return read_bdd(root, m.detect, m.classify, m.regress, bad, s.categories, ignored, s.images)
+        s = dataclasses.replace(s, kind=SourceKind.BDD100K, path=str(root))  # written as BDD
+    elif s.kind == "bdd100k" and not Path(s.path).exists():
+        raise InputError(f"{s.path}: data directory not found")
+    return read_source(s, m.detect, m.classify, m.regress, ignored, bad)
 
 
 def source_report(

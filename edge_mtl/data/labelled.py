@@ -26,6 +26,7 @@ from edge_mtl.data.bdd_layout import root_labels
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
+from edge_mtl.data.malformed import BadEntries
 from edge_mtl.runtime.errors import InputError
 
 LAYOUTS = (
@@ -71,17 +72,20 @@ def read_source(
     det_classes: tuple[str, ...],
     classify: dict[str, tuple[str, ...]],
     regress: tuple[str, ...],
+    ignored: Counter | None = None,
+    bad: BadEntries | None = None,
 ) -> tuple[list[Record], Counter]:
-    """Records of one file-based source (not synthetic) and the categories mapping to no class."""
+    """Records of one file-based source (not synthetic) and the categories mapping to no class;
+    ``ignored`` counts categories dropped on purpose, ``bad`` collects skipped malformed entries
+    (the training side's report; ``None``: not kept)."""
+    path = s.path or ""
     if s.kind == SourceKind.KITTI:
-        return read_kitti(s.path or "", det_classes, s.categories)
+        return read_kitti(path, det_classes, s.categories, ignored, bad)
     if s.kind == SourceKind.COCO:
-        return read_coco(s.path or "", det_classes, s.images, s.categories)
+        return read_coco(path, det_classes, s.images, s.categories, ignored, bad)
     if s.kind == SourceKind.FOLDER:
-        return read_folder(s.path or "", s.task or "", classify, s.categories)
-    return read_bdd(
-        s.path or "", det_classes, classify, regress, categories=s.categories, images=s.images
-    )
+        return read_folder(path, s.task or "", classify, s.categories, ignored, bad)
+    return read_bdd(path, det_classes, classify, regress, bad, s.categories, ignored, s.images)
 
 
 def read_labelled(
