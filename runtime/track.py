@@ -99,7 +99,6 @@ class Tracker:
         self.trail_t = np.zeros((0, points))  # their times, -inf where empty
         self.next_id = 1
         self.lengths: list[int] = []  # frames from first to last box of ended confirmed tracks
-        self._keep = np.zeros(0, np.int64)  # rows kept by the latest _end_tracks
 
     def update(
         self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
@@ -126,8 +125,9 @@ class Tracker:
         self.trail_xy[ti, -1], self.trail_t[ti, -1] = meas[matched, :2], t
         ripe = ti[(self.tid[ti] < 0) & (self.hits[ti] >= cfg.min_hits)]
         self._give_ids(ripe)
-        self._end_tracks(t)
-        track_of[matched] = self._renumbered(ti)
+        keep = self._end_tracks(t)
+        if keep is not None:  # the arrays were compacted; a matched track is never dropped
+            track_of[matched] = np.searchsorted(keep, ti)
         births = np.flatnonzero(~matched & (scores >= cfg.new_score))
         track_of[births] = self._birth(meas[births], classes[births], t)
         return self._info(track_of, t)
@@ -163,24 +163,20 @@ class Tracker:
         self.tid[rows] = np.arange(self.next_id, self.next_id + len(rows))
         self.next_id += len(rows)
 
-    def _end_tracks(self, t: float) -> None:
+    def _end_tracks(self, t: float) -> np.ndarray | None:
         """Drop tentative tracks that missed this frame and confirmed ones unseen for longer
-        than ``max_lost_s``; keeps the lengths of the confirmed ones."""
+        than ``max_lost_s``; keeps the lengths of the confirmed ones. Returns the old rows
+        kept, None if none was dropped."""
         tentative = self.tid < 0
         gone = (tentative & ~self.seen) | (~tentative & (t - self.last_t > self.config.max_lost_s))
         if not gone.any():
-            self._keep = np.arange(len(gone))
-            return
+            return None
         ended = gone & ~tentative
         self.lengths.extend((self.last[ended] - self.first[ended] + 1).tolist())
-        self._keep = np.flatnonzero(~gone)
+        keep = np.flatnonzero(~gone)
         for name in _PER_TRACK:
-            setattr(self, name, getattr(self, name)[self._keep])
-
-    def _renumbered(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of matched tracks after :meth:`_end_tracks` compacted the arrays (a matched
-        track is never dropped)."""
-        return np.searchsorted(self._keep, rows)
+            setattr(self, name, getattr(self, name)[keep])
+        return keep
 
     def _birth(self, meas: np.ndarray, classes: np.ndarray, t: float) -> np.ndarray:
         """New tentative tracks (confirmed at once on a stream's first frame or with
