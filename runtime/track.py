@@ -182,6 +182,8 @@ class Tracker:
         """New tentative tracks (confirmed at once on a stream's first frame or with
         ``min_hits <= 1``); returns their rows."""
         n, m = len(self.mean), len(meas)
+        if m == 0:  # most frames: no new track, nothing to grow
+            return np.zeros(0, np.int64)
         mean, cov = kalman.initiate(meas)
         ones = np.ones(m, np.int64)
         self.mean = np.concatenate([self.mean, mean])
