@@ -15,7 +15,6 @@ HOTA is not reported: motmetrics 1.4 (the released version) does not compute it.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from edge_mtl.bench.mot import MotBoxes, mot_rows, read_mot
 from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import read_json
 from edge_mtl.runtime.postprocess import box_iou_matrix
 
 MATCH_IOU = 0.5  # a track box matches a ground-truth box at IoU >= 0.5 (MOTChallenge)
@@ -201,11 +201,7 @@ def read_truth(gt_path: str, frames_path: str | None) -> tuple[MotBoxes, dict]:
         frames_path = str(guess) if guess.is_file() and guess != Path(gt_path) else None
     if frames_path is None:
         return gt, {}
-    try:
-        info = json.loads(Path(frames_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not JSON"
-        raise InputError(f"{frames_path}: cannot read the frames file ({why})") from None
+    info = read_json(frames_path, "frames file")
     if not isinstance(info, dict) or not isinstance(info.get("frames", []), list):
         raise InputError(f"{frames_path}: not a frames file (an object with a 'frames' list)")
     return gt, info
