@@ -39,10 +39,13 @@ class MotBoxes:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def rows(self, keep: np.ndarray) -> MotBoxes:
+        """The rows where the bool mask ``keep`` (N,) is True."""
+        return MotBoxes(*(getattr(self, f)[keep] for f in _FIELDS))
+
     def at(self, frame: int) -> MotBoxes:
         """The rows of one frame (numbered from 1)."""
-        keep = self.frame == frame
-        return MotBoxes(*(getattr(self, f)[keep] for f in _FIELDS))
+        return self.rows(self.frame == frame)
 
     @staticmethod
     def concat(parts: list[MotBoxes]) -> MotBoxes:

@@ -91,8 +91,7 @@ def _accumulate(gt: MotBoxes, hyp: MotBoxes, frames: int, cls: int | None) -> An
 
     acc = mm.MOTAccumulator(auto_id=False)
     if cls is not None:
-        gt = MotBoxes(*(getattr(gt, f)[gt.classes == cls] for f in _F))
-        hyp = MotBoxes(*(getattr(hyp, f)[hyp.classes == cls] for f in _F))
+        gt, hyp = gt.rows(gt.classes == cls), hyp.rows(hyp.classes == cls)
     for f in range(1, frames + 1):
         g, h = gt.at(f), hyp.at(f)
         acc.update(g.ids.tolist(), h.ids.tolist(), _distances(g, h), frameid=f)
@@ -112,7 +111,6 @@ def _xyxy(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
 
 
-_F = ("frame", "ids", "boxes", "conf", "classes", "visibility")
 _METRICS = ["mota", "motp", "idf1", "num_switches", "num_unique_objects", "mostly_tracked",
             "mostly_lost", "num_false_positives", "num_misses", "num_objects"]  # fmt: skip
 
@@ -123,7 +121,7 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
     ground-truth tracks), gt_tracks, mostly_tracked, mostly_lost, false_positives, misses."""
     import motmetrics as mm
 
-    gt = MotBoxes(*(getattr(gt, f)[(gt.frame >= 1) & (gt.frame <= frames)] for f in _F))
+    gt = gt.rows((gt.frame >= 1) & (gt.frame <= frames))
     names, accs = ["all"], [_accumulate(gt, hyp, frames, None)]
     for c in sorted(set(gt.classes.tolist())):
         names.append(classes[c - 1] if 0 < c <= len(classes) else str(c))
