@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,13 @@ class MotBoxes:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def rows(self, keep: np.ndarray) -> MotBoxes:
+        """The rows where the bool mask ``keep`` (N,) is True."""
+        return MotBoxes(*(getattr(self, f)[keep] for f in _FIELDS))
+
     def at(self, frame: int) -> MotBoxes:
         """The rows of one frame (numbered from 1)."""
-        keep = self.frame == frame
-        return MotBoxes(*(getattr(self, f)[keep] for f in _FIELDS))
+        return self.rows(self.frame == frame)
 
     @staticmethod
     def concat(parts: list[MotBoxes]) -> MotBoxes:
@@ -82,7 +86,7 @@ def mot_rows(
 
 def write_mot(path: str | os.PathLike[str], rows: MotBoxes) -> Path:
     """Write ``rows`` sorted by frame then id (2 decimals for pixels, 4 for conf and
-    visibility); written to a temp name and renamed when complete."""
+    visibility), atomically."""
     path = Path(path)
     order = np.lexsort((rows.ids, rows.frame))
     lines = []
@@ -92,9 +96,7 @@ def write_mot(path: str | os.PathLike[str], rows: MotBoxes) -> Path:
             f"{rows.frame[i]},{rows.ids[i]},{x:.2f},{y:.2f},{w:.2f},{h:.2f},"
             f"{rows.conf[i]:.4g},{rows.classes[i]},{rows.visibility[i]:.4g}\n"
         )
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(lines))
     return path
 
 

@@ -15,7 +15,6 @@ HOTA is not reported: motmetrics 1.4 (the released version) does not compute it.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from edge_mtl.bench.mot import MotBoxes, mot_rows, read_mot
 from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import read_json
 from edge_mtl.runtime.postprocess import box_iou_matrix
 
 MATCH_IOU = 0.5  # a track box matches a ground-truth box at IoU >= 0.5 (MOTChallenge)
@@ -91,8 +91,7 @@ def _accumulate(gt: MotBoxes, hyp: MotBoxes, frames: int, cls: int | None) -> An
 
     acc = mm.MOTAccumulator(auto_id=False)
     if cls is not None:
-        gt = MotBoxes(*(getattr(gt, f)[gt.classes == cls] for f in _F))
-        hyp = MotBoxes(*(getattr(hyp, f)[hyp.classes == cls] for f in _F))
+        gt, hyp = gt.rows(gt.classes == cls), hyp.rows(hyp.classes == cls)
     for f in range(1, frames + 1):
         g, h = gt.at(f), hyp.at(f)
         acc.update(g.ids.tolist(), h.ids.tolist(), _distances(g, h), frameid=f)
@@ -112,7 +111,6 @@ def _xyxy(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
 
 
-_F = ("frame", "ids", "boxes", "conf", "classes", "visibility")
 _METRICS = ["mota", "motp", "idf1", "num_switches", "num_unique_objects", "mostly_tracked",
             "mostly_lost", "num_false_positives", "num_misses", "num_objects"]  # fmt: skip
 
@@ -123,7 +121,7 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
     ground-truth tracks), gt_tracks, mostly_tracked, mostly_lost, false_positives, misses."""
     import motmetrics as mm
 
-    gt = MotBoxes(*(getattr(gt, f)[(gt.frame >= 1) & (gt.frame <= frames)] for f in _F))
+    gt = gt.rows((gt.frame >= 1) & (gt.frame <= frames))
     names, accs = ["all"], [_accumulate(gt, hyp, frames, None)]
     for c in sorted(set(gt.classes.tolist())):
         names.append(classes[c - 1] if 0 < c <= len(classes) else str(c))
@@ -201,11 +199,7 @@ def read_truth(gt_path: str, frames_path: str | None) -> tuple[MotBoxes, dict]:
         frames_path = str(guess) if guess.is_file() and guess != Path(gt_path) else None
     if frames_path is None:
         return gt, {}
-    try:
-        info = json.loads(Path(frames_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not JSON"
-        raise InputError(f"{frames_path}: cannot read the frames file ({why})") from None
+    info = read_json(frames_path, "frames file")
     if not isinstance(info, dict) or not isinstance(info.get("frames", []), list):
         raise InputError(f"{frames_path}: not a frames file (an object with a 'frames' list)")
     return gt, info

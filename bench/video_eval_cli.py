@@ -48,6 +48,7 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edge_mtl.runtime.errors import InputError
+    from edge_mtl.runtime.files import write_json_atomic
 
     check_track_args(args)
     if args.conf is not None and not 0.0 <= args.conf <= 1.0:
@@ -69,13 +70,12 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
     report = _evaluate(args, gt, truth)
     from edge_mtl.bench.video_eval import table
 
-    text = json.dumps(report, indent=2)
     if args.json == "-":
-        print(text)
+        print(json.dumps(report, indent=2))
         return 0
     print(table(report))
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        write_json_atomic(args.json, report, indent=2)
     return 0
 
 

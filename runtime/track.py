@@ -25,30 +25,11 @@ import numpy as np
 
 from edge_mtl.runtime import kalman
 from edge_mtl.runtime.assign import linear_assignment
+from edge_mtl.runtime.postprocess import box_iou_matrix
 
 _PER_TRACK = (
     "mean", "cov", "cls", "tid", "hits", "first", "last", "last_t", "seen", "trail_xy", "trail_t",
 )  # fmt: skip
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes (N, 4) x (K, 4) float64 -> (N, K); boxes of zero area overlap
-    nothing. The per-frame hot spot, so written with in-place operations on (N, K) arrays: a
-    fifth of the time of ``postprocess.box_iou_matrix`` at 100 x 100 boxes."""
-    ax1, ay1, ax2, ay2 = (a[:, i : i + 1] for i in range(4))
-    bx1, by1, bx2, by2 = b.T
-    inter = np.minimum(ax2, bx2)
-    inter -= np.maximum(ax1, bx1)
-    np.maximum(inter, 0.0, out=inter)
-    ih = np.minimum(ay2, by2)
-    ih -= np.maximum(ay1, by1)
-    np.maximum(ih, 0.0, out=ih)
-    inter *= ih
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)
-    union -= inter
-    np.maximum(union, 1e-9, out=union)
-    inter /= union
-    return inter
 
 
 @dataclass(frozen=True)
@@ -118,7 +99,6 @@ class Tracker:
         self.trail_t = np.zeros((0, points))  # their times, -inf where empty
         self.next_id = 1
         self.lengths: list[int] = []  # frames from first to last box of ended confirmed tracks
-        self._keep = np.zeros(0, np.int64)  # rows kept by the latest _end_tracks
 
     def update(
         self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
@@ -145,8 +125,9 @@ class Tracker:
         self.trail_xy[ti, -1], self.trail_t[ti, -1] = meas[matched, :2], t
         ripe = ti[(self.tid[ti] < 0) & (self.hits[ti] >= cfg.min_hits)]
         self._give_ids(ripe)
-        self._end_tracks(t)
-        track_of[matched] = self._renumbered(ti)
+        keep = self._end_tracks(t)
+        if keep is not None:  # the arrays were compacted; a matched track is never dropped
+            track_of[matched] = np.searchsorted(keep, ti)
         births = np.flatnonzero(~matched & (scores >= cfg.new_score))
         track_of[births] = self._birth(meas[births], classes[births], t)
         return self._info(track_of, t)
@@ -159,7 +140,7 @@ class Tracker:
         if k == 0 or n == 0:
             return track_of
         pred = kalman.cxcywh_to_xyxy(self.mean[:, :4])
-        cost = 1.0 - _iou(pred, boxes)
+        cost = 1.0 - box_iou_matrix(pred, boxes)
         cost[self.cls[:, None] != classes[None, :]] = np.inf  # per-class association
         free_t, free_d = np.ones(n, bool), np.ones(k, bool)
         high, confirmed = scores >= cfg.high_score, self.tid >= 0
@@ -182,29 +163,27 @@ class Tracker:
         self.tid[rows] = np.arange(self.next_id, self.next_id + len(rows))
         self.next_id += len(rows)
 
-    def _end_tracks(self, t: float) -> None:
+    def _end_tracks(self, t: float) -> np.ndarray | None:
         """Drop tentative tracks that missed this frame and confirmed ones unseen for longer
-        than ``max_lost_s``; keeps the lengths of the confirmed ones."""
+        than ``max_lost_s``; keeps the lengths of the confirmed ones. Returns the old rows
+        kept, None if none was dropped."""
         tentative = self.tid < 0
         gone = (tentative & ~self.seen) | (~tentative & (t - self.last_t > self.config.max_lost_s))
         if not gone.any():
-            self._keep = np.arange(len(gone))
-            return
+            return None
         ended = gone & ~tentative
         self.lengths.extend((self.last[ended] - self.first[ended] + 1).tolist())
-        self._keep = np.flatnonzero(~gone)
+        keep = np.flatnonzero(~gone)
         for name in _PER_TRACK:
-            setattr(self, name, getattr(self, name)[self._keep])
-
-    def _renumbered(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of matched tracks after :meth:`_end_tracks` compacted the arrays (a matched
-        track is never dropped)."""
-        return np.searchsorted(self._keep, rows)
+            setattr(self, name, getattr(self, name)[keep])
+        return keep
 
     def _birth(self, meas: np.ndarray, classes: np.ndarray, t: float) -> np.ndarray:
         """New tentative tracks (confirmed at once on a stream's first frame or with
         ``min_hits <= 1``); returns their rows."""
         n, m = len(self.mean), len(meas)
+        if m == 0:  # most frames: no new track, nothing to grow
+            return np.zeros(0, np.int64)
         mean, cov = kalman.initiate(meas)
         ones = np.ones(m, np.int64)
         self.mean = np.concatenate([self.mean, mean])

@@ -193,9 +193,11 @@ def test_hysteresis_holds_the_label_through_a_near_tie() -> None:
     assert changes(0.1) == 0
 
 
-def test_the_trackers_iou_matches_the_postprocess_one() -> None:
+def test_the_tracker_matches_by_the_postprocess_iou() -> None:
+    from edge_mtl.runtime import postprocess, track
     from edge_mtl.runtime.postprocess import box_iou_matrix
-    from edge_mtl.runtime.track import _iou
+
+    assert track.box_iou_matrix is postprocess.box_iou_matrix  # one IoU, NMS's and the tracker's
 
     rng = np.random.default_rng(3)
     a, b = rng.uniform(0, 50, (7, 2)), rng.uniform(0, 50, (5, 2))
@@ -203,5 +205,4 @@ def test_the_trackers_iou_matches_the_postprocess_one() -> None:
     b = np.concatenate([b, b + rng.uniform(0, 20, (5, 2))], 1)
     b[0] = a[0]  # identical boxes: IoU 1
     b[1, 2:] = b[1, :2]  # a zero-area box: IoU 0
-    np.testing.assert_allclose(_iou(a, b), box_iou_matrix(a, b), atol=1e-12)
-    assert _iou(a, b)[0, 0] == 1.0 and not _iou(a, b)[:, 1].any()
+    assert box_iou_matrix(a, b)[0, 0] == 1.0 and not box_iou_matrix(a, b)[:, 1].any()
