@@ -161,8 +161,13 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def _error_body(status: int, message: str) -> bytes:
+    """The one error shape of every answer: ``{"error": message, "status": status}``."""
+    return json.dumps({"error": message, "status": status}).encode()
+
+
 def _raw_error(status: int, message: str) -> bytes:
-    body = json.dumps({"error": message, "status": status}).encode()
+    body = _error_body(status, message)
     phrase = HTTPStatus(status).phrase
     head = (
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
@@ -306,8 +311,7 @@ class Handler(BaseHTTPRequestHandler):
         """An error as ``{"error": message, "status": status}``."""
         if status >= 400:
             log.debug("web: %d %s (%s %s)", status, message, self.command, self.path[:200])
-        body = json.dumps({"error": message, "status": status}).encode()
-        self.send_body(body, "application/json", status, headers)
+        self.send_body(_error_body(status, message), "application/json", status, headers)
 
     def start_stream(self, content_type: str) -> None:
         """Headers of a long-lived response (MJPEG, events): no length, closed at the end."""
