@@ -59,6 +59,11 @@ class WeightingName(enum.StrEnum):
     DWA = "dwa"
 
 
+class SegmentLoss(enum.StrEnum):
+    CE = "ce"
+    CE_DICE = "ce+dice"
+
+
 class ConfigError(InputError):
     """A config file or value is wrong; the message names the file and the key."""
 
@@ -78,6 +83,10 @@ class ModelConfig:
     # regress task -> unit of its value, exported for the runtime (others ignored: single-task
     # variants of a config keep the mapping)
     regress_units: dict[str, str] = field(default_factory=dict)
+    # pixel tasks (drivable, lanes: the labels loaders read) -> class names, background first
+    segment: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # per-pixel cross-entropy, + soft Dice over foreground classes (helps thin lane markings)
+    segment_loss: SegmentLoss = SegmentLoss.CE_DICE
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     strides: tuple[int, ...] = (8, 16, 32)  # detection levels: P3-P5, or (4, 8, 16, 32) for P2-P5
@@ -90,7 +99,11 @@ class ModelConfig:
         of registered kinds."""
         registered = [name for entry in self.tasks.values() for name in entry]
         return (
-            (["det"] if self.detect else []) + list(self.classify) + list(self.regress) + registered
+            (["det"] if self.detect else [])
+            + list(self.classify)
+            + list(self.regress)
+            + list(self.segment)
+            + registered
         )
 
 
@@ -334,8 +347,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"{src}: model.input_hw: {list(m.input_hw)} must be positive multiples of {largest}"
         )
-    if not (m.detect or m.classify or m.regress):
-        raise ConfigError(f"{src}: model: no tasks (set detect, classify or regress)")
+    if not (m.detect or m.classify or m.regress or m.segment):
+        raise ConfigError(f"{src}: model: no tasks (set detect, classify, regress or segment)")
+    _validate_segment(src, m)
     tasks = set(m.task_names())
     for name in cfg.train.loss_weights:
         if name not in tasks:
@@ -395,6 +409,14 @@ def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
                 f"{where}: categories.{name}: {target!r} is not a model class "
                 f"({', '.join(classes)}) nor {IGNORE!r}"
             )
+
+
+def _validate_segment(src: str, m: ModelConfig) -> None:
+    from edge_mtl.data.masks import segment_problem  # data imports this module
+
+    for task, classes in m.segment.items():
+        if problem := segment_problem(task, classes):
+            raise ConfigError(f"{src}: model.segment.{task}: {problem}")
 
 
 def _validate_weighting(src: str, tc: TrainConfig) -> None:

@@ -65,9 +65,13 @@ def jsonable(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def score(metrics: dict[str, float]) -> float:
-    """One number to pick the best checkpoint: mean of mAP@0.5:0.95, accuracies and
-    (1 - MAE/std) per regression task."""
-    parts = [v for k, v in metrics.items() if k in ("det/map",) or k.endswith("/acc")]
+    """One number to pick the best checkpoint: mean of mAP@0.5:0.95, accuracies, mIoU per
+    segmentation task and (1 - MAE/std) per regression task."""
+    parts = [
+        v
+        for k, v in metrics.items()
+        if k in ("det/map",) or k.endswith("/acc") or k.endswith("/miou")
+    ]
     for k, v in metrics.items():
         if k.endswith("/mae"):
             std = metrics.get(k[:-4] + "/std", 1.0) or 1.0

@@ -200,6 +200,8 @@ def label_counts(records: list[Record], cfg: Config) -> dict[str, int]:
         counts[t] = sum(r.labels.get(t, -1) >= 0 for r in records)
     for t in m.regress:
         counts[t] = sum(math.isfinite(r.targets.get(t, math.nan)) for r in records)
+    for t in m.segment:
+        counts[t] = sum(t in r.masks for r in records)
     return counts
 
 

@@ -109,7 +109,11 @@ class ContractOutputs(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.half() if self.half else images
         out = self.model(x)
-        return tuple(out[n].float() if self.half else out[n] for n in self.names)
+        # float16 outputs go back to float32; integer ones (class maps) stay as they are
+        return tuple(
+            out[n].float() if self.half and out[n].is_floating_point() else out[n]
+            for n in self.names
+        )
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

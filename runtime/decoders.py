@@ -25,6 +25,7 @@ from edge_mtl.runtime.postprocess import (
     softmax,
 )
 from edge_mtl.runtime.preprocess import Letterbox
+from edge_mtl.runtime.segment import SegmentDecoder
 
 DET_BOXES = "det_boxes"  # (N, A, 4) float32 xyxy input pixels; (N, M, 4) after in-graph NMS
 DET_SCORES = "det_scores"  # (N, A, C) float32 per-class probabilities; (N, M) after NMS
@@ -63,9 +64,10 @@ class Decoder(Protocol):
 
     ``decode`` gets one image's outputs of one task (``raw``: output name -> that image's slice,
     batch axis removed) and returns :class:`FrameResult` fields to fill: a dict-valued field
-    (``classifications``, ``regressions``, ``others``) is merged by task name, any other field
-    is set. ``check`` returns what is wrong with a task's metadata (None when fine). ``guess``
-    finds this kind's tasks among the outputs (name -> shape) of a model without metadata.
+    (``classifications``, ``regressions``, ``segmentations``, ``others``) is merged by task
+    name, any other field is set. ``check`` returns what is wrong with a task's metadata (None
+    when fine). ``guess`` finds this kind's tasks among the outputs (name -> shape) of a model
+    without metadata.
     """
 
     kind: str
@@ -274,6 +276,7 @@ DECODERS: dict[str, Decoder] = {
     "detect": DetectDecoder(),
     "classify": ClassifyDecoder(),
     "regress": RegressDecoder(),
+    "segment": SegmentDecoder(),
 }
 
 

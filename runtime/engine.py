@@ -55,6 +55,7 @@ from edge_mtl.runtime.providers import (
     stored_precision,
     tensorrt_options,
 )
+from edge_mtl.runtime.segment import SegMap
 from edge_mtl.runtime.track import TrackInfo
 
 __all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "OVPrecision", "Provider"]
@@ -109,6 +110,7 @@ class FrameResult:
     ``detections``: boxes float32 (K, 4) xyxy in *frame* pixels, scores (K,), class ids (K,);
     ``det_labels``: the K class names; ``classifications``: task name -> answer;
     ``regressions``: task name -> value (in the unit the task was trained on);
+    ``segmentations``: task name -> class map over the frame's content (:class:`SegMap`);
     ``others``: task name -> the answer of a task of a registered kind beyond the built-in
     ones (whatever its decoder returns, JSON-ready).
     With ``run --track`` / ``--smooth`` (:mod:`edge_mtl.runtime.stabilize`): ``tracks`` the
@@ -120,6 +122,7 @@ class FrameResult:
     det_labels: tuple[str, ...] = ()
     classifications: dict[str, Classification] = field(default_factory=dict)
     regressions: dict[str, float] = field(default_factory=dict)
+    segmentations: dict[str, SegMap] = field(default_factory=dict)
     others: dict[str, Any] = field(default_factory=dict)
     tracks: TrackInfo | None = None
     smoothed_classifications: dict[str, Classification] = field(default_factory=dict)
@@ -409,7 +412,7 @@ class Engine:
 
     def _one(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox) -> FrameResult:
         """Image ``i`` of a batch: every task through its kind's decoder."""
-        fields: dict[str, Any] = {"classifications": {}, "regressions": {}, "others": {}}
+        fields: dict[str, Any] = {name: {} for name in _MERGED}
         for t, decoder in self._decoders:
             raw = {name: outputs[name][i] for name in t.outputs}
             for key, value in decoder.decode(t, raw, lb, self._decode).items():
@@ -433,6 +436,7 @@ class Engine:
         return self.infer_batch([frame_bgr])[0]
 
 
+_MERGED = ("classifications", "regressions", "segmentations", "others")  # by task name
 _WARNED: set[str] = set()  # fallbacks of a broken provider already warned about
 
 

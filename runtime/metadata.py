@@ -26,6 +26,7 @@ class TaskKind(str, Enum):
     DETECT = "detect"
     CLASSIFY = "classify"
     REGRESS = "regress"
+    SEGMENT = "segment"
 
 
 def task_kind(name: str) -> TaskKind | str:
@@ -54,6 +55,11 @@ class TaskMeta:
     nms_in_graph: bool = False
     max_det: int = 300  # detections kept per image; baked into the graph when nms_in_graph
     unit: str = ""  # regression tasks: the unit of the value (e.g. "1/m"), "" when unitless
+    # segment tasks: the output is float logits (K, h, w) instead of a uint8 class map (h, w);
+    # ``map_stride`` model-input pixels per map pixel, ``note`` why the map has that resolution
+    logits: bool = False
+    map_stride: int = 1
+    note: str = ""
 
     @property
     def kind_name(self) -> str:
@@ -123,6 +129,9 @@ class ModelMeta:
                     nms_in_graph=bool(t.get("nms_in_graph", False)),
                     max_det=int(t.get("max_det", 300)),
                     unit=str(t.get("unit", "")),
+                    logits=bool(t.get("logits", False)),
+                    map_stride=int(t.get("map_stride", 1)),
+                    note=str(t.get("note", "")),
                 )
                 for t in d["tasks"]
             )

@@ -196,4 +196,4 @@ def test_registering_a_kind_twice_or_removing_a_built_in_one_is_an_error():
         register_decoder(DECODERS["detect"])
     with pytest.raises(ValueError, match="built in"):
         unregister_kind("classify")
-    assert list(KINDS) == ["detect", "classify", "regress"] == list(DECODERS)
+    assert list(KINDS) == ["detect", "classify", "regress", "segment"] == list(DECODERS)

@@ -25,17 +25,22 @@ def augment(
     targets: dict[str, float],
     cfg: AugmentConfig,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    masks: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], dict[str, np.ndarray]]:
     """Flip, photometric jitter, scale jitter as ``cfg`` says; returns new (img, boxes, classes,
-    targets) and leaves the inputs untouched. Boxes dropped by scale jitter take their classes."""
+    targets, masks) and leaves the inputs untouched. Boxes dropped by scale jitter take their
+    classes. ``masks`` (uint8 (H, W) class maps, 255 = no label) move with the pixels; the same
+    draws are made with or without them, so a sample's image does not depend on its masks."""
+    masks = dict(masks or {})
     if rng.random() < cfg.hflip:
         img, boxes = hflip(img, boxes)
         targets = {k: -v if "curv" in k else v for k, v in targets.items()}
+        masks = {k: np.ascontiguousarray(m[:, ::-1]) for k, m in masks.items()}
     if cfg.hsv > 0:
         img = photometric(img, rng, cfg.hsv)
     if cfg.scale > 0:
-        img, boxes, classes = scale_jitter(img, boxes, classes, rng, cfg.scale)
-    return img, boxes, classes, targets
+        img, boxes, classes, masks = scale_jitter(img, boxes, classes, rng, cfg.scale, masks)
+    return img, boxes, classes, targets, masks
 
 
 def hflip(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +78,15 @@ def scale_jitter(
     classes: np.ndarray,
     rng: np.random.Generator,
     amount: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    masks: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Zoom by a random factor z in [1 - amount, 1 + amount] at a random place, same output size.
 
     Zooming in crops a random window of the enlarged image; zooming out places the shrunk image
     at a random position on PAD_VALUE grey (the letterbox colour). A point x moves to
     ``z * x + t``; boxes are clipped to the image and dropped when under MIN_BOX_PX on a side or
-    with less than MIN_VISIBLE of their area left.
+    with less than MIN_VISIBLE of their area left. ``masks`` take the same warp, nearest-
+    neighbour, with 255 (no label) where the image gets padding.
     """
     h, w = img.shape[:2]
     z = rng.uniform(1 - amount, 1 + amount)
@@ -95,9 +102,13 @@ def scale_jitter(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(PAD_VALUE,) * 3,
     )
+    warped = {
+        k: cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=255)
+        for k, mask in (masks or {}).items()
+    }
     moved = np.asarray(boxes, np.float32) * z + np.array([tx, ty, tx, ty], np.float32)
     area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
     clipped = np.clip(moved, 0, np.array([w, h, w, h], np.float32))
     bw, bh = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     keep = (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX) & (bw * bh >= MIN_VISIBLE * area)
-    return out, clipped[keep], np.asarray(classes)[keep]
+    return out, clipped[keep], np.asarray(classes)[keep], warped

@@ -28,6 +28,7 @@ from edge_mtl.data.bdd_layout import (
 )
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
+from edge_mtl.data.masks import MaskLabel
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class Record:
     """One labelled image. ``boxes`` float32 (K, 4) xyxy frame pixels; ``classes`` int64 (K,)
     model class indices; ``labels`` task -> class index (classification, -1 = unlabelled);
     ``targets`` task -> float (regression, NaN = unlabelled); ``has_boxes`` False when the source
-    has no box labels at all (no detection loss, not "no objects"); ``source`` the source's name."""
+    has no box labels at all (no detection loss, not "no objects"); ``source`` the source's name;
+    ``masks`` its pixel labels (:mod:`edge_mtl.data.masks`)."""
 
     image: Path
     boxes: np.ndarray
@@ -44,6 +46,9 @@ class Record:
     targets: dict[str, float] = field(default_factory=dict)
     has_boxes: bool = True
     source: str = ""
+    # pixel labels by label kind (``drivable``, ``lanes``): where to read them, none when the
+    # source has no such label for this image
+    masks: dict[str, MaskLabel] = field(default_factory=dict)
 
 
 def frame_entry(name: str, boxes, classes, class_names, attributes: dict[str, Any]) -> dict:

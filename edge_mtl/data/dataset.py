@@ -16,6 +16,7 @@ from edge_mtl.data.augment import augment
 from edge_mtl.data.bdd import Record
 from edge_mtl.data.labelled import read_source
 from edge_mtl.data.malformed import BadEntries
+from edge_mtl.data.masks import letterbox_mask
 from edge_mtl.data.synthetic import synthetic_cache_name
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.preprocess import boxes_to_input, letterbox, normalize
@@ -37,8 +38,8 @@ class MultiTaskDataset(Dataset):
     ``classes`` (K,), ``has_boxes`` (False: the source has no box labels, no detection loss),
     ``letterbox`` (scale, pad_x, pad_y, frame_h, frame_w), ``index``, ``source`` (the source's
     name), and each declared task's entries from its kind's ``targets`` (e.g. ``cls_<t>`` int,
-    -1 = no label; ``reg_<t>`` float, NaN = no label). Training items are augmented with a
-    Generator seeded by (train.seed, epoch, index)."""
+    -1 = no label; ``reg_<t>`` float, NaN = no label; ``seg_<t>`` uint8 (H, W) or None).
+    Training items are augmented with a Generator seeded by (train.seed, epoch, index)."""
 
     def __init__(self, records: list[Record], cfg: Config, train: bool) -> None:
         self.records = records
@@ -46,6 +47,7 @@ class MultiTaskDataset(Dataset):
         self.aug: AugmentConfig | None = cfg.data.augment if train else None
         self.epoch_seed = 0
         self.tasks = [(t, KINDS[name]) for name, ts in declared(cfg.model).items() for t in ts]
+        self.mask_kinds = tuple(cfg.model.segment)  # label kinds to read: segment task names
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,12 +58,20 @@ class MultiTaskDataset(Dataset):
     def __getitem__(self, i: int):
         rec = self.records[i]
         m = self.cfg.model
-        img, lb = letterbox(load_image(rec.image), m.input_hw)
+        frame = load_image(rec.image)
+        img, lb = letterbox(frame, m.input_hw)
         boxes = boxes_to_input(rec.boxes, lb) if len(rec.boxes) else rec.boxes.copy()
         classes, targets = rec.classes, dict(rec.targets)
+        masks = {
+            k: letterbox_mask(rec.masks[k].load(frame.shape[:2]), lb, m.input_hw)
+            for k in self.mask_kinds
+            if k in rec.masks
+        }
         if self.aug is not None:
             rng = np.random.default_rng((self.cfg.train.seed, self.epoch_seed, i))
-            img, boxes, classes, targets = augment(img, boxes, classes, targets, self.aug, rng)
+            img, boxes, classes, targets, masks = augment(
+                img, boxes, classes, targets, self.aug, rng, masks
+            )
         x = torch.from_numpy(normalize(img, m.mean, m.std)[0])
         t = {
             "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
@@ -71,7 +81,7 @@ class MultiTaskDataset(Dataset):
             "index": i,
             "source": rec.source,
         }
-        sample = Sample(img, boxes, classes, rec.labels, targets, rec)
+        sample = Sample(img, boxes, classes, rec.labels, targets, rec, masks)
         for task, kind in self.tasks:
             t.update(kind.targets(task, sample))
         return x, t

@@ -16,6 +16,7 @@ from edge_mtl.tasks.base import Features, Kind, LossContext, Sample, Task, TaskM
 from edge_mtl.tasks.classify import CLASSIFY
 from edge_mtl.tasks.detect import DETECT
 from edge_mtl.tasks.regress import REGRESS
+from edge_mtl.tasks.segment import SEGMENT
 
 __all__ = [
     "KINDS",
@@ -36,6 +37,7 @@ KINDS: dict[str, Kind] = {
     "detect": DETECT,
     "classify": CLASSIFY,
     "regress": REGRESS,
+    "segment": SEGMENT,
 }
 BUILT_IN = tuple(KINDS)
 
@@ -79,6 +81,6 @@ def declared(cfg: ModelConfig) -> dict[str, tuple[Task, ...]]:
 
 
 def task_names(cfg: ModelConfig) -> list[str]:
-    """Loss task names in a fixed order (``det``, classification, regression, then any
-    registered kind's), as the weighting strategies index them."""
+    """Loss task names in a fixed order (``det``, classification, regression, segmentation,
+    then any registered kind's), as the weighting strategies index them."""
     return [t.name for tasks in declared(cfg).values() for t in tasks]

@@ -49,7 +49,10 @@ class Sample:
     model-input pixels (letterboxed, augmented); ``boxes`` float32 (K, 4) xyxy input pixels and
     ``classes`` (K,) after augmentation; ``labels``: class index per classification task;
     ``values``: scalar targets by task (augmented, e.g. curvature flips with the image);
-    ``record``: the source's ``edge_mtl.data.bdd.Record``."""
+    ``record``: the source's ``edge_mtl.data.bdd.Record``; ``masks``: pixel labels by label kind
+    (``drivable``, ``lanes``), canonical classes (``edge_mtl.data.masks``) as uint8 (H, W) in
+    model-input pixels (augmented, 255 = no label), only the kinds the model declares and the
+    source has."""
 
     image: np.ndarray
     boxes: np.ndarray
@@ -57,6 +60,7 @@ class Sample:
     labels: dict[str, int]
     values: dict[str, float]
     record: Any
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

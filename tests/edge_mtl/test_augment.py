@@ -56,12 +56,12 @@ def test_augment_flip_negates_curvature_only():
     img, boxes = _canvas([(10, 5, 25, 15)], hw=(40, 60))
     cfg = AugmentConfig(hflip=1.0, hsv=0.0, scale=0.0)
     targets = {"curvature": 0.25, "speed": 3.0}
-    out, b, c, t = augment(img, boxes, np.array([4]), targets, cfg, np.random.default_rng(0))
+    out, b, c, t, _ = augment(img, boxes, np.array([4]), targets, cfg, np.random.default_rng(0))
     assert t == {"curvature": -0.25, "speed": 3.0} and targets["curvature"] == 0.25
     np.testing.assert_array_equal(b, [[35, 5, 50, 15]])
     assert c.tolist() == [4] and _white_box(out) == [35, 5, 50, 15]
     off = AugmentConfig(hflip=0.0, hsv=0.0, scale=0.0)
-    out, b, c, t = augment(img, boxes, np.array([4]), targets, off, np.random.default_rng(0))
+    out, b, c, t, _ = augment(img, boxes, np.array([4]), targets, off, np.random.default_rng(0))
     assert out is img and t == targets
     np.testing.assert_array_equal(b, boxes)
 
@@ -69,13 +69,13 @@ def test_augment_flip_negates_curvature_only():
 def test_zoom_in_at_top_left_moves_clips_and_drops_boxes():
     # u = 1 -> z = 1 + 0.5; t = 0: a point x goes to 1.5 x
     img, boxes = _canvas([(10, 10, 30, 30), (60, 10, 80, 30), (70, 50, 78, 80)])
-    out, b, c = scale_jitter(img, boxes, np.array([0, 1, 2]), FixedUniform(1, 0, 0), 0.5)
+    out, b, c, _ = scale_jitter(img, boxes, np.array([0, 1, 2]), FixedUniform(1, 0, 0), 0.5)
     # box 1 -> [90, 15, 120, 45]: fully in; box 2 -> x 105..117, y 75..120 -> clipped 75..100,
     # 25 of 45 rows visible (more than half): kept
     np.testing.assert_array_equal(b, [[15, 15, 45, 45], [90, 15, 120, 45], [105, 75, 117, 100]])
     assert c.tolist() == [0, 1, 2]
     assert _white_box(out[:, :60]) == [15, 15, 45, 45]
-    _, b, c = scale_jitter(img, boxes, np.arange(3), FixedUniform(1, 1, 0), 0.5)
+    _, b, c, _ = scale_jitter(img, boxes, np.arange(3), FixedUniform(1, 1, 0), 0.5)
     # t = (120 * -0.5, 0) = (-60, 0): box 0 -> x -45..-15 (gone), box 1 -> 30..60
     np.testing.assert_array_equal(b, [[30, 15, 60, 45], [45, 75, 57, 100]])
     assert c.tolist() == [1, 2]
@@ -84,22 +84,22 @@ def test_zoom_in_at_top_left_moves_clips_and_drops_boxes():
 def test_boxes_losing_most_area_or_too_small_are_dropped():
     img, boxes = _canvas([(10, 10, 30, 30), (100, 10, 115, 30), (50, 50, 53, 53)])
     # z = 1.5, t = 0: box 1 -> x 150..172 entirely outside a 120 wide image
-    _, b, c = scale_jitter(img, boxes, np.arange(3), FixedUniform(1, 0, 0), 0.5)
+    _, b, c, _ = scale_jitter(img, boxes, np.arange(3), FixedUniform(1, 0, 0), 0.5)
     assert c.tolist() == [0, 2]
     # z = 0.5 (u = 0), t = 0: box 2 -> 1.5 px wide: dropped; box 1 -> x 50..57.5 kept
-    _, b, c = scale_jitter(img, boxes, np.arange(3), FixedUniform(0, 0, 0), 0.5)
+    _, b, c, _ = scale_jitter(img, boxes, np.arange(3), FixedUniform(0, 0, 0), 0.5)
     np.testing.assert_array_equal(b, [[5, 5, 15, 15], [50, 5, 57.5, 15]])
     assert c.tolist() == [0, 1]
     # a box with 20% of its width left in view is dropped: x 70..120 -> 105..180 at z = 1.5
     img, boxes = _canvas([(70, 10, 120, 30)])
-    _, b, c = scale_jitter(img, boxes, np.arange(1), FixedUniform(1, 0, 0), 0.5)
+    _, b, c, _ = scale_jitter(img, boxes, np.arange(1), FixedUniform(1, 0, 0), 0.5)
     assert b.shape == (0, 4) and c.shape == (0,)
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_scale_jitter_boxes_stay_inside_and_match_the_pixels(seed):
     img, boxes = _canvas([(40, 30, 80, 70)])
-    out, b, c = scale_jitter(img, boxes, np.array([5]), np.random.default_rng(seed), 0.4)
+    out, b, c, _ = scale_jitter(img, boxes, np.array([5]), np.random.default_rng(seed), 0.4)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert len(b) == 1 and c.tolist() == [5]  # a central box never loses half its area here
     assert (b >= 0).all() and (b[:, [0, 2]] <= 120).all() and (b[:, [1, 3]] <= 100).all()

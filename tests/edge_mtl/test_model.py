@@ -42,6 +42,8 @@ def test_every_registered_head_builds_alone(kind):
     m["detect"] = m["detect"] if kind == "detect" else []
     m["classify"] = m["classify"] if kind == "classify" else {}
     m["regress"] = m["regress"] if kind == "regress" else []
+    if kind == "segment":
+        m["segment"] = {"drivable": ["background", "direct", "alternative"]}
     cfg = config_from_dict(d)
     model = MultiTaskModel(cfg.model).eval()
     with torch.no_grad():

@@ -123,8 +123,8 @@ def test_metadata_is_checked_by_each_task_kinds_decoder() -> None:
     from tests.runtime.conftest import tiny_meta
 
     d = json.loads(tiny_meta().to_json())
-    d["tasks"][2]["kind"] = "segment"  # no decoder for it in this runtime
-    with pytest.raises(MetadataError, match=r"m\.onnx: task 'curvature' has kind 'segment', which"):
+    d["tasks"][2]["kind"] = "lidar"  # no decoder for it in this runtime
+    with pytest.raises(MetadataError, match=r"m\.onnx: task 'curvature' has kind 'lidar', which"):
         ModelMeta.from_json(json.dumps(d), "m.onnx")
     meta = tiny_meta()
     det = dataclasses.replace(meta.tasks[0], outputs=("det_boxes",))
