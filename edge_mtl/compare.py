@@ -29,7 +29,12 @@ from edge_mtl.runtime.files import read_json, write_json_atomic, write_text_atom
 
 MTL = "mtl"
 # Per task kind: the headline metric, and whether larger is better.
-_HEADLINE = {"det": ("det/map50", True), "classify": ("acc", True), "regress": ("mae", False)}
+_HEADLINE = {
+    "det": ("det/map50", True),
+    "classify": ("acc", True),
+    "regress": ("mae", False),
+    "segment": ("miou", True),
+}
 LatencyFn = Callable[[dict[str, Path], Path], dict[str, dict[str, float]]]
 NOISE_SE = 2.0  # a delta within this many standard errors of zero is read as noise
 
@@ -56,7 +61,8 @@ def headline(cfg: Config, task: str) -> tuple[str, bool]:
     """(metric key in evaluate()'s dict, higher is better) for ``task``."""
     if task == "det":
         return _HEADLINE["det"]
-    kind = "classify" if task in cfg.model.classify else "regress"
+    m = cfg.model
+    kind = "classify" if task in m.classify else "segment" if task in m.segment else "regress"
     suffix, higher = _HEADLINE[kind]
     return f"{task}/{suffix}", higher
 
@@ -72,6 +78,9 @@ def delta_se(
     positively correlated, which makes the true SE smaller, so this errs towards "within noise".
     MAE: the SD of the per-image absolute errors (``<task>/mae_sd``, from evaluate()) / sqrt(n)
     per model, combined the same way; metrics without it (an older run) get none.
+    mIoU (segmentation): the SD of the per-image mIoU (``<task>/miou_sd``) / sqrt(n) per model,
+    combined the same way (the pooled mIoU is not the mean of per-image ones, but it moves with
+    it; the spread over images is what makes two runs on ``n`` images differ).
     mAP: no closed form; a bootstrap over images would need the per-image detections, which are
     not kept.
     """
@@ -85,9 +94,11 @@ def delta_se(
         if not (math.isfinite(p1) and math.isfinite(p2)):
             return None, f"{key} missing"
         return math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n), "binomial"
-    sd = f"{task}/mae_sd"
+    seg = task in cfg.model.segment
+    sd = f"{task}/miou_sd" if seg else f"{task}/mae_sd"
     if sd in mtl and sd in single:
-        return math.sqrt((mtl[sd] ** 2 + single[sd] ** 2) / n), "per-image error SD"
+        basis = "per-image mIoU SD" if seg else "per-image error SD"
+        return math.sqrt((mtl[sd] ** 2 + single[sd] ** 2) / n), basis
     return None, "no per-image error SD recorded"
 
 
@@ -115,6 +126,7 @@ def variants(cfg: Config) -> list[Variant]:
             detect=m.detect if t == "det" else (),
             classify={t: m.classify[t]} if t in m.classify else {},
             regress=(t,) if t in m.regress else (),
+            segment={t: m.segment[t]} if t in m.segment else {},
         )
         weights = {k: v for k, v in cfg.train.loss_weights.items() if k == t}
         train = dataclasses.replace(cfg.train, loss_weights=weights)

@@ -54,8 +54,13 @@ def evaluate(
 
 def is_breakdown(key: str) -> bool:
     """Metrics kept in ``metrics.jsonl`` and shown by ``eval`` but left out of the training log
-    line: label spreads and detection's per-size and per-class figures."""
-    return key.endswith(("/std", "/mae_sd")) or key.startswith(("det/map_", "det/ap50/"))
+    line: label spreads, detection's per-size and per-class figures, segmentation's per-class
+    IoUs and pixel accuracy."""
+    return (
+        key.endswith(("/std", "/mae_sd", "/miou_sd", "/miou_all", "/pixel_acc"))
+        or key.startswith(("det/map_", "det/ap50/"))
+        or "/iou_" in key
+    )
 
 
 def jsonable(metrics: dict[str, float]) -> dict[str, float | None]:
