@@ -62,7 +62,7 @@ def test_targets_map_canonical_classes_onto_the_task_and_keep_no_label_apart():
     canon = np.array([[0, 1, 2, IGNORE]], np.uint8)
     sample = Sample(np.zeros((1, 4, 3), np.uint8), np.zeros((0, 4)), np.zeros(0), {}, {}, None,
                     {"drivable": canon})  # fmt: skip
-    full = kind.targets(Task("drivable", "segment", ("background", "direct", "alternative")), sample)
+    full = kind.targets(Task("drivable", "segment", tuple(SEG["drivable"])), sample)
     assert full["seg_drivable"].tolist() == [[0, 1, 2, IGNORE]]
     # a task without "alternative": those pixels are its background
     direct = kind.targets(Task("drivable", "segment", ("background", "direct")), sample)
