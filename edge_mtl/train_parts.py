@@ -205,6 +205,20 @@ def label_counts(records: list[Record], cfg: Config) -> dict[str, int]:
     return counts
 
 
+def pixel_label_line(records: list[Record], cfg: Config) -> str | None:
+    """``pixel labels: drivable 4000 of 4000 images, lanes 0 of 4000 (none: this task learns
+    nothing)`` for a model with segment tasks, else None."""
+    if not cfg.model.segment:
+        return None
+    counts = label_counts(records, cfg)
+    parts = [
+        f"{t} {counts[t]} of {len(records)} images"
+        + ("" if counts[t] else " (none: it learns nothing)")
+        for t in cfg.model.segment
+    ]
+    return "pixel labels: " + ", ".join(parts)
+
+
 @contextlib.contextmanager
 def threads_while_others_wait(info: ddp.DistInfo, dev: torch.device):
     """On CPU, rank 0 evaluates alone while the other processes wait at a barrier doing no

@@ -45,6 +45,7 @@ from edge_mtl.train_parts import (
     pace_line,
     param_groups,
     pick_autocast,
+    pixel_label_line,
     threads_while_others_wait,
     why_hw,
 )
@@ -130,6 +131,8 @@ class Trainer:
             f"data: {len(self.train_ds)} train, {len(self.val_ds)} val images; "
             f"{sum(len(r.boxes) for r in train_recs)} train boxes"
         )
+        if line := pixel_label_line(train_recs, cfg):
+            self.log(line)
         self.steps_per_epoch = len(self.train_ds) // self.tc.batch_size  # len(train_ds) images
         if self.steps_per_epoch == 0:
             raise InputError(
