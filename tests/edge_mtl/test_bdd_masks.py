@@ -63,6 +63,10 @@ def test_shipped_drivable_png_and_lane_polylines_load_to_canonical_masks(tmp_pat
     assert curve[0, 48] == 0 and curve[20, 10] == 0  # ... its control polygon is not drawn
     assert curve[20, 30] == 1  # y(t) = 20 at t = 1/3, where x = 10 + 76 * 7/27 = 29.7
     assert curve[40:, 40:56].max() == 0  # a curve, not a closed shape
+    # the lane JSON named as the label file: its frames' own polylines; d is not in it
+    lane_json = _read(bdd_pixels(tmp_path / "2") / "labels/lane/polygons/lane_val.json")
+    assert sorted(lane_json) == ["a", "b", "c"] and lane_json["a"].masks["lanes"].png is not None
+    np.testing.assert_array_equal(_mask(lane_json["c"], "lanes"), curve)
 
 
 def test_bezier_sampling_and_malformed_poly2d():
