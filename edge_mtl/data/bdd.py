@@ -6,6 +6,8 @@ A frame:
 ``{"name": "000001.jpg", "attributes": {"weather": ..., "scene": ..., "timeofday": ...},
 "labels": [{"id": 0, "category": "car", "box2d": {"x1":..,"y1":..,"x2":..,"y2":..}}]}``.
 Numeric attributes (``curvature``) are regression targets; BDD's own files have none.
+Pixel labels (drivable-area and lane masks, ``poly2d`` lanes) are found beside the labels by
+:mod:`edge_mtl.data.bdd_masks` and travel in ``Record.masks``.
 """
 
 from __future__ import annotations
