@@ -132,6 +132,10 @@ class SourceConfig:
     the source's report line instead of stopping at the first; an image with a bad object is
     dropped whole, so the object is not learnt as background. A file that cannot be parsed at
     all (bad JSON, a missing label directory) is an error either way.
+
+    A ``bdd100k`` source finds its drivable-area and lane mask PNGs and lane polylines where the
+    dataset ships them (:mod:`edge_mtl.data.bdd_masks`); ``drivable`` / ``lanes`` name the PNG
+    folders instead, and ``poly2d`` lanes are drawn ``lane_width`` px wide.
     """
 
     kind: SourceKind = SourceKind.SYNTHETIC
@@ -145,6 +149,9 @@ class SourceConfig:
     task: str | None = None  # folder: the classification task its class folders label
     images: str | None = None  # coco, bdd100k: the images directory
     skip_bad: bool = False  # skip and count malformed entries instead of raising
+    drivable: str | None = None  # bdd100k: folder of drivable-area mask PNGs (<stem>.png)
+    lanes: str | None = None  # bdd100k: folder of lane mask PNGs (<stem>.png)
+    lane_width: float = 8.0  # bdd100k: px poly2d lanes are drawn at (= data.masks.LANE_WIDTH)
 
     def display_name(self, index: int) -> str:
         return self.name or f"{self.kind}[{index}]"
@@ -365,9 +372,11 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.data.temperature <= 0:
         raise ConfigError(f"{src}: data.temperature: must be > 0, got {cfg.data.temperature}")
+    from edge_mtl.config_checks import validate_source  # it imports this module
+
     for split, sources in (("train", cfg.data.train), ("val", cfg.data.val)):
         for i, s in enumerate(sources):
-            _validate_source(f"{src}: data.{split}[{i}] ({s.display_name(i)})", s, m)
+            validate_source(f"{src}: data.{split}[{i}] ({s.display_name(i)})", s, m)
         names = [s.display_name(i) for i, s in enumerate(sources)]
         if len(set(names)) != len(names):  # logs and sampling tell sources apart by name
             raise ConfigError(f"{src}: data.{split}: source names must differ, got {names}")
@@ -378,37 +387,6 @@ def validate(cfg: Config) -> Config:
             f"got hflip={a.hflip}, hsv={a.hsv}, scale={a.scale}"
         )
     return cfg
-
-
-def _validate_source(where: str, s: SourceConfig, m: ModelConfig) -> None:
-    if s.kind != "synthetic" and not s.path:
-        raise ConfigError(f"{where}: needs a path")
-    if s.weight < 0:
-        raise ConfigError(f"{where}: weight must be >= 0, got {s.weight}")
-    if s.kind in ("kitti", "coco") and not m.detect:
-        raise ConfigError(f"{where}: {s.kind} has only box labels, and model.detect is empty")
-    if s.kind == "coco" and not str(s.path).lower().endswith(".json"):
-        raise ConfigError(f"{where}: path must be the COCO JSON file, got {s.path!r}")
-    if s.images is not None and s.kind not in ("coco", "bdd100k"):
-        raise ConfigError(f"{where}: images is only for kinds coco and bdd100k")
-    if s.kind == "folder":
-        if s.task not in m.classify:
-            raise ConfigError(
-                f"{where}: task must name a model.classify task {sorted(m.classify)}, "
-                f"got {s.task!r}"
-            )
-        classes = m.classify[s.task]
-    elif s.task is not None:
-        raise ConfigError(f"{where}: task is only for kind folder")
-    else:
-        classes = m.detect
-    known = {c.casefold() for c in classes}
-    for name, target in s.categories.items():
-        if target != IGNORE and target.casefold() not in known:
-            raise ConfigError(
-                f"{where}: categories.{name}: {target!r} is not a model class "
-                f"({', '.join(classes)}) nor {IGNORE!r}"
-            )
 
 
 def _validate_segment(src: str, m: ModelConfig) -> None:

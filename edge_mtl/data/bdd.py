@@ -6,6 +6,8 @@ A frame:
 ``{"name": "000001.jpg", "attributes": {"weather": ..., "scene": ..., "timeofday": ...},
 "labels": [{"id": 0, "category": "car", "box2d": {"x1":..,"y1":..,"x2":..,"y2":..}}]}``.
 Numeric attributes (``curvature``) are regression targets; BDD's own files have none.
+Pixel labels (drivable-area and lane masks, ``poly2d`` lanes) are found beside the labels by
+:mod:`edge_mtl.data.bdd_masks` and travel in ``Record.masks``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edge_mtl.data.bdd_layout import (
     image_name,
     label_frames,
 )
+from edge_mtl.data.bdd_masks import MaskFinder, MaskOptions
 from edge_mtl.data.categories import CategoryMap
 from edge_mtl.data.malformed import MALFORMED, BadEntries, EntryError, image_problem
 from edge_mtl.data.masks import MaskLabel
@@ -72,6 +75,7 @@ def read_bdd(
     categories: Mapping[str, str] | None = None,
     ignored: Counter | None = None,
     images: str | Path | None = None,
+    masks: MaskOptions | None = None,
 ) -> tuple[list[Record], Counter]:
     """Parse ``root/labels.json``, the label file ``root`` or the folder ``root`` of per-image
     label files into one Record per frame, with images in ``images`` (default: found where the
@@ -86,13 +90,19 @@ def read_bdd(
     missing key or whose image file is missing or empty, and a label with a missing key or a
     degenerate or non-finite box. Either way the whole frame is skipped: kept without a bad label,
     the object's pixels would train as background. A label file that is missing or not a JSON list
-    of frames is always an InputError."""
+    of frames is always an InputError.
+
+    Each record's ``masks`` holds the pixel labels of ``masks.kinds`` its image has (default
+    every kind, found where the dataset publishes them: :mod:`edge_mtl.data.bdd_masks`); a
+    malformed ``poly2d`` label or a mask PNG that is unreadable or of another size than its image
+    is a bad entry of its frame, the message naming the PNG."""
     bad = bad if bad is not None else BadEntries()
     root = Path(root)
     label = root / "labels.json" if (root / "labels.json").is_file() else root
     check_labels(label)
     image_dir = image_dir_for(label, images)
     cmap = CategoryMap(det_classes, bdd_categories(det_classes), categories)
+    finder = MaskFinder(label, masks or MaskOptions(), bad)
     records = []
     for label_file, entry, fr in label_frames(label):
         try:
@@ -104,6 +114,11 @@ def read_bdd(
         if kept is None:
             continue
         boxes, classes, unmapped = kept
+        try:
+            pixels = finder.masks(fr["name"], image, objects)
+        except EntryError as e:
+            bad.add(label_file, entry, e)
+            continue
         cmap.tally(unmapped)
         records.append(
             Record(
@@ -112,8 +127,10 @@ def read_bdd(
                 classes=np.asarray(classes, np.int64),
                 labels=labels,
                 targets=targets,
+                masks=pixels,
             )
         )
+    finder.finish()
     if ignored is not None:
         ignored.update(cmap.ignored)
     return records, cmap.unknown

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from edge_mtl.config import AugmentConfig, Config, ModelConfig, SourceConfig, SourceKind
 from edge_mtl.data.augment import augment
 from edge_mtl.data.bdd import Record
+from edge_mtl.data.bdd_masks import mask_counts
 from edge_mtl.data.labelled import read_source
 from edge_mtl.data.malformed import BadEntries
 from edge_mtl.data.masks import letterbox_mask
@@ -132,7 +133,7 @@ def _read_source(
         s = dataclasses.replace(s, kind=SourceKind.BDD100K, path=str(root))  # written as BDD
     elif s.kind == "bdd100k" and not Path(s.path).exists():
         raise InputError(f"{s.path}: data directory not found")
-    return read_source(s, m.detect, m.classify, m.regress, ignored, bad)
+    return read_source(s, m.detect, m.classify, m.regress, ignored, bad, tuple(m.segment))
 
 
 def source_report(
@@ -143,11 +144,13 @@ def source_report(
     bad: BadEntries | None = None,
 ) -> str:
     """One line: ``kitti[0]: 3 images, 5 boxes; unknown categories skipped: Misc 1; ...;
-    skipped 1 bad entry (000004.txt:2: degenerate box ...)``."""
+    skipped 1 bad entry (000004.txt:2: degenerate box ...)``; a source with pixel labels adds
+    ``, 3 with drivable-area labels, 2 with lane labels`` after the boxes."""
     line = f"{name}: {len(recs)} images"
     boxed = [r for r in recs if r.has_boxes]
     if boxed:
         line += f", {sum(len(r.boxes) for r in boxed)} boxes"
+    line += mask_counts(recs)
     if unknown:
         line += f"; unknown categories skipped (map them in categories): {_counts(unknown)}"
     if ignored:

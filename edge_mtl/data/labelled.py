@@ -23,6 +23,7 @@ from pathlib import Path
 from edge_mtl.config import SourceConfig, SourceKind
 from edge_mtl.data.bdd import Record, read_bdd
 from edge_mtl.data.bdd_layout import root_labels
+from edge_mtl.data.bdd_masks import KINDS, MaskOptions
 from edge_mtl.data.coco import read_coco
 from edge_mtl.data.folder import read_folder
 from edge_mtl.data.kitti import read_kitti
@@ -74,10 +75,12 @@ def read_source(
     regress: tuple[str, ...],
     ignored: Counter | None = None,
     bad: BadEntries | None = None,
+    mask_kinds: tuple[str, ...] = KINDS,
 ) -> tuple[list[Record], Counter]:
     """Records of one file-based source (not synthetic) and the categories mapping to no class;
     ``ignored`` counts categories dropped on purpose, ``bad`` collects skipped malformed entries
-    (the training side's report; ``None``: not kept)."""
+    (the training side's report; ``None``: not kept); ``mask_kinds``: the pixel label kinds to
+    look for (a model's segment tasks; BDD100K-format sources only carry them)."""
     path = s.path or ""
     if s.kind == SourceKind.KITTI:
         return read_kitti(path, det_classes, s.categories, ignored, bad)
@@ -85,7 +88,10 @@ def read_source(
         return read_coco(path, det_classes, s.images, s.categories, ignored, bad)
     if s.kind == SourceKind.FOLDER:
         return read_folder(path, s.task or "", classify, s.categories, ignored, bad)
-    return read_bdd(path, det_classes, classify, regress, bad, s.categories, ignored, s.images)
+    masks = MaskOptions(mask_kinds, s.drivable, s.lanes, s.lane_width)
+    return read_bdd(
+        path, det_classes, classify, regress, bad, s.categories, ignored, s.images, masks
+    )
 
 
 def read_labelled(

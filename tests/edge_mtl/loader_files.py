@@ -204,3 +204,60 @@ def bdd_shipped(tmp_path):
                "frames": [{"timestamp": 10000, "objects": objects}]}  # fmt: skip
         (lab / "100k" / "val" / f"{n}.json").write_text(json.dumps(per))
     return root
+
+
+# Pixel labels (edge_mtl.data.bdd_masks): 64x96 frames, BDD100K values on disk.
+PIX_HW = (64, 96)
+STRAIGHT = {"vertices": [[10, 20], [80, 20]], "types": "LL", "closed": False}
+# a cubic Bezier: its midpoint (t = 0.5) is (48, 15); its control polygon runs along y = 0
+CURVE = {"vertices": [[10, 60], [10, 0], [86, 0], [86, 60]], "types": "LCCL", "closed": False}
+
+
+def drivable_png(path, hw=PIX_HW):
+    """A BDD100K drivable PNG at ``path``: background (2) above row 40, direct (0) below it on
+    the left half, alternative (1) on the right half."""
+    png = np.full(hw, 2, np.uint8)
+    png[40:, : hw[1] // 2] = 0
+    png[40:, hw[1] // 2 :] = 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), png)
+    return path
+
+
+def lane_png(path, hw=PIX_HW):
+    """A BDD100K lane PNG at ``path``: 255 (background) but for row 5, columns 5..9: a dashed
+    single white line (6 + (1 << 4))."""
+    png = np.full(hw, 255, np.uint8)
+    png[5, 5:10] = 6 | 16
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), png)
+    return path
+
+
+def bdd_pixels(tmp_path):
+    """BDD100K 2020 as shipped with pixel labels: ``images/100k/val/{a,b,c,d}.jpg``, boxes in
+    ``labels/det_20/det_val.json``, a drivable PNG for a only (``labels/drivable/masks/val``),
+    a lane PNG for a (``labels/lane/masks/val``) and lane polylines in ``labels/lane/polygons/
+    lane_val.json``: a (a line the PNG overrides), b (STRAIGHT), c (CURVE); d has none."""
+    root = tmp_path / "bdd100k"
+    for n in "abcd":
+        image(root / "images" / "100k" / "val" / f"{n}.jpg", PIX_HW)
+    lab = root / "labels"
+    car = {"id": "0", "category": "car", "box2d": {"x1": 1, "y1": 2, "x2": 20, "y2": 12}}
+    det = [{"name": f"{n}.jpg", "attributes": SHIPPED_ATTRS, "labels": [car]} for n in "abcd"]
+    (lab / "det_20").mkdir(parents=True)
+    (lab / "det_20" / "det_val.json").write_text(json.dumps(det))
+    drivable_png(lab / "drivable" / "masks" / "val" / "a.png")
+    lane_png(lab / "lane" / "masks" / "val" / "a.png")
+
+    def lane(category, poly):
+        return {"id": "1", "category": category, "attributes": {}, "poly2d": [poly]}
+
+    lanes = [
+        {"name": "a.jpg", "labels": [lane("road curb", STRAIGHT)]},
+        {"name": "b.jpg", "labels": [lane("single white", STRAIGHT)]},
+        {"name": "c.jpg", "labels": [lane("double yellow", CURVE)]},
+    ]
+    (lab / "lane" / "polygons").mkdir(parents=True)
+    (lab / "lane" / "polygons" / "lane_val.json").write_text(json.dumps(lanes))
+    return root

@@ -159,3 +159,79 @@ def test_photometric_is_the_saturation_contrast_brightness_cast_formula():
         expect = np.clip(((f - mean) * contrast + mean + brightness) * cast, 0, 255)
         out = photometric(img, np.random.default_rng(seed), 1.0)
         assert np.abs(out - expect).max() <= 1.0
+
+
+def _scene(hw=(100, 120)):
+    """A black image with two painted polygons (green: class 1, red: class 2) and its mask:
+    the classes of exactly the painted pixels (uint8 (H, W))."""
+    img = np.zeros((*hw, 3), np.uint8)
+    mask = np.zeros(hw, np.uint8)
+    for colour, cls, poly in (
+        ((0, 255, 0), 1, [(5, 90), (70, 95), (30, 40)]),
+        ((0, 0, 255), 2, [(80, 10), (115, 20), (100, 60), (85, 30)]),
+    ):
+        cv2.fillPoly(img, [np.array(poly, np.int32)], colour)
+        cv2.fillPoly(mask, [np.array(poly, np.int32)], cls)
+    return img, mask
+
+
+def _painted(img):
+    """The mask of an (augmented) scene image read off its pixels: 1 green, 2 red, 0 black,
+    255 the grey padding; pixels blended by interpolation are left out (-1)."""
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    out = np.full(img.shape[:2], -1)
+    out[(b == 0) & (g == 0) & (r == 0)] = 0
+    out[(b == 0) & (g == 255) & (r == 0)] = 1
+    out[(b == 0) & (g == 0) & (r == 255)] = 2
+    out[(b == 114) & (g == 114) & (r == 114)] = 255
+    return out
+
+
+def test_flipped_mask_is_the_mask_of_the_flipped_scene():
+    img, mask = _scene()
+    before = mask.copy()
+    cfg = AugmentConfig(hflip=1.0, hsv=0.0, scale=0.0)
+    out, _, _, _, masks = augment(
+        img, np.zeros((0, 4), np.float32), np.zeros(0), {}, cfg, np.random.default_rng(0),
+        {"drivable": mask},
+    )  # fmt: skip
+    assert (_painted(out) >= 0).all() and masks["drivable"].flags.c_contiguous
+    np.testing.assert_array_equal(masks["drivable"], _painted(out))
+    np.testing.assert_array_equal(masks["drivable"], mask[:, ::-1])
+    np.testing.assert_array_equal(mask, before)  # the input is untouched
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scale_jitter_moves_masks_with_the_pixels(seed):
+    img, mask = _scene()
+    out, _, _, masks = scale_jitter(
+        img, np.zeros((0, 4), np.float32), np.zeros(0), np.random.default_rng(seed), 0.4,
+        {"drivable": mask, "lanes": (mask == 2).astype(np.uint8)},
+    )  # fmt: skip
+    want = _painted(out)
+    sure = want >= 0  # pixels no interpolation blended
+    assert sure.mean() > 0.9
+    np.testing.assert_array_equal(masks["drivable"][sure], want[sure])
+    lanes = np.where(want == 255, 255, want == 2)
+    np.testing.assert_array_equal(masks["lanes"][sure], lanes[sure])
+    z_out = (want == 255).any()  # zoomed out: the padding is unlabelled, as in the image
+    assert z_out == (masks["drivable"] == 255).any()
+
+
+def test_photometric_leaves_masks_alone_and_draws_do_not_depend_on_masks():
+    img, mask = _scene()
+    boxes = np.array([[30, 40, 70, 95]], np.float32)
+    cfg = AugmentConfig(hflip=0.0, hsv=1.0, scale=0.0)
+    out = augment(img, boxes, np.array([1]), {}, cfg, np.random.default_rng(3), {"m": mask})
+    assert out[4]["m"] is mask or np.array_equal(out[4]["m"], mask)
+    assert not np.array_equal(out[0], img)  # the colours did change
+    cfg = AugmentConfig(hflip=0.5, hsv=0.8, scale=0.3)
+    for seed in range(8):
+        a = augment(img, boxes, np.array([1]), {"c": 1.0}, cfg, np.random.default_rng(seed))
+        b = augment(
+            img, boxes, np.array([1]), {"c": 1.0}, cfg, np.random.default_rng(seed),
+            {"drivable": mask},
+        )  # fmt: skip
+        for x, y in zip(a[:3], b[:3]):
+            np.testing.assert_array_equal(x, y)
+        assert a[3] == b[3] and a[4] == {} and set(b[4]) == {"drivable"}
