@@ -134,7 +134,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.video:
         path = write_video(args.video, args.frames, args.seed, hw, args.fps)
         gt, info = truth_paths(path)
-        print(f"wrote {args.frames} frames to {path} (ground truth: {gt}, {info})")
+        masks = path.with_name(f"{path.stem}.masks")
+        print(f"wrote {args.frames} frames to {path} (ground truth: {gt}, {info}, {masks}/)")
     return 0
 
 

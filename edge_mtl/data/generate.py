@@ -176,13 +176,17 @@ def write_video(
     """Render a driving clip of ``n_frames`` to an mp4 (mp4v codec); written to a temp name
     and renamed when complete. Beside it go the clip's ground truth (:func:`truth_paths`): the
     visible boxes with their objects' identities as a MOTChallenge file and each frame's
-    attributes as JSON, so a tracker can be scored on the clip (``edge-mtl eval-video``)."""
+    attributes as JSON, so a tracker can be scored on the clip (``edge-mtl eval-video``), and
+    each frame's drivable-area and lane masks as PNGs (:func:`clip_mask_paths`)."""
     path = check_writable(path, "video file", create_parents=False)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.mp4'}")
+    masks_dir = path.with_name(f"{path.stem}.masks")
+    tmp_masks = path.with_name(f".{masks_dir.name}.tmp{os.getpid()}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
     if not writer.isOpened():
         raise InputError(f"{path}: cannot open a video writer for this path")
     rows, frames = [], []
+    ok = False
     try:
         for i, scene in enumerate(
             tqdm(
@@ -195,16 +199,28 @@ def write_video(
             )
         ):
             writer.write(scene.image)
+            into = clip_mask_paths(path, i + 1, masks=tmp_masks)
+            if i == 0:
+                for p in into.values():
+                    p.parent.mkdir(parents=True, exist_ok=True)
+            write_masks(scene, into)
             rows.append(mot_rows(i + 1, scene.object_ids, scene.boxes, 1.0, scene.classes + 1,
                                  scene.visibility))  # fmt: skip
             attrs = dict(scene.attributes, curvature=round(scene.curvature, 5))
             frames.append({"frame": i + 1, **attrs})
+        ok = True
     finally:
         writer.release()
+        if not ok:
+            shutil.rmtree(tmp_masks, ignore_errors=True)
+            tmp.unlink(missing_ok=True)
+    if masks_dir.is_dir() and not masks_dir.is_symlink():
+        shutil.rmtree(masks_dir)  # an earlier clip's masks: none of its frames may stay
+    os.replace(tmp_masks, masks_dir)
     gt, info = truth_paths(path)
     write_mot(gt, MotBoxes.concat(rows))
     meta = {"video": path.name, "fps": fps, "frame_size": list(hw), "seed": seed,
-            "classes": list(DET_CLASSES), "frames": frames}  # fmt: skip
+            "classes": list(DET_CLASSES), "masks": masks_dir.name, "frames": frames}  # fmt: skip
     write_json_atomic(info, meta)
     os.replace(tmp, path)
     return path
@@ -213,7 +229,22 @@ def write_video(
 def truth_paths(video: str | Path) -> tuple[Path, Path]:
     """Where ``write_video`` puts a clip's ground truth: ``clip.gt.txt`` (MOTChallenge:
     frame, id, x, y, w, h, 1, class index + 1, visibility; see ``edge_mtl.bench.mot``) and
-    ``clip.frames.json`` (``classes``, ``fps``, and per frame ``weather``, ``scene``,
-    ``timeofday``, ``curvature``) beside ``clip.mp4``."""
+    ``clip.frames.json`` (``classes``, ``fps``, ``masks``: the name of the clip's mask folder,
+    and per frame ``weather``, ``scene``, ``timeofday``, ``curvature``) beside ``clip.mp4``.
+    The mask folder ``clip.masks/`` holds per frame ``drivable/<frame:06d>.png`` and
+    ``lane/<frame:06d>.png`` (frames numbered from 1 as in the other two files; BDD100K's
+    PNG values, as ``write_synthetic`` writes them): :func:`clip_mask_paths`."""
     video = Path(video)
     return video.with_suffix(".gt.txt"), video.with_suffix(".frames.json")
+
+
+def clip_mask_paths(
+    video: str | Path, frame: int, masks: str | Path | None = None
+) -> dict[str, Path]:
+    """The mask PNGs of ``frame`` (numbered from 1) of clip ``video``, by label kind:
+    ``{"drivable": clip.masks/drivable/000001.png, "lanes": clip.masks/lane/000001.png}``;
+    ``masks`` names the mask folder when it is not ``clip.masks`` beside the video (e.g. the
+    ``masks`` entry of ``clip.frames.json``, relative to it)."""
+    video = Path(video)
+    root = Path(masks) if masks is not None else video.with_name(f"{video.stem}.masks")
+    return {k: root / d.parent.name / f"{frame:06d}.png" for k, d in MASK_DIRS.items()}

@@ -9,13 +9,21 @@ import numpy as np
 
 from edge_mtl.config import config_from_dict
 from edge_mtl.data.dataset import records_for
-from edge_mtl.data.generate import MASK_DIRS, STAMP, stale_reason, write_synthetic
+from edge_mtl.data.generate import (
+    MASK_DIRS,
+    STAMP,
+    clip_mask_paths,
+    stale_reason,
+    write_synthetic,
+    write_video,
+)
 from edge_mtl.data.masks import LANE_DASHED, from_bdd
 from edge_mtl.data.synthetic import (
     CAM_H,
     GENERATOR_VERSION,
     Z_NEAR,
     _Camera,
+    render_clip,
     render_scene,
     render_spec,
 )
@@ -172,3 +180,27 @@ def test_stale_reason_names_what_differs(tmp_path):
     assert why == "rendered with seed 3 (want 4), frame size (64, 112) (want (64, 128))"
     (tmp_path / STAMP).write_text("{")
     assert stale_reason(tmp_path, 3, 1, (64, 112)) == "synthetic.json unreadable"
+
+
+def test_a_clip_writes_one_mask_pair_per_frame(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", 3, seed=2, hw=(64, 112), progress=False)
+    info = json.loads((tmp_path / "clip.frames.json").read_text())
+    assert info["masks"] == "clip.masks"
+    assert sorted(
+        p.relative_to(tmp_path).as_posix() for p in (tmp_path / "clip.masks").rglob("*.png")
+    ) == [f"clip.masks/{kind}/{i:06d}.png" for kind in ("drivable", "lane") for i in (1, 2, 3)]
+    for i, scene in enumerate(render_clip(2, 3, (64, 112)), start=1):
+        paths = clip_mask_paths(video, i, masks=tmp_path / info["masks"])
+        assert paths == clip_mask_paths(video, i)
+        for kind, path in paths.items():
+            png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(from_bdd(kind, png), scene.masks[kind])
+    # a shorter clip in the same place leaves no frame of the earlier one behind
+    write_video(tmp_path / "clip.mp4", 1, seed=2, hw=(64, 112), progress=False)
+    assert len(list((tmp_path / "clip.masks").rglob("*.png"))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.frames.json",
+        "clip.gt.txt",
+        "clip.masks",
+        "clip.mp4",
+    ]
