@@ -148,8 +148,8 @@ def _refuse_non_empty(out: Path) -> None:
     if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise InputError(
-            f"{out}: the folder is not empty ({shown}); add --exist-ok to replace its images/ "
-            "and labels.json, or choose another --out"
+            f"{out}: the folder is not empty ({shown}); add --exist-ok to replace its images/, "
+            "masks (labels/), synthetic.json and labels.json, or choose another --out"
         )
 
 
