@@ -134,7 +134,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.video:
         path = write_video(args.video, args.frames, args.seed, hw, args.fps)
         gt, info = truth_paths(path)
-        print(f"wrote {args.frames} frames to {path} (ground truth: {gt}, {info})")
+        masks = path.with_name(f"{path.stem}.masks")
+        print(f"wrote {args.frames} frames to {path} (ground truth: {gt}, {info}, {masks}/)")
     return 0
 
 
@@ -147,8 +148,8 @@ def _refuse_non_empty(out: Path) -> None:
     if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise InputError(
-            f"{out}: the folder is not empty ({shown}); add --exist-ok to replace its images/ "
-            "and labels.json, or choose another --out"
+            f"{out}: the folder is not empty ({shown}); add --exist-ok to replace its images/, "
+            "masks (labels/), synthetic.json and labels.json, or choose another --out"
         )
 
 

@@ -15,6 +15,13 @@ export EDGE_MTL_CACHE="$PWD/$DATA"
 mkdir -p "$OUT"
 step() { printf '\n=== %s  [%dm%02ds into the demo]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }  # bash counts SECONDS from the script's start
 TRAIN_ARGS=()
+# The cache folders train renders configs/synthetic.yaml's scenes into; their names carry the
+# generator version, so ask the generator rather than hard-code them.
+cache() {  # cache SEED N: the folder name of N scenes from SEED at 360x640
+  python -c "from edge_mtl.data.synthetic import synthetic_cache_name as n; print(n($1, $2, (360, 640)))"
+}
+CALIB="$DATA/$(cache 0 4000)"
+HELDOUT="$DATA/$(cache 1000000 300)"
 if [[ -n "${DEMO_MINUTES:-}" ]]; then TRAIN_ARGS+=(--time-limit "$DEMO_MINUTES"); fi
 
 step "machine"
@@ -38,8 +45,8 @@ edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.fp16.onnx" --dynamic-
 MODELS=("$OUT/model.onnx" "$OUT/model.fp16.onnx")
 if edge-mtl quantize --help >/dev/null 2>&1; then
   step "quantize int8"
-  edge-mtl quantize --onnx "$OUT/model.onnx" --calib "$DATA/synthetic-v2-s0-n4000-360x640" --per-channel \
-    --out "$OUT/model.int8.onnx" --eval "$DATA/synthetic-v2-s1000000-n300-360x640" \
+  edge-mtl quantize --onnx "$OUT/model.onnx" --calib "$CALIB" --per-channel \
+    --out "$OUT/model.int8.onnx" --eval "$HELDOUT" \
     --report "$OUT/quantize.json"
   MODELS+=("$OUT/model.int8.onnx")
 fi
@@ -50,6 +57,6 @@ edge-mtl run --model "$OUT/model.onnx" --source "$OUT/drive.mp4" --save "$OUT/dr
 
 step "benchmark"
 edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 5 \
-  --e2e "$OUT/drive.mp4" --e2e-frames 150 --accuracy "$DATA/synthetic-v2-s1000000-n300-360x640" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
+  --e2e "$OUT/drive.mp4" --e2e-frames 150 --accuracy "$HELDOUT" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
 
 step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl"

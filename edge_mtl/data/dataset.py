@@ -119,7 +119,7 @@ def _read_source(
     ignored: Counter,
     bad: BadEntries,
 ) -> tuple[list[Record], Counter]:
-    from edge_mtl.data.generate import write_synthetic
+    from edge_mtl.data.generate import stale_reason, write_synthetic
 
     if s.kind == "synthetic":
         root = (
@@ -128,6 +128,9 @@ def _read_source(
         if not (root / "labels.json").is_file():
             print(f"rendering {s.n} synthetic scenes into {root} (cached for later runs)")
             write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress)
+        elif why := stale_reason(root, s.seed, s.n, s.frame_hw):
+            print(f"re-rendering {s.n} synthetic scenes into {root}: the set there is stale: {why}")
+            write_synthetic(root, s.n, s.seed, s.frame_hw, progress=progress, replace=True)
         else:
             print(f"reusing {s.n} synthetic scenes from {root}")
         s = dataclasses.replace(s, kind=SourceKind.BDD100K, path=str(root))  # written as BDD

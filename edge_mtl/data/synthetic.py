@@ -4,6 +4,8 @@ A pinhole camera 1.5 m above a road that bends with ``curvature``; vehicles, ped
 lights and signs stand in the world and are projected, so sizes follow distance (about 8 px far
 away to a third of the frame up close). Objects are painted far to near; each object's box is the
 tight box of its *visible* pixels, so occluded and border-cut objects are labelled as seen.
+The drivable area (ego lane / other lanes) and lane markings are labelled per pixel from the same
+polygons in the same painter's order (``synthetic_masks``), so they are occluded the same way.
 Time of day, weather and scene type change many cues at once (sky, light level, tint, particles,
 fog by depth, buildings/houses/guardrails), with brightness jittered so no single statistic
 such as mean brightness gives the class away.
@@ -23,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge_mtl.data.labels import DET_CLASSES
+from edge_mtl.data.synthetic_masks import SceneMasks
 from edge_mtl.data.synthetic_objects import DRAW, Painter, fill
 from edge_mtl.data.synthetic_spec import LANE_W, SceneSpec, _Obj, sample_spec
 
@@ -34,7 +37,7 @@ Z_NEAR = 3.0  # distance at which the ground meets the bottom image row, metres
 CURV_GAIN = 0.010
 # Part of the cache folder name of rendered scenes: bump it whenever the same seed renders
 # different pixels or labels (here or in synthetic_spec.py), so stale caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: per-scene drivable-area and lane masks (images as in 2)
 # world sizes (width, height) in metres per class
 _SIZES = {
     "car": (1.8, 1.5),
@@ -53,7 +56,11 @@ class Scene:
     ``curvature`` in [-1, 1] (signed road bend); ``ids`` int32 (H, W), k+1 where box k is seen;
     ``object_ids`` int64 (K,) which object box k shows: its index in the scene's objects for a
     still, an identity that stays with it from frame to frame in a clip (``render_clip``);
-    ``visibility`` float32 (K,) the share of the object's drawn pixels left visible."""
+    ``visibility`` float32 (K,) the share of the object's drawn pixels left visible;
+    ``masks`` the pixel labels from the scene's own geometry (``synthetic_masks``), uint8 (H, W)
+    canonical classes: ``drivable`` (0 background, 1 direct = the ego lane, 2 alternative = the
+    rest of the road) and ``lanes`` (0 background, 1 lane marking), both background where
+    something is drawn over the road; ``lane_dashed`` bool (H, W), True on dashed markings."""
 
     image: np.ndarray
     boxes: np.ndarray
@@ -63,6 +70,8 @@ class Scene:
     ids: np.ndarray
     object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     visibility: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    lane_dashed: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
 
 
 class _Camera:
@@ -118,9 +127,36 @@ def _quad(cam: _Camera, x0, x1, y0, y1, z0, z1) -> np.ndarray:
     return np.stack([u, v], 1)
 
 
-def _draw_background(
-    img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float, lights: list
+def _edges(cam: _Camera, x0: float, x1: float, zs: np.ndarray) -> np.ndarray:
+    """The ground strip between lateral offsets ``x0`` < ``x1`` (metres from the road centre)
+    over distances ``zs``, as one image polygon: float (2 * len(zs), 2) xy pixels."""
+    ul, vl = cam.project(x0, 0.0, zs)
+    ur, vr = cam.project(x1, 0.0, zs)
+    return np.concatenate([np.stack([ul, vl], 1), np.stack([ur, vr], 1)[::-1]])
+
+
+def _ego_lane(spec: SceneSpec) -> tuple[float, float]:
+    """Lateral span (metres) of the lane the camera is in: lane i spans
+    [(i - lanes/2) * LANE_W, (i + 1 - lanes/2) * LANE_W]."""
+    i = min(max(math.floor(spec.cam_x / LANE_W + spec.lanes / 2), 0), spec.lanes - 1)
+    return (i - spec.lanes / 2) * LANE_W, (i + 1 - spec.lanes / 2) * LANE_W
+
+
+def _dash(cam: _Camera, xm: float, z0: float, min_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """A lane dash 16 cm wide from ``z0`` to ``z0 + 3`` m at lateral ``xm``: its image polygon
+    and its label polygon, the same quad widened where needed to ``min_px`` pixels."""
+    zs = np.array([z0, z0, z0 + 3.0, z0 + 3.0])
+    half = np.maximum(0.08, 0.5 * min_px * zs / cam.f)  # metres giving min_px pixels at z
+    side = np.array([-1.0, 1.0, 1.0, -1.0])
+    u, v = cam.project(xm + side * half, np.zeros(4), zs)
+    return _quad(cam, xm - 0.08, xm + 0.08, 0, 0, z0, z0 + 3.0), np.stack([u, v], 1)
+
+
+def _draw_ground(
+    img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float, lab: SceneMasks
 ) -> None:
+    """Sky, ground, sidewalks, the road with its markings and the guardrails; the road and
+    markings into ``lab`` too."""
     hy = round(spec.horizon)
     top, hor = _sky_colors(spec)
     t = np.linspace(0, 1, hy)[:, None]
@@ -134,35 +170,46 @@ def _draw_background(
         ground = (225, 225, 220)
     img[hy:] = ground
     zs = np.geomspace(Z_NEAR * 0.9, 400, 80)
-    for xs, color in ((spec.road_half + 3.0, (150, 150, 150)), (spec.road_half, (85, 85, 88))):
-        if xs == spec.road_half + 3.0 and spec.scene == "highway":
-            continue  # no sidewalks on highways
-        ul, vl = cam.project(-xs, 0.0, zs)
-        ur, vr = cam.project(xs, 0.0, zs)
-        poly = np.concatenate([np.stack([ul, vl], 1), np.stack([ur, vr], 1)[::-1]])
-        fill(img, poly, color)
+    if spec.scene != "highway":  # sidewalks; none on highways
+        fill(img, _edges(cam, -spec.road_half - 3.0, spec.road_half + 3.0, zs), (150, 150, 150))
+    road = _edges(cam, -spec.road_half, spec.road_half, zs)
+    fill(img, road, (85, 85, 88))
+    lab.road(road, _edges(cam, *_ego_lane(spec), zs))
     # lane markings: dashes 3 m long every 10 m, scrolling with travel
     for i in range(1, spec.lanes):
         xm = (i - spec.lanes / 2) * LANE_W
         start = (-travel) % 10.0
         for z0 in np.arange(start + Z_NEAR * 0.9, 150, 10.0):
-            fill(img, _quad(cam, xm - 0.08, xm + 0.08, 0, 0, z0, z0 + 3.0), (225, 225, 225))
+            quad, label = _dash(cam, xm, z0, lab.min_px)
+            fill(img, quad, (225, 225, 225))
+            lab.dash(label)
     for side in (-1, 1):  # solid edge lines
         xe = side * (spec.road_half - 0.2)
         u0, v0 = cam.project(xe, 0.0, zs)
         pts = np.round(np.stack([u0, v0], 1) * 16).astype(np.int32)
         cv2.polylines(img, [pts], False, (210, 210, 210), 1, cv2.LINE_AA, shift=4)
+        lab.solid_line(np.stack([u0, v0], 1))
         if spec.scene == "highway":  # guardrail
             u1, v1 = cam.project(side * (spec.road_half + 1.0), 0.7, zs)
             pts = np.round(np.stack([u1, v1], 1) * 16).astype(np.int32)
             cv2.polylines(img, [pts], False, (170, 175, 180), 2, cv2.LINE_AA, shift=4)
+            lab.cover_polyline(np.stack([u1, v1], 1), 2)
+
+
+def _draw_roadside(
+    img: np.ndarray, spec: SceneSpec, cam: _Camera, travel: float, lights: list, lab: SceneMasks
+) -> None:
+    """Buildings and trees, far to near; where they are drawn over the road, ``lab`` gets
+    background."""
     for side, off, z0, z1, height, color, style in sorted(spec.buildings, key=lambda b: -b[2]):
         z0, z1 = z0 - travel, z1 - travel
         if z1 < Z_NEAR:
             continue
         z0 = max(z0, Z_NEAR * 0.7)
         x = side * off
-        fill(img, _quad(cam, x, x, 0, height, z0, z1), color)
+        wall = _quad(cam, x, x, 0, height, z0, z1)
+        fill(img, wall, color)
+        lab.cover_poly(wall)
         if style == "house":
             u, v = cam.project(
                 np.array([x, x, x]),
@@ -170,8 +217,9 @@ def _draw_background(
                 np.array([z0, (z0 + z1) / 2, z1]),
             )
             fill(img, np.stack([u, v], 1), (40, 50, 110))
+            lab.cover_poly(np.stack([u, v], 1))
         step = 3.0
-        for zw in np.arange(z0 + 1.0, z1 - 1.0, step):
+        for zw in np.arange(z0 + 1.0, z1 - 1.0, step):  # windows lie inside the wall
             for yw in np.arange(2.0, height - 1.0, step):
                 lit = spec.timeofday != "daytime" and (hash((spec.seed, int(zw), int(yw))) % 3 == 0)
                 wcol = (120, 210, 250) if lit else tuple(int(c * 0.55) for c in color)
@@ -183,24 +231,28 @@ def _draw_background(
         z = z - travel
         if z < Z_NEAR:
             continue
-        fill(img, _quad(cam, x - 0.2, x + 0.2, 0, height - radius, z, z), (40, 60, 80))
+        trunk = _quad(cam, x - 0.2, x + 0.2, 0, height - radius, z, z)
+        fill(img, trunk, (40, 60, 80))
+        lab.cover_poly(trunk)
         u, v = cam.project(x, height - radius * 0.6, z)
-        cv2.circle(
-            img, (int(u), int(v)), max(1, int(cam.f * radius / z)), (40, 110, 50), -1, cv2.LINE_AA
-        )
+        centre, r = (int(u), int(v)), max(1, int(cam.f * radius / z))
+        cv2.circle(img, centre, r, (40, 110, 50), -1, cv2.LINE_AA)
+        lab.cover_disc(centre, r)
 
 
 def _draw_support(
-    img: np.ndarray, cam: _Camera, o: _Obj, z: float, night: bool, spec: SceneSpec
+    img: np.ndarray, cam: _Camera, o: _Obj, z: float, spec: SceneSpec, lab: SceneMasks
 ) -> None:
-    """What ties object ``o`` to the road: a pole under a raised object, a shadow under a
-    vehicle in clear daylight."""
+    """What ties object ``o`` to the road: a pole under a raised object (background in
+    ``lab``), a shadow under a vehicle in clear daylight (still road)."""
+    night = spec.timeofday == "night"
     u, v = cam.project(o.x, o.elevation, z)
     s = cam.f / z
     if o.elevation > 0:  # pole from the ground to the object
         ug, vg = cam.project(o.x, 0.0, z)
         thick = max(1, int(0.1 * s))
         cv2.line(img, (int(ug), int(vg)), (int(u), int(v)), (90, 90, 90), thick, cv2.LINE_AA)
+        lab.cover_line((int(ug), int(vg)), (int(u), int(v)), thick)
     if o.kind in ("car", "truck", "bus") and spec.weather == "clear" and not night:
         bw = _SIZES[o.kind][0] * s
         axes = (int(bw * 0.6), max(1, int(bw * 0.08)))
@@ -215,10 +267,11 @@ def _paint_objects(
     lights: list,
     ids: np.ndarray,
     depth: np.ndarray,
+    lab: SceneMasks,
 ) -> list[tuple[int, str, tuple[float, float, float, float], int]]:
     """Paint the objects far to near into ``img``, marking each one's visible pixels in ``ids``
-    (rank + 1) and ``depth`` (metres). Returns (id, kind, nominal xyxy box, drawn pixels,
-    index in ``spec.objects``)."""
+    (rank + 1) and ``depth`` (metres) and background in ``lab``. Returns (id, kind, nominal
+    xyxy box, drawn pixels, index in ``spec.objects``)."""
     h, w = spec.hw
     night = spec.timeofday == "night"
     placed = []
@@ -231,7 +284,7 @@ def _paint_objects(
         u, v = cam.project(o.x, o.elevation, z)
         bw, bh = ow * cam.f / z, oh * cam.f / z
         x0, y0 = u - bw / 2, v - bh
-        _draw_support(img, cam, o, z, night, spec)
+        _draw_support(img, cam, o, z, spec, lab)
         px0, py0 = math.floor(x0) - 1, math.floor(y0) - 1
         pw, ph = math.ceil(bw) + 3, math.ceil(bh) + 3
         painter = Painter(
@@ -254,6 +307,7 @@ def _paint_objects(
         img[region][m] = painter.patch[crop][m]
         ids[region][m] = rank + 1
         depth[region][m] = z
+        lab.cover_pixels(region, m)
         lights.extend((lx + px0, ly + py0, r, c) for lx, ly, r, c in obj_lights)
         placed.append((rank + 1, o.kind, (x0, y0, x0 + bw, y0 + bh), int(m.sum()), n))
     return placed
@@ -294,12 +348,15 @@ def render_spec(
     cam = _Camera(spec)
     img = np.zeros((h, w, 3), np.uint8)
     lights: list = []
-    _draw_background(img, spec, cam, travel, lights)
+    lab = SceneMasks.empty(spec.hw)
+    _draw_ground(img, spec, cam, travel, lab)
+    _draw_roadside(img, spec, cam, travel, lights, lab)
     ids = np.zeros((h, w), np.int32)
     rows = np.arange(h, dtype=np.float32) - spec.horizon
     depth = np.full((h, w), np.inf, np.float32)
     depth[:] = np.where(rows > 0, cam.f * CAM_H / np.maximum(rows, 1e-3), np.inf)[:, None]
-    placed = _paint_objects(img, spec, cam, travel, lights, ids, depth)
+    placed = _paint_objects(img, spec, cam, travel, lights, ids, depth, lab)
+    lab.finish()
     boxes, classes, seen, which = _visible_boxes(placed, ids, spec.hw)
     _apply_atmosphere(img, spec, depth, lights, rng)
     return Scene(
@@ -311,6 +368,8 @@ def render_spec(
         ids=seen,
         object_ids=np.array([n for n, _ in which], np.int64),
         visibility=np.array([min(v, 1.0) for _, v in which], np.float32),
+        masks={"drivable": lab.drivable, "lanes": lab.lanes},
+        lane_dashed=lab.dashed.astype(bool),
     )
 
 

@@ -240,8 +240,9 @@ def test_synth_refuses_a_non_empty_folder_and_exist_ok_leaves_no_stale_image(tmp
     code, err = _synth(capsys, "--out", str(out), "--n", "3")
     assert code == 2
     assert err == (
-        f"edge-mtl synth: error: {out}: the folder is not empty (images/, labels.json, notes.txt);"
-        " add --exist-ok to replace its images/ and labels.json, or choose another --out\n"
+        f"edge-mtl synth: error: {out}: the folder is not empty (images/, labels.json, labels/ and"
+        " 2 more); add --exist-ok to replace its images/, masks (labels/), synthetic.json and"
+        " labels.json, or choose another --out\n"
     )
     assert sorted(p.name for p in (out / "images").iterdir()) == before  # untouched
     assert _synth(capsys, "--out", str(out), "--n", "3", "--seed", "7", "--exist-ok") == (0, "")
@@ -249,7 +250,11 @@ def test_synth_refuses_a_non_empty_folder_and_exist_ok_leaves_no_stale_image(tmp
     assert names == ["00000007.jpg", "00000008.jpg", "00000009.jpg"]
     labels = json.loads((out / "labels.json").read_text())
     assert sorted(f["name"] for f in labels) == names
-    assert sorted(p.name for p in out.iterdir()) == ["images", "labels.json", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "images", "labels", "labels.json", "notes.txt", "synthetic.json"
+    ]  # fmt: skip
+    masks = sorted(p.name for p in (out / "labels" / "drivable" / "masks").iterdir())
+    assert masks == [n.replace(".jpg", ".png") for n in names]
 
 
 def test_a_replacing_render_that_fails_keeps_the_earlier_set(tmp_path, monkeypatch):
@@ -257,6 +262,7 @@ def test_a_replacing_render_that_fails_keeps_the_earlier_set(tmp_path, monkeypat
 
     out = generate.write_synthetic(tmp_path / "s", 3, 0, (64, 64), workers=1, progress=False)
     before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    masks = {p: p.read_bytes() for p in (out / "labels").rglob("*.png")}
     labels = (out / "labels.json").read_bytes()
     real = generate._render_one
 
@@ -270,7 +276,9 @@ def test_a_replacing_render_that_fails_keeps_the_earlier_set(tmp_path, monkeypat
         generate.write_synthetic(out, 2, 10, (64, 64), workers=1, progress=False, replace=True)
     assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
     assert (out / "labels.json").read_bytes() == labels
-    assert sorted(p.name for p in out.iterdir()) == ["images", "labels.json"]  # no temp folder
+    assert {p: p.read_bytes() for p in (out / "labels").rglob("*.png")} == masks and len(masks) == 6
+    want = ["images", "labels", "labels.json", "synthetic.json"]
+    assert sorted(p.name for p in out.iterdir()) == want  # no temp folder
 
 
 def test_synth_refuses_an_existing_clip_unless_exist_ok(tmp_path, capsys):
