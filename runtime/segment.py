@@ -55,8 +55,12 @@ class SegMap:
 
     def pixels(self) -> dict[str, int]:
         """Map pixels per class, by name (every label, also those with none)."""
-        counts = np.bincount(self.classes.ravel(), minlength=len(self.labels))
-        return dict(zip(self.names(len(counts)), counts.tolist()))
+        c, k = self.classes, len(self.labels)
+        if 2 <= k <= 8:  # a compare per class beats bincount's scatter over every pixel
+            counts = [int(np.count_nonzero(c == i)) for i in range(k)]
+        else:
+            counts = np.bincount(c.ravel(), minlength=k).tolist()
+        return dict(zip(self.names(len(counts)), counts))
 
     def fractions(self) -> dict[str, float]:
         """Share of the frame each class covers, by name."""
@@ -116,18 +120,20 @@ def segment_record(m: SegMap) -> dict[str, Any]:
     ``scale`` [sy, sx] frame pixels per map pixel, ``fractions`` (share of the frame) and
     ``pixels`` (map pixels) per class by name, and ``rle``: one COCO RLE (:func:`rle_encode`)
     per class but the background, ``{"class", "size", "counts"}``. One pass over the pixels
-    (column-major order) finds the runs of the class map; each class's counts come from those."""
+    (column-major order) finds the runs of the class map; the counts per class and the pixels
+    per class come from those runs."""
     h, w = m.classes.shape
-    flat = np.ravel(m.classes, order="F")
-    counts = np.bincount(flat, minlength=len(m.labels))
+    if m.classes.size == 0:
+        values, bounds = np.zeros(0, np.uint8), np.zeros(1, np.int64)
+    else:  # cv2.transpose: column-major order at a tenth of np.ravel(order="F")'s cost
+        values, bounds = _runs(cv2.transpose(m.classes).ravel())
+    lengths = np.diff(bounds)
+    counts = np.bincount(values, weights=lengths, minlength=len(m.labels)).astype(np.int64)
     names = m.names(len(counts))
-    total = max(flat.size, 1)
-    rle: list[dict[str, Any]] = []
-    if flat.size:
-        values, bounds = _runs(flat)
-        rle = [{"class": names[k], "size": [h, w], "counts": _class_counts(values, bounds, k)}
-               for k in range(1, len(names))]  # fmt: skip
-    sy, sx = m.scale if flat.size else (0.0, 0.0)
+    total = max(h * w, 1)
+    rle = [{"class": names[k], "size": [h, w], "counts": _class_counts(values, bounds, k)}
+           for k in range(1, len(names)) if len(values)]  # fmt: skip
+    sy, sx = m.scale if h * w else (0.0, 0.0)
     return {
         "kind": TaskKind.SEGMENT.value,
         "size": [h, w],
