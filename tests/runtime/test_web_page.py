@@ -41,8 +41,14 @@ def test_page_script_renders_tiles_figures_and_unknown_fields(models, kit, tmp_p
             s.write(Frame(img, i, 0.0, 0.0), engine(img), StageTimes(1, 2, 3, 6))
         records.append([name, s.record()[1]])
     depth = {"kind": "depth", "classes": ["near", "far"], "area": {"far": 0.12}}
-    lanes = {"kind": "segment", "fractions": {"bg": 0.875, "lane": 0.125},
-             "pixels": {"bg": 7, "lane": 1}, "rle": [], "size": [2, 4], "scale": [1, 1]}
+    lanes = {
+        "kind": "segment",
+        "fractions": {"bg": 0.875, "lane": 0.125},
+        "pixels": {"bg": 7, "lane": 1},
+        "rle": [],
+        "size": [2, 4],
+        "scale": [1, 1],
+    }
     records.append(["rear", {**records[1][1], "frame": 7, "tracks": [{"id": 3}, {"id": 4}],
                              "tasks": {**records[1][1]["tasks"], "depth": depth,
                                        "lanes": lanes}}])  # fmt: skip
