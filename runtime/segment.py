@@ -106,10 +106,16 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     """COCO uncompressed RLE (:func:`rle_encode`, or a ``segment`` record's ``rle`` entry) ->
-    bool mask (h, w). Raises :class:`InputError` when the counts do not cover h * w pixels."""
-    h, w = (int(v) for v in rle["size"])
-    counts = np.asarray(rle["counts"], np.int64)
-    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != h * w:
+    bool mask (h, w). Raises :class:`InputError` for an RLE that is not ``{"size": [h, w],
+    "counts": [non-negative integers summing to h * w]}``."""
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = np.asarray(rle["counts"], np.int64).reshape(-1)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f'RLE: expected {{"size": [h, w], "counts": [...]}} ({e})') from None
+    if (counts < 0).any():
+        raise InputError("RLE: counts must not be negative")
+    if int(counts.sum()) != h * w:
         raise InputError(f"RLE: counts sum to {int(counts.sum())} pixels, size {h}x{w} has {h * w}")
     on = (np.arange(len(counts)) % 2).astype(bool)  # runs alternate unset, set, unset, ...
     return np.repeat(on, counts).reshape(w, h).T

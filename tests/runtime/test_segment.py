@@ -5,6 +5,7 @@ record is COCO's uncompressed RLE (column-major) that round-trips, plus the summ
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -162,6 +163,10 @@ def test_rle_round_trips(hw) -> None:
 def test_rle_decode_refuses_counts_that_do_not_fill_the_size() -> None:
     with pytest.raises(InputError, match="RLE: counts sum to 5 pixels, size 2x3 has 6"):
         rle_decode({"size": [2, 3], "counts": [1, 4]})
+    with pytest.raises(InputError, match="RLE: counts must not be negative"):
+        rle_decode({"size": [2, 3], "counts": [7, -1]})
+    with pytest.raises(InputError, match=re.escape('RLE: expected {"size": [h, w], "counts"')):
+        rle_decode({"counts": [6]})
 
 
 def test_the_record_has_rle_per_class_scale_and_summary() -> None:
