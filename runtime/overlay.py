@@ -287,32 +287,35 @@ def seg_lut(segmentations: dict[str, SegMap]) -> tuple[np.ndarray, list[np.ndarr
 
 
 def draw_segmentations(out: np.ndarray, segmentations: dict[str, SegMap]) -> None:
-    """Colour the pixel tasks' classes into ``out`` (uint8 BGR HWC, in place): each class map is
-    resized to ``out`` (nearest neighbour, only when the sizes differ), mapped to colour-table
-    entries, the tasks merged (later tasks on top), coloured through a lookup table per channel
-    and blended at :data:`SEG_ALPHA` over the band of rows that has colour; background pixels
-    stay as they were. About 0.4 ms for two tasks on a 360x640 frame (2-vCPU EPYC Zen 4)."""
+    """Colour the pixel tasks' classes into ``out`` (uint8 BGR HWC, in place): the class maps are
+    mapped to colour-table entries and merged (later tasks on top), then resized to ``out``
+    once (nearest neighbour, only when the sizes differ), coloured through a lookup table per
+    channel and blended at :data:`SEG_ALPHA` over the band of rows that has colour; background
+    pixels stay as they were. About 0.4 ms for two tasks on a 360x640 frame (2-vCPU EPYC Zen 4)."""
     if not segmentations:
         return
     h, w = out.shape[:2]
     table, per_task = seg_lut(segmentations)
-    entries = None
-    for m, to_entry in zip(segmentations.values(), per_task):
-        c = m.classes
-        if c.shape != (h, w):
-            c = cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_NEAREST)
-        e = cv2.LUT(c, to_entry)  # (h, w) uint8 colour-table entry, 0 = none
-        entries = e if entries is None else np.maximum(entries, e)
-    if entries is None:
+    maps = [m.classes for m in segmentations.values()][: len(per_task)]
+    if not maps:
         return
+    shared = all(c.shape == maps[0].shape for c in maps)  # merged first, resized once
+    entries = None
+    for c, to_entry in zip(maps, per_task):
+        if not shared and c.shape != (h, w):
+            c = cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_NEAREST)
+        e = cv2.LUT(c, to_entry)  # uint8 colour-table entry per pixel, 0 = none
+        entries = e if entries is None else np.maximum(entries, e)
+    assert entries is not None
+    if entries.shape != (h, w):
+        entries = cv2.resize(entries, (w, h), interpolation=cv2.INTER_NEAREST)
     rows = np.flatnonzero(entries.any(1))
     if len(rows) == 0:
         return
     band = slice(int(rows[0]), int(rows[-1]) + 1)  # a sky without colour costs nothing
     e = entries[band]
-    colour = cv2.merge(
-        [cv2.LUT(e, table[:, 0, i].copy()) for i in range(3)]
-    )  # 4x faster than one 3-channel LUT
+    # three 1-channel LUTs and a merge: 4x faster than one 3-channel LUT
+    colour = cv2.merge([cv2.LUT(e, table[:, 0, i].copy()) for i in range(3)])
     blended = cv2.addWeighted(out[band], 1.0 - SEG_ALPHA, colour, SEG_ALPHA, 0.0)
     cv2.copyTo(blended, e, out[band])
 
