@@ -18,7 +18,13 @@ from edge_mtl.cli import main  # noqa: E402
 from edge_mtl.runtime.console import image_line  # noqa: E402
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult  # noqa: E402
 from edge_mtl.runtime.masksink import MaskSink  # noqa: E402
-from edge_mtl.runtime.overlay import SEG_ALPHA, SEG_COLORS, draw_overlay, panel_rows  # noqa: E402
+from edge_mtl.runtime.overlay import (  # noqa: E402
+    SEG_ALPHA,
+    SEG_COLORS,
+    draw_overlay,
+    draw_segmentations,
+    panel_rows,
+)
 from edge_mtl.runtime.pipeline import Pipeline  # noqa: E402
 from edge_mtl.runtime.postprocess import Detections  # noqa: E402
 from edge_mtl.runtime.records import SCHEMA_PATH  # noqa: E402
@@ -188,3 +194,32 @@ def test_the_console_line_of_an_image_has_each_pixel_task() -> None:
     frame = Frame(np.zeros((8, 10, 3), np.uint8), 0, 0.0, 0.0, "x.png")
     line = image_line(frame, r, StageTimes(total=1.5), {}, detect=False)
     assert line == "8x10; lanes 40.0% (8 px); 1.5 ms"
+
+
+def test_maps_of_different_sizes_are_each_resized_to_the_frame() -> None:
+    """A coarse drivable map and a full-size lane map land on the same pixels as two maps of
+    one size would."""
+    grey = np.full((40, 60, 3), 100, np.uint8)
+    coarse = np.zeros((10, 15), np.uint8)
+    coarse[5:] = 1
+    lanes = np.zeros((40, 60), np.uint8)
+    lanes[:, 30:32] = 1
+    mixed = {
+        "drivable": SegMap(coarse, DRIVABLE, (40, 60)),
+        "lanes": SegMap(lanes, ("background", "lane"), (40, 60)),
+    }
+    fine = {**mixed, "drivable": SegMap(np.kron(coarse, np.ones((4, 4), np.uint8)), DRIVABLE,
+                                        (40, 60))}  # fmt: skip
+    a, b = grey.copy(), grey.copy()
+    draw_segmentations(a, mixed)
+    draw_segmentations(b, fine)
+    np.testing.assert_array_equal(a, b)
+    assert (a[:20, :30] == 100).all() and (a[20:, :30] != 100).all() and (a[:, 30] != 100).all()
+
+
+def test_save_masks_refuses_a_file(tmp_path, seg_models, capsys) -> None:
+    img, blocker = tmp_path / "a.png", tmp_path / "taken"
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    blocker.write_text("x")
+    assert _run(seg_models["maps"], "--source", str(img), "--save-masks", str(blocker)) == 2
+    assert f"--save-masks {blocker}: is a file, not a folder" in capsys.readouterr().err
