@@ -1,10 +1,17 @@
 """End to end: the real pipeline on a source at batch 1, against bare ``engine.run`` calls on the
 same engine, and N copies of the source batched through one engine (``--streams``). Rounds of
 each take turns, so a change in the machine's load hits every figure alike and their ratios stay
-side-by-side figures."""
+side-by-side figures.
+
+A model with pixel tasks gets a ``segment`` stage beside ``postprocess``: what a run's sinks do
+with the class maps (the JSON-lines RLE and summary, the overlay's translucent layer), timed on
+frames of the pass after it ends, so the pipeline's own figures stay those of a run without
+sinks. ``postprocess`` keeps the decoders' work (for pixel tasks a crop of the padding, plus the
+argmax of models exported with ``--seg-logits``)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +28,16 @@ from edge_mtl.runtime.multistream import (
     MultiStreamSummary,
     StreamState,
 )
+from edge_mtl.runtime.overlay import draw_segmentations
 from edge_mtl.runtime.pipeline import Pipeline
 from edge_mtl.runtime.plumbing import latency_percentiles
+from edge_mtl.runtime.segment import segment_records
 from edge_mtl.runtime.sinks import StageTimes
 from edge_mtl.runtime.sources import Frame, FrameSource, open_source
 
 E2E_ROUNDS = 3  # e2e passes and bare runs take turns this many times (see E2ERounds)
 STREAM_ROUNDS = 3  # stream counts take turns this many times, so drifting load hits all alike
+SEG_SAMPLES = 10  # frames per round whose segmentation post-processing is timed after the pass
 
 
 @dataclass
@@ -55,7 +65,8 @@ class StreamsE2E:
 @dataclass
 class E2E:
     """The real pipeline on a source at batch 1, over :data:`E2E_ROUNDS` rounds. ``stage_ms``:
-    mean milliseconds per frame for decode, preprocess, inference, postprocess; ``fps`` frames/s
+    mean milliseconds per frame for decode, preprocess, inference, postprocess, and for a model
+    with pixel tasks ``segment`` (:func:`segment_post_ms`); ``fps`` frames/s
     from first frame taken to last result, summed over the rounds; ``bare_fps`` bare
     ``session.run`` calls/s on the same engine, measured in turns with the pipeline passes;
     ``ratio`` = fps / bare_fps; ``latency_*_ms`` each frame's age from capture (as the capture
@@ -112,6 +123,17 @@ class TimedSource:
         self.inner.close()
 
 
+def segment_post_ms(image: np.ndarray, result: FrameResult) -> float:
+    """Milliseconds of what a run's sinks do with one frame's class maps: the JSON-lines
+    answers (COCO RLE and summary per pixel task, serialised) and the overlay's translucent
+    layer, drawn on a copy of ``image`` (uint8 BGR HWC; the copy is not counted)."""
+    canvas = image.copy()
+    t0 = time.perf_counter_ns()
+    json.dumps(segment_records(result.segmentations), separators=(",", ":"))
+    draw_segmentations(canvas, result.segmentations)
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
 class E2ERounds:
     """End-to-end rounds of one engine on a source, against bare ``engine.run(x)`` calls (``x``
     the preprocessed (1, 3, H, W) timed input). Each :meth:`round` times as many bare calls as
@@ -126,12 +148,16 @@ class E2ERounds:
         self.totals: list[float] = []
         self.sums = np.zeros(3)
         self.decode_ms: list[float] = []
+        self.segment_ms: list[float] = []  # segment_post_ms of up to SEG_SAMPLES frames a round
+        self._held: list[tuple[np.ndarray, FrameResult]] = []  # those frames, until timed
         self.seconds = self.bare_s = 0.0
         self.bare_calls = 0
 
     def _on_result(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
         self.totals.append(times.total)
         self.sums[:] += (times.preprocess, times.inference, times.postprocess)
+        if result.segmentations and len(self._held) < SEG_SAMPLES:
+            self._held.append((frame.image, result))
 
     def round(self) -> None:
         """One round: bare calls, then one pipeline pass (InputError on a source with no
@@ -148,6 +174,8 @@ class E2ERounds:
             raise InputError(f"--e2e {self.source_spec}: the source gave no frames")
         self.seconds += summary.seconds
         self.decode_ms += source.read_ms
+        self.segment_ms += [segment_post_ms(image, result) for image, result in self._held]
+        self._held.clear()
 
     def result(self) -> E2E:
         """All rounds so far (at least one: :meth:`round` refuses a source without frames)."""
@@ -157,6 +185,8 @@ class E2ERounds:
         stages = {"decode": float(np.mean(self.decode_ms)) if self.decode_ms else 0.0}
         means = (self.sums / frames).tolist()
         stages.update(zip(("preprocess", "inference", "postprocess"), means))
+        if self.segment_ms:
+            stages["segment"] = float(np.mean(self.segment_ms))
         p50, p90, p99 = latency_percentiles(self.totals)
         return E2E(
             source=self.source_spec, frames=frames, seconds=self.seconds, fps=fps,

@@ -63,6 +63,7 @@ E2E_COLUMNS: list[tuple[str, Callable[[RowDict], str], bool]] = [
     ("preprocess ms", lambda r: _f(r["e2e"]["stage_ms"].get("preprocess")), True),
     ("inference ms", lambda r: _f(r["e2e"]["stage_ms"].get("inference")), True),
     ("postprocess ms", lambda r: _f(r["e2e"]["stage_ms"].get("postprocess")), True),
+    ("segment ms", lambda r: _f(r["e2e"]["stage_ms"].get("segment")), True),
     ("e2e FPS", lambda r: _f(r["e2e"]["fps"], 1), True),
     ("bare FPS", lambda r: _f(r["e2e"]["bare_fps"], 1), True),
     ("e2e/bare", lambda r: f"{100 * r['e2e']['ratio']:.0f}%", True),
@@ -257,6 +258,7 @@ def render_markdown(doc: Doc) -> str:
     out += ["", markdown_table(rows)]
     if any(r["e2e"] for r in rows):
         out += ["", "## End to end", "", "Real pipeline at batch 1; mean ms per frame per stage."]
+        out += ["segment ms: the sinks' work on the class maps (RLE, overlay) of pixel tasks."]
         out += ["", markdown_table(rows, True)]
     streams = _stream_rows(rows)
     if streams:

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def add_save_arguments(p: argparse.ArgumentParser) -> None:
     """``--save``, ``--no-save``, ``--exist-ok``: where ``run`` saves its annotated output;
-    ``--jsonl``, ``--jsonl-topk``: its JSON lines."""
+    ``--save-masks``: its class maps; ``--jsonl``, ``--jsonl-topk``: its JSON lines."""
     save = p.add_mutually_exclusive_group()
     save.add_argument(
         "--save", metavar="PATH",
@@ -116,6 +116,12 @@ def add_save_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exist-ok", action="store_true",
         help="save into runs/run/exp as it is instead of the next free runs/run/expN",
+    )  # fmt: skip
+    p.add_argument(
+        "--save-masks", metavar="DIR",
+        help="write each pixel task's class map as a PNG per frame: DIR/<task>/<image stem or "
+        "frame index>.png at the frame's size, pixel = class index (several streams: "
+        "DIR/<stream name>/<task>/...)",
     )  # fmt: skip
     p.add_argument(
         "--jsonl", metavar="OUT.jsonl",

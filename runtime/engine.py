@@ -55,7 +55,7 @@ from edge_mtl.runtime.providers import (
     stored_precision,
     tensorrt_options,
 )
-from edge_mtl.runtime.segment import SegMap
+from edge_mtl.runtime.segment import SegMap, segment_records
 from edge_mtl.runtime.track import TrackInfo
 
 __all__ = ["Classification", "Engine", "EngineConfig", "FrameResult", "OVPrecision", "Provider"]
@@ -172,6 +172,7 @@ class FrameResult:
                 if isinstance(answer, dict)
                 else {"kind": kind, "value": answer}
             )
+        out.update(segment_records(self.segmentations))  # pixel tasks: COCO RLE + summary
         return {"detections": dets, "tasks": out}
 
 

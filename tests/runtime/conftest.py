@@ -3,6 +3,11 @@
 The dense model follows the export contract: input ``images`` float32 [N, 3, 32, 32];
 ``det_boxes`` [N, 16, 4] xyxy input pixels (one anchor per 8x8 cell), ``det_scores`` [N, 16, 3]
 after a sigmoid, ``cls_weather`` [N, 4] logits, ``reg_curvature`` [N, 1].
+
+The segmentation model (:func:`build_seg_model`) has two pixel tasks on the same input:
+``seg_drivable`` [N, 32, 32] uint8 = the argmax over the normalised R, G, B planes (red pixels
+class 0, green 1, blue 2; the grey letterbox padding 2), or those planes as logits
+[N, 3, 32, 32]; ``seg_lanes`` [N, 32, 32] uint8 = 1 where normalised red > 1 (red pixels).
 """
 
 from __future__ import annotations
@@ -185,6 +190,71 @@ def build_model(
     return path
 
 
+SEG_TASKS = {"drivable": ("background", "direct", "alternative"), "lanes": ("background", "lane")}
+
+
+def seg_meta(logits: bool = False) -> ModelMeta:
+    return ModelMeta(
+        input_name="images",
+        input_hw=HW,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        pad_value=114,
+        tasks=tuple(
+            TaskMeta(name, TaskKind.SEGMENT, (f"seg_{name}",), classes, logits=logits and k == 0)
+            for k, (name, classes) in enumerate(SEG_TASKS.items())
+        ),
+    )
+
+
+def build_seg_model(path: Path, logits: bool = False, with_meta: bool = True) -> Path:
+    """Write the tiny segmentation model (module docstring) to ``path``."""
+    n = "N"
+    drivable = (
+        [helper.make_node("Identity", ["images"], ["seg_drivable"])]
+        if logits
+        else [
+            helper.make_node("ArgMax", ["images"], ["am"], axis=1, keepdims=0),
+            helper.make_node("Cast", ["am"], ["seg_drivable"], to=TensorProto.UINT8),
+        ]
+    )
+    lanes = [
+        helper.make_node("Gather", ["images", "zero"], ["red"], axis=1),
+        helper.make_node("Greater", ["red", "one"], ["is_lane"]),
+        helper.make_node("Cast", ["is_lane"], ["seg_lanes"], to=TensorProto.UINT8),
+    ]
+    shape = [n, 3, *HW] if logits else [n, *HW]
+    dtype = TensorProto.FLOAT if logits else TensorProto.UINT8
+    graph = helper.make_graph(
+        drivable + lanes,
+        "tiny_seg",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [n, 3, *HW])],
+        [
+            helper.make_tensor_value_info("seg_drivable", dtype, shape),
+            helper.make_tensor_value_info("seg_lanes", TensorProto.UINT8, [n, *HW]),
+        ],
+        initializer=[_const("zero", np.array(0, np.int64)), _const("one", np.float32(1.0))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if with_meta:
+        helper.set_model_props(model, {METADATA_KEY: seg_meta(logits).to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def seg_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Paths of the tiny segmentation models: class maps, logits, no metadata."""
+    d = tmp_path_factory.mktemp("seg_models")
+    return {
+        "maps": build_seg_model(d / "seg.onnx"),
+        "logits": build_seg_model(d / "seg_logits.onnx", logits=True),
+        "nometa": build_seg_model(d / "seg_nometa.onnx", with_meta=False),
+    }
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of the tiny models: dense, no metadata, in-graph NMS, fixed batch 1."""
@@ -269,6 +339,7 @@ def kit() -> SimpleNamespace:
         count_video_frames=count_video_frames,
         build_model=build_model,
         HW=HW,
+        SEG_TASKS=SEG_TASKS,
         DET_CLASSES=DET_CLASSES,
         WEATHER=WEATHER,
         NMS_BOXES=NMS_BOXES,

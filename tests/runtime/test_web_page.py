@@ -40,9 +40,18 @@ def test_page_script_renders_tiles_figures_and_unknown_fields(models, kit, tmp_p
         for i, img in enumerate(kit.make_frames(2)):
             s.write(Frame(img, i, 0.0, 0.0), engine(img), StageTimes(1, 2, 3, 6))
         records.append([name, s.record()[1]])
-    lane = {"kind": "segment", "classes": ["bg", "lane"], "area": {"lane": 0.12}}
+    depth = {"kind": "depth", "classes": ["near", "far"], "area": {"far": 0.12}}
+    lanes = {
+        "kind": "segment",
+        "fractions": {"bg": 0.875, "lane": 0.125},
+        "pixels": {"bg": 7, "lane": 1},
+        "rle": [],
+        "size": [2, 4],
+        "scale": [1, 1],
+    }
     records.append(["rear", {**records[1][1], "frame": 7, "tracks": [{"id": 3}, {"id": 4}],
-                             "tasks": {**records[1][1]["tasks"], "lanes": lane}}])  # fmt: skip
+                             "tasks": {**records[1][1]["tasks"], "depth": depth,
+                                       "lanes": lanes}}])  # fmt: skip
     (tmp_path / "status.json").write_text(json.dumps(view.status()))
     (tmp_path / "events.json").write_text(json.dumps(records))
     out = subprocess.run(
@@ -60,4 +69,5 @@ def test_page_script_renders_tiles_figures_and_unknown_fields(models, kit, tmp_p
     assert "FPS" in front and "drops 2" in front and "reconnects 1" in front
     assert "curvature" in front and "inference ms 2.0" in front
     assert "frame 7" in rear and "tracks 2 items" in rear  # a record key the page never saw
-    assert "lanes classes [2], area {…}" in rear  # a task kind it does not know
+    assert "depth classes [2], area {…}" in rear  # a task kind it does not know
+    assert "lanes 12.5% (1 px)" in rear  # a pixel task: share of the frame and pixels

@@ -59,9 +59,16 @@ function taskRows(tasks) {
   for (const [name, a] of Object.entries(tasks || {})) {
     if (a.kind === "classify") rows.push([name, `${a.label} ${fmt(a.prob, 2)}`, a.prob]);
     else if (a.kind === "regress") rows.push([name, `${fmt(a.value, 3)} ${a.unit || ""}`]);
+    else if (a.kind === "segment") rows.push([name, segmentText(a)]);
     else rows.push([name, summary(a)]); // a kind this page does not know: its fields
   }
   return rows;
+}
+
+function segmentText(a) { // share of the frame outside the background, then its pixels
+  const bg = Object.keys(a.pixels)[0];
+  const px = Object.entries(a.pixels).reduce((n, [k, v]) => (k === bg ? n : n + v), 0);
+  return `${fmt(100 * (1 - a.fractions[bg]), 1)}% (${px} px)`;
 }
 
 function summary(v) {
