@@ -28,7 +28,14 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_mtl.bench.accuracy import EvalSet, LabelReader, Predictions, eval_engine, image_list
+from edge_mtl.bench.accuracy import (
+    EvalSet,
+    LabelReader,
+    MaskReader,
+    Predictions,
+    eval_engine,
+    image_list,
+)
 from edge_mtl.bench.timing import time_engines
 from edge_mtl.calibration.accuracy import AccuracyReport, compare
 from edge_mtl.calibration.quiet import library_quiet
@@ -303,9 +310,14 @@ def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) 
     return sorted(score, key=lambda k: (score[k], k))
 
 
-def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> QuantizeResult:
+def quantize(
+    qc: QuantizeConfig,
+    read_labels: LabelReader | None = None,
+    read_mask: MaskReader | None = None,
+) -> QuantizeResult:
     """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``.
-    ``read_labels`` reads ``qc.eval_data`` (needed with it; ``edge_mtl.data.bdd.read_bdd``)."""
+    ``read_labels`` reads ``qc.eval_data`` (needed with it; ``edge_mtl.data.bdd.read_bdd``),
+    ``read_mask`` its pixel labels for segment tasks."""
     fp32 = Path(qc.onnx)
     _, meta = load_fp32(fp32)
     out = check_writable(qc.out, "INT8 model")
@@ -313,7 +325,9 @@ def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> Quan
         raise InputError(f"--threads {qc.threads}: must be at least 1")
     selection = select_calibration(qc.calib, qc.calib_size, qc.seed)
     reader = CalibrationReader.from_meta(selection.paths, meta)
-    eval_set = EvalSet.labelled(qc.eval_data, meta, read_labels) if qc.eval_data else None
+    eval_set = (
+        EvalSet.labelled(qc.eval_data, meta, read_labels, read_mask) if qc.eval_data else None
+    )
     if eval_set is not None or qc.auto:
         check_eval_provider(fp32, qc)
 
