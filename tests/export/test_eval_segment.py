@@ -5,7 +5,9 @@ models counts equal pixels."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -13,14 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from edge_mtl.bench.accuracy import EvalSet, eval_engine, predict_all, task_metrics
+from edge_mtl.bench.accuracy import EvalSet, eval_engine, predict_all, row_accuracy, task_metrics
 from edge_mtl.calibration.accuracy import agreement
 from edge_mtl.checkpoint import load_model
+from edge_mtl.cli import main
 from edge_mtl.data.dataset import MultiTaskDataset, collate
 from edge_mtl.eval_cli import read_task_mask
 from edge_mtl.evaluate import evaluate
 from edge_mtl.export.onnx_export import ExportConfig, export
 from tests.bench.labelled import seg_labelled_by_model
+
+from .conftest import HW
 
 DRIVABLE = ("background", "direct", "alternative")
 
@@ -95,3 +100,39 @@ def test_pixel_agreement_between_two_models(scored):
     total = sum(pred.seg_map("lanes", i).size for i in range(len(pred.seg["lanes"])))
     want = 100 * (1 - 2 * first.shape[1] / total)
     assert agreement(pred, other, meta)["lanes pixel agreement"] == pytest.approx(want)
+
+
+def test_bench_accuracy_rows_carry_the_segment_headline(seg_onnx, records, scored):
+    """``bench --accuracy``: the row's columns are the headline metrics, as eval computes them."""
+    from edge_mtl.bench.report import main_columns
+    from edge_mtl.bench.schema import BenchSettings, Row
+
+    row = Row(
+        0, "cpu", "onnxruntime", "m", str(seg_onnx), 1.0, "fp32", "cpu", "cpu", [], 1, list(HW),
+        "ok", None, 1, 0, 1, None, None, None, None, None,
+    )  # fmt: skip
+    row_accuracy(
+        [row], "segset", lambda root, *tasks: (records, Counter()), BenchSettings(threads=1),
+        read_mask=read_task_mask,
+    )  # fmt: skip
+    pred, data, meta = scored
+    want = task_metrics(pred, data, meta)
+    assert {k: row.accuracy[k] for k in ("drivable mIoU", "lanes mIoU", "lanes IoU")} == {
+        k: pytest.approx(want[k]) for k in ("drivable mIoU", "lanes mIoU", "lanes IoU")
+    }
+    cells = {name: cell(row.to_dict()) for name, cell, _ in main_columns([row.to_dict()])}
+    assert cells["drivable mIoU"] == f"{want['drivable mIoU']:.1f}"
+
+
+def test_eval_json_names_the_segment_metrics(seg_onnx, records, capsys):
+    """``eval --model x.onnx --json`` on a BDD-format folder: the segment keys are there (null
+    where the reader finds no masks for the folder)."""
+    root = records[0].image.parent.parent
+    entries = [{"name": r.image.name, "attributes": {}, "labels": []} for r in records]
+    (root / "labels.json").write_text(json.dumps(entries))
+    rc = main(["eval", "--model", str(seg_onnx), "--data", str(root), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["images"] == len(records)
+    for key in ("drivable mIoU", "drivable IoU", "drivable pixel acc", "drivable IoU direct",
+                "drivable mIoU all", "lanes mIoU", "lanes IoU", "lanes IoU lane"):  # fmt: skip
+        assert key in out and (out[key] is None or 0 <= out[key] <= 100), key
