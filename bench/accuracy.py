@@ -3,8 +3,15 @@
 
 Models run over the same images through :class:`Engine` with the evaluation thresholds on one
 named execution provider, so the figures are what a deployment sees: detection mAP@0.5 and
-mAP@0.5:0.95 (COCO protocol), accuracy per classification task, MAE per regression task, and
-with ``breakdown`` the COCO per-size mAP, AP@0.5 per class and macro-F1 per classification task.
+mAP@0.5:0.95 (COCO protocol), accuracy per classification task, MAE per regression task, mIoU
+(and IoU) per segment task, and with ``breakdown`` the COCO per-size mAP, AP@0.5 per class,
+macro-F1 per classification task and pixel accuracy and per-class IoU per segment task.
+
+Segment tasks are scored as training scores them (``edge_mtl.tasks.segment.SegmentMetric``, the
+same :class:`SegConfusion`): at the model input's resolution over the frame's content, padding
+left out. The engine's :class:`SegMap` is that content at map resolution; the frame-sized truth
+is resized to it by nearest neighbour, the very resize training's letterboxed mask takes, so
+both count the same pixels with the same labels.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge_mtl.bench.metrics import COCO_SIZES, accuracy_f1, coco_map
+from edge_mtl.bench.metrics import COCO_SIZES, SegConfusion, accuracy_f1, coco_map
 from edge_mtl.runtime.engine import Engine, EngineConfig, FrameResult, OVPrecision
 from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError
 from edge_mtl.runtime.metadata import ModelMeta, TaskKind
@@ -50,6 +57,16 @@ class LabelReader(Protocol):
     ) -> tuple[list[Any], Counter]: ...
 
 
+class MaskReader(Protocol):
+    """Reads one record's pixel label for a segment task (``edge_mtl.eval_cli.read_task_mask``,
+    handed in like :class:`LabelReader`): the task's class indices as uint8 (H, W) at the
+    frame's size ``frame_hw`` (255 = no label), or None when the record has no such label."""
+
+    def __call__(
+        self, record: Any, task: str, classes: tuple[str, ...], frame_hw: tuple[int, int]
+    ) -> np.ndarray | None: ...
+
+
 def label_tasks(
     meta: ModelMeta,
 ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]:
@@ -64,37 +81,49 @@ def label_tasks(
 @dataclass(frozen=True)
 class EvalSet:
     """Images to evaluate on. ``records`` (``edge_mtl.data.bdd.Record``) when labelled, else
-    ``None`` and only agreement between models can be reported."""
+    ``None`` and only agreement between models can be reported; ``read_mask`` reads their
+    pixel labels (None: segment tasks have no labels here)."""
 
     images: tuple[Path, ...]
     records: tuple | None = None
     source: str = ""
+    read_mask: MaskReader | None = None
 
     @staticmethod
-    def labelled(root: str | Path, meta: ModelMeta, read_labels: LabelReader | None) -> EvalSet:
+    def labelled(
+        root: str | Path,
+        meta: ModelMeta,
+        read_labels: LabelReader | None,
+        read_mask: MaskReader | None = None,
+    ) -> EvalSet:
         """A labelled set read with the model's class names by ``read_labels`` (ValueError
         without one; InputError when it holds no images)."""
         if read_labels is None:
             raise ValueError(f"{root}: evaluation data needs a label reader (read_labels)")
         records, _ = read_labels(root, *label_tasks(meta))
-        return EvalSet.of_records(records, str(root))
+        return EvalSet.of_records(records, str(root), read_mask)
 
     @staticmethod
-    def of_records(records: Sequence[Any], source: str) -> EvalSet:
+    def of_records(
+        records: Sequence[Any], source: str, read_mask: MaskReader | None = None
+    ) -> EvalSet:
         """Records already read (InputError when there are none)."""
         if not records:
             raise InputError(f"{source}: the evaluation set has no images")
-        return EvalSet(tuple(r.image for r in records), tuple(records), source)
+        return EvalSet(tuple(r.image for r in records), tuple(records), source, read_mask)
 
 
 @dataclass
 class Predictions:
     """One model's answers on an :class:`EvalSet`: detections per image (frame pixels, scores
-    down to ``EVAL_CONF``), class index per classification task (N,), value per regression task."""
+    down to ``EVAL_CONF``), class index per classification task (N,), value per regression task,
+    class map per segment task (the :class:`SegMap` content, kept PNG-encoded: a BDD100K val
+    pass would hold gigabytes of raw maps; :meth:`seg_map` decodes one)."""
 
     dets: list[Detections] = field(default_factory=list)
     cls: dict[str, list[int]] = field(default_factory=dict)
     reg: dict[str, list[float]] = field(default_factory=dict)
+    seg: dict[str, list[bytes]] = field(default_factory=dict)
     frame_hw: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, r: FrameResult, hw: tuple[int, int]) -> None:
@@ -104,6 +133,15 @@ class Predictions:
             self.cls.setdefault(name, []).append(c.index)
         for name, v in r.regressions.items():
             self.reg.setdefault(name, []).append(v)
+        for name, m in r.segmentations.items():
+            ok, png = cv2.imencode(".png", m.classes, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            assert ok, "a uint8 2-D array always encodes"
+            self.seg.setdefault(name, []).append(png.tobytes())
+
+    def seg_map(self, task: str, i: int) -> np.ndarray:
+        """Image ``i``'s class map of segment task ``task``: uint8 (h, w) over the frame's
+        content at the map's resolution."""
+        return cv2.imdecode(np.frombuffer(self.seg[task][i], np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 def eval_engine(
@@ -147,11 +185,15 @@ def predict_all(
 def task_metrics(
     pred: Predictions, data: EvalSet, meta: ModelMeta, breakdown: bool = False
 ) -> dict[str, float]:
-    """Metrics against labels, in points (0-100) for mAP/accuracy/F1, label units for MAE; NaN
-    where the set has no label for a task. Keys: ``det mAP@0.5``, ``det mAP@0.5:0.95``,
-    ``<task> acc``, ``<task> MAE``; with ``breakdown`` also ``det mAP@0.5:0.95 <size>`` (COCO
-    small/medium/large), ``det AP50 <class>`` and ``<task> F1`` (macro-F1). Detection is scored
-    on the images whose source has box labels (a class-folder tree has none)."""
+    """Metrics against labels, in points (0-100) for mAP/accuracy/F1/IoU, label units for MAE;
+    NaN where the set has no label for a task. Keys: ``det mAP@0.5``, ``det mAP@0.5:0.95``,
+    ``<task> acc``, ``<task> MAE``, ``<task> mIoU`` per segment task (background vs the merged
+    foreground: YOLOP's drivable-area mIoU) and ``<task> IoU`` (foreground IoU: YOLOP's lane
+    IoU) for a segment task with one foreground class; with ``breakdown`` also ``det
+    mAP@0.5:0.95 <size>`` (COCO small/medium/large), ``det AP50 <class>``, ``<task> F1``
+    (macro-F1), and per segment task ``<task> IoU``, ``<task> pixel acc``, ``<task> mIoU all``
+    (mean of the per-class IoUs) and ``<task> IoU <class>``. Detection is scored on the images
+    whose source has box labels (a class-folder tree has none)."""
     out: dict[str, float] = {}
     recs = data.records
     if recs is None:
@@ -169,6 +211,32 @@ def task_metrics(
             y = np.array([r.targets.get(t.name, math.nan) for r in recs])
             p, ok = np.array(pred.reg[t.name]), np.isfinite(y)
             out[f"{t.name} MAE"] = float(np.abs(p[ok] - y[ok]).mean()) if ok.any() else math.nan
+        elif t.kind is TaskKind.SEGMENT:
+            out.update(_segment(pred, data, t.name, t.classes, breakdown))
+    return out
+
+
+def _segment(
+    pred: Predictions, data: EvalSet, task: str, classes: tuple[str, ...], breakdown: bool
+) -> dict[str, float]:
+    """IoU figures of one segment task (see :func:`task_metrics`) over the records whose
+    pixel label ``data.read_mask`` finds, counted as in training (the module docstring)."""
+    conf = SegConfusion(len(classes))
+    for i, rec in enumerate(data.records or ()):
+        truth = data.read_mask(rec, task, classes, pred.frame_hw[i]) if data.read_mask else None
+        if truth is None:
+            continue
+        got = pred.seg_map(task, i)
+        h, w = got.shape
+        conf.add(got, cv2.resize(truth, (w, h), interpolation=cv2.INTER_NEAREST))
+    r = {k.removeprefix(f"{task}/"): 100 * v for k, v in conf.result(task, classes).items()}
+    out = {f"{task} mIoU": r["miou"]}
+    if breakdown or len(classes) == 2:
+        out[f"{task} IoU"] = r["iou"]
+    if breakdown:
+        out[f"{task} pixel acc"] = r["pixel_acc"]
+        out[f"{task} mIoU all"] = r["miou_all"]
+        out.update({f"{task} IoU {c}": r[f"iou_{c}"] for c in classes})
     return out
 
 
@@ -208,6 +276,7 @@ def row_accuracy(
     settings: BenchSettings,
     log: Callable[[str], None] = lambda msg: None,
     sets: dict[tuple, EvalSet] | None = None,
+    read_mask: MaskReader | None = None,
 ) -> None:
     """``bench --accuracy``: set ``accuracy`` (headline :func:`task_metrics`, ``None`` for a
     task without labels) of every measured onnxruntime row, evaluated on the row's own provider
@@ -215,7 +284,7 @@ def row_accuracy(
     same file and provider (other batch sizes) share one evaluation; the labelled set is read
     once per set of class names (``sets``: those :func:`check_data` read already). A row whose
     model cannot be scored (no edge-mtl metadata, the provider fails to start again) gets a note
-    saying why instead."""
+    saying why instead. ``read_mask`` reads the pixel labels of segment tasks."""
     sets = {} if sets is None else sets
     done: dict[tuple[str, str], dict[str, float | None] | str] = {}
     for r in rows:
@@ -231,7 +300,7 @@ def row_accuracy(
             except EdgeMTLError as e:
                 done[key] = f"accuracy: not scored ({str(e).removeprefix(f'{r.model_path}: ')})"
             else:
-                done[key] = _score(engine, data, read_labels, sets)
+                done[key] = _score(engine, data, read_labels, sets, read_mask)
                 del engine
         if isinstance(done[key], str):
             r.notes.append(done[key])
@@ -240,18 +309,26 @@ def row_accuracy(
 
 
 def _score(
-    engine: Engine, data: str | Path, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+    engine: Engine,
+    data: str | Path,
+    read_labels: LabelReader,
+    sets: dict[tuple, EvalSet],
+    read_mask: MaskReader | None,
 ) -> dict[str, float | None]:
     """Headline metrics of ``engine`` on ``data`` (NaN as None), the set read once per set of
     task and class names into ``sets``."""
     meta = engine.meta
-    labelled = _labelled(data, meta, read_labels, sets)
+    labelled = _labelled(data, meta, read_labels, sets, read_mask)
     got = task_metrics(predict_all({"m": engine}, labelled)["m"], labelled, meta)
     return {k: v if math.isfinite(v) else None for k, v in got.items()}
 
 
 def check_data(
-    path: str | Path, data: str | Path, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+    path: str | Path,
+    data: str | Path,
+    read_labels: LabelReader,
+    sets: dict[tuple, EvalSet],
+    read_mask: MaskReader | None = None,
 ) -> None:
     """Read ``data`` with the class names of the model at ``path`` (a CPU session) into
     ``sets`` (what :func:`row_accuracy` scores on), so a wrong ``--accuracy`` set fails before
@@ -261,16 +338,20 @@ def check_data(
         meta = Engine(path, Provider.CPU, EngineConfig(warmup_runs=0)).meta
     except MetadataError:
         return
-    _labelled(data, meta, read_labels, sets)
+    _labelled(data, meta, read_labels, sets, read_mask)
 
 
 def _labelled(
-    data: str | Path, meta: ModelMeta, read_labels: LabelReader, sets: dict[tuple, EvalSet]
+    data: str | Path,
+    meta: ModelMeta,
+    read_labels: LabelReader,
+    sets: dict[tuple, EvalSet],
+    read_mask: MaskReader | None = None,
 ) -> EvalSet:
     """``data`` read for ``meta``'s tasks, once per set of task and class names (in ``sets``)."""
     names = tuple((t.name, t.kind.value, t.classes) for t in meta.tasks)
     if names not in sets:
-        sets[names] = EvalSet.labelled(data, meta, read_labels)
+        sets[names] = EvalSet.labelled(data, meta, read_labels, read_mask)
     return sets[names]
 
 

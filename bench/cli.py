@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from edge_mtl.runtime.cli import PROVIDER_CHOICES, add_openvino_arguments
 
 if TYPE_CHECKING:
-    from edge_mtl.bench.accuracy import LabelReader
+    from edge_mtl.bench.accuracy import LabelReader, MaskReader
     from edge_mtl.bench.baseline import Baseline, BaselineFactory
     from edge_mtl.bench.schema import BenchSettings, Row
 
@@ -26,11 +26,13 @@ def register(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     baseline: BaselineFactory | None = None,
     read_labels: LabelReader | None = None,
+    read_mask: MaskReader | None = None,
 ) -> None:
     """Add the ``bench`` subcommand to the ``edge-mtl`` parser.
 
     ``baseline`` makes the :class:`~edge_mtl.bench.baseline.Baseline` that measures the
-    ``--torch CKPT`` rows (called only then); ``read_labels`` reads the ``--accuracy`` data. The
+    ``--torch CKPT`` rows (called only then); ``read_labels`` reads the ``--accuracy`` data,
+    ``read_mask`` its pixel labels (segment tasks). The
     composition root (``edge_mtl.cli``) passes them in, so bench never imports torch or the
     training code itself. Without them ``--torch`` / ``--accuracy`` are an error.
     """
@@ -93,7 +95,7 @@ def register(
     p.add_argument("--md", metavar="OUT.md", help="write a markdown table here")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency plot here (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, baseline=baseline, read_labels=read_labels)
+    p.set_defaults(func=cmd_bench, baseline=baseline, read_labels=read_labels, read_mask=read_mask)
 
 
 def _add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,7 +220,7 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         from edge_mtl.bench.accuracy import check_data
 
         for m in args.model:  # a wrong --accuracy set fails now, not after the timing
-            check_data(m, settings.accuracy_data, args.read_labels, labelled)
+            check_data(m, settings.accuracy_data, args.read_labels, labelled, args.read_mask)
     if args.model or args.torch:
         argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
         session = schema.new_session(settings, argv)
@@ -236,7 +238,10 @@ def _bench(args: argparse.Namespace, e2e_source: str | None) -> int:
         if settings.accuracy_data:  # after every timed call: evaluation shares no time with them
             from edge_mtl.bench.accuracy import row_accuracy
 
-            row_accuracy(rows, settings.accuracy_data, args.read_labels, settings, log, labelled)
+            row_accuracy(
+                rows, settings.accuracy_data, args.read_labels, settings, log, labelled,
+                args.read_mask,
+            )  # fmt: skip
         if settings.profile:
             from edge_mtl.bench.profile import profile_rows
 

@@ -1,12 +1,14 @@
 """Torch-free metrics on numpy arrays, shared by training's evaluation (``edge_mtl.evaluate``)
 and quantization's accuracy report (``edge_mtl.calibration.accuracy``): detection mAP by the COCO
-protocol (pycocotools, imported on use) and accuracy / macro-F1 of class indices."""
+protocol (pycocotools, imported on use), accuracy / macro-F1 of class indices, and the IoU figures
+of pixel tasks (:class:`SegConfusion`)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -137,3 +139,54 @@ def match_count(a: Detections, b: Detections, iou: float = MATCH_IOU) -> int:
             used[j] = True
             n += 1
     return n
+
+
+SEG_IGNORE = 255  # class-map value of a pixel without a label (letterbox padding, unlabelled)
+
+
+@dataclass
+class SegConfusion:
+    """Pixel confusion matrix of one segment task over an evaluation pass: rows the truth,
+    columns the prediction, int64 (K, K) pixel counts. Shared by training's metric
+    (``edge_mtl.tasks.segment.SegmentMetric``) and the ONNX evaluation
+    (:mod:`edge_mtl.bench.accuracy`), so both report the same figures from the same pixels."""
+
+    k: int
+    conf: np.ndarray = field(init=False)
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        self.conf = np.zeros((self.k, self.k), np.int64)
+
+    def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        """One image: ``pred`` and ``truth`` class indices (uint8 (H, W), same shape; truth
+        :data:`SEG_IGNORE` where unlabelled, those pixels left out)."""
+        if pred.shape != truth.shape:
+            raise ValueError(f"class map {pred.shape} vs truth {truth.shape}")
+        ok = truth != SEG_IGNORE
+        idx = truth[ok].astype(np.int64) * self.k + pred[ok].astype(np.int64)
+        self.conf += np.bincount(idx, minlength=self.k * self.k).reshape(self.k, self.k)
+        self.images += 1
+
+    def result(self, task: str, classes: tuple[str, ...]) -> dict[str, float]:
+        """Per ``<task>/`` (fractions 0-1): ``miou`` mean IoU of background and foreground
+        (every class but the first merged: YOLOP's drivable-area mIoU), ``iou`` foreground IoU
+        (YOLOP's lane IoU), ``pixel_acc`` share of labelled pixels classed right,
+        ``iou_<class>`` per class and ``miou_all`` their mean; NaN without labelled pixels."""
+        t, c = task, self.conf
+        names = [f"{t}/miou", f"{t}/iou", f"{t}/pixel_acc", f"{t}/miou_all"]
+        names += [f"{t}/iou_{n}" for n in classes]
+        if c.sum() == 0:
+            return dict.fromkeys(names, math.nan)
+        per_class = np.diag(c) / np.maximum(c.sum(0) + c.sum(1) - np.diag(c), 1)
+        fg_tp = c[1:, 1:].sum()
+        fg_iou = fg_tp / max(c[1:, :].sum() + c[:, 1:].sum() - fg_tp, 1)
+        bg_iou = c[0, 0] / max(c[0, :].sum() + c[:, 0].sum() - c[0, 0], 1)
+        res = {
+            f"{t}/miou": float((fg_iou + bg_iou) / 2),
+            f"{t}/iou": float(fg_iou),
+            f"{t}/pixel_acc": float(np.trace(c) / c.sum()),
+            f"{t}/miou_all": float(per_class.mean()),
+        }
+        res.update({f"{t}/iou_{n}": float(v) for n, v in zip(classes, per_class)})
+        return res

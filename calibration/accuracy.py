@@ -34,7 +34,8 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
 
     Detections above the model's deployment score threshold agree when they have the same class
     and IoU >= ``MATCH_IOU`` (greedy, highest score first); the rate is 2 x matched / (count in
-    ref + count in other), 100 when neither has any. Classification: top-1 agreement.
+    ref + count in other), 100 when neither has any. Classification: top-1 agreement. Segment
+    tasks: the share of class-map pixels where both say the same class, over all images.
     """
     out: dict[str, float] = {}
     for t in meta.tasks:
@@ -51,7 +52,16 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
         elif t.kind is TaskKind.REGRESS:
             diff = np.abs(np.array(ref.reg[t.name]) - np.array(other.reg[t.name]))
             out[f"{t.name} mean abs diff"] = float(diff.mean())
+        elif t.kind is TaskKind.SEGMENT:
+            same = total = 0
+            for i in range(len(ref.seg.get(t.name, ()))):
+                a, b = ref.seg_map(t.name, i), other.seg_map(t.name, i)
+                same, total = same + int((a == b).sum()), total + a.size
+            out[f"{t.name} pixel agreement"] = 100.0 * (same / total if total else 1.0)
     return out
+
+
+_POINTS = (" acc", " mIoU", " IoU")  # metric rows in points where higher is better
 
 
 @dataclass
@@ -71,9 +81,10 @@ class AccuracyReport:
     label_std: dict[str, float] = field(default_factory=dict)
 
     def max_drop(self, label: str) -> float:
-        """Largest loss of ``label`` against the reference over detection mAP@0.5 and the
-        classification accuracies, in points; without labels 100 minus the lowest agreement."""
-        gated = [r for r in self.table if r == "det mAP@0.5" or r.endswith(" acc")]
+        """Largest loss of ``label`` against the reference over detection mAP@0.5, the
+        classification accuracies and the segment tasks' mIoU and IoU, in points; without
+        labels 100 minus the lowest agreement."""
+        gated = [r for r in self.table if r == "det mAP@0.5" or r.endswith(_POINTS)]
         if gated:
             drops = [self.loss(r, label) for r in gated]
             return max([d for d in drops if d is not None] or [0.0])
@@ -82,14 +93,14 @@ class AccuracyReport:
 
     def loss(self, row: str, label: str) -> float | None:
         """What ``label`` loses against the reference on metric ``row``, in points (positive =
-        worse): the drop of mAP or accuracy, or for ``<task> MAE`` the increase as a percentage
+        worse): the drop of mAP, accuracy or IoU, or for ``<task> MAE`` the increase as a percentage
         of the task's label standard deviation (the points it costs training's score, 1 -
         MAE/std). None for agreement rows, a missing value or NaN."""
         vals = self.table.get(row, {})
         ref, got = vals.get(self.reference), vals.get(label)
         if ref is None or got is None or math.isnan(ref) or math.isnan(got):
             return None
-        if row.startswith("det mAP@") or row.endswith(" acc"):
+        if row.startswith("det mAP@") or row.endswith(_POINTS):
             return ref - got
         if row.endswith(" MAE"):
             std = self.label_std.get(row.removesuffix(" MAE"), math.nan)

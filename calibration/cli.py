@@ -9,17 +9,21 @@ from typing import TYPE_CHECKING
 from edge_mtl.runtime.options import Provider, choices
 
 if TYPE_CHECKING:
-    from edge_mtl.bench.accuracy import LabelReader
+    from edge_mtl.bench.accuracy import LabelReader, MaskReader
 
 # Accuracy is measured on one named provider: with "auto" FP32 and INT8 could land on different
 # providers, and the row would compare kernels rather than quantization.
 EVAL_PROVIDERS = choices(Provider)
 
 
-def register(sub: argparse._SubParsersAction, read_labels: LabelReader | None = None) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    read_labels: LabelReader | None = None,
+    read_mask: MaskReader | None = None,
+) -> None:
     """Add the ``quantize`` subcommand to the ``edge-mtl`` parser. ``read_labels`` reads the
     ``--eval`` folder (the composition root passes the training side's BDD reader; without it
-    ``--eval`` is refused)."""
+    ``--eval`` is refused), ``read_mask`` its pixel labels (segment tasks)."""
     p = sub.add_parser(
         "quantize",
         help="INT8 (QDQ) quantization with calibration, accuracy report and CPU latency",
@@ -73,7 +77,7 @@ def register(sub: argparse._SubParsersAction, read_labels: LabelReader | None = 
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="CPU threads for eval/latency")
     p.add_argument("--report", help="also write the summary and tables as JSON here")
-    p.set_defaults(func=cmd_quantize, read_labels=read_labels)
+    p.set_defaults(func=cmd_quantize, read_labels=read_labels, read_mask=read_mask)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -110,7 +114,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         eval_provider=Provider(args.eval_provider),
         threads=args.threads,
     )
-    res = quantize(qc, args.read_labels)
+    res = quantize(qc, args.read_labels, args.read_mask)
     cal = res.meta.calibration or {}
     sel = cal.get("selection", {})
     print(

@@ -3,9 +3,10 @@
 Steps: refuse a model that is already quantized; pick a condition-balanced calibration subset
 (:mod:`edge_mtl.calibration.select`); ``quant_pre_process`` (ORT optimisation + shape inference);
 ``quantize_static`` in QDQ format, calibrating once and caching the activation ranges so later
-passes (sensitivity search) only re-quantize. The detection decode tail - every node after the
-last Conv/Gemm on the way to an output (reshape, sigmoid, box arithmetic, concat) - stays float:
-it costs nothing to run and 8 bits cannot hold pixel coordinates up to the input width.
+passes (the sensitivity search, :mod:`edge_mtl.calibration.search`) only re-quantize. The
+decode tail - every node after the last Conv/Gemm on the way to an output (reshape, sigmoid, box
+arithmetic, concat; a segment task's upsampling and argmax) - stays float: it costs nothing to
+run and 8 bits cannot hold pixel coordinates up to the input width.
 
 The same QDQ file serves TensorRT (explicit quantization) when quantized with
 ``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires). Accuracy (and the
@@ -28,11 +29,19 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_mtl.bench.accuracy import EvalSet, LabelReader, Predictions, eval_engine, image_list
+from edge_mtl.bench.accuracy import (
+    EvalSet,
+    LabelReader,
+    MaskReader,
+    Predictions,
+    eval_engine,
+    image_list,
+)
 from edge_mtl.bench.timing import time_engines
 from edge_mtl.calibration.accuracy import AccuracyReport, compare
 from edge_mtl.calibration.quiet import library_quiet
 from edge_mtl.calibration.reader import CalibrationReader
+from edge_mtl.calibration.search import WEIGHTED_OPS, search_exclusions
 from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
 from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.files import (
@@ -48,13 +57,10 @@ from edge_mtl.runtime.providers import Provider, first_line
 log = logging.getLogger("edge_mtl.calibration")
 
 MAX_IR_VERSION = 10  # onnx 1.23 writes IR 14 by default; onnxruntime 1.31 reads up to 13
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"})
 QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
      "MatMulInteger"}
 )  # fmt: skip
-ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish"})
-SENSITIVITY_IMAGES = 8
 AUTO_AGREEMENT_IMAGES = 32
 
 
@@ -254,58 +260,14 @@ class Quantizer:
         return out
 
 
-def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) -> list[str]:
-    """Quantized nodes ordered most-hurt first, by ORT's QDQ debugging tools: for each activation
-    the signal-to-quantization-noise ratio of its own Q/DQ (pre vs post, dB) and for each weight
-    float vs dequantized. Candidates are the weighted nodes (Conv/Gemm/MatMul); each scores the
-    worst (lowest) SQNR among its weights, its output and the output of a Relu right after it."""
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        compute_signal_to_quantization_noice_ratio,
-        compute_weight_error,
-        create_activation_matching,
-        create_weight_matching,
-        modify_model_output_intermediate_tensors,
-    )
-
-    aug = q.work / "qdq_aug.onnx"
-    with library_quiet():
-        modify_model_output_intermediate_tensors(str(qdq), str(aug))
-    reader = CalibrationReader(
-        q.reader.paths[:images], q.reader.input_name, q.reader.input_hw, q.reader.mean,
-        q.reader.std, q.reader.pad_value,
-    )  # fmt: skip
-    with library_quiet():
-        matching = create_activation_matching(collect_activations(str(aug), reader))
-    acts = {
-        t: compute_signal_to_quantization_noice_ratio(m["pre_qdq"], m["post_qdq"])
-        for t, m in matching.items()
-    }
-    aug.unlink()
-    with library_quiet():
-        weights = compute_weight_error(create_weight_matching(str(q.pre), str(qdq)))
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in q.pre_proto.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
-    score: dict[str, float] = {}
-    for n in q.pre_proto.graph.node:
-        if n.op_type not in WEIGHTED_OPS:
-            continue
-        # A Conv's QDQ output usually sits after the Relu fused into it: count that one too.
-        outs = list(n.output)
-        users = consumers.get(n.output[0], [])
-        if len(users) == 1 and users[0].op_type in ACTIVATIONS:
-            outs += users[0].output
-        sq = [acts[t] for t in outs if t in acts] + [weights[t] for t in n.input if t in weights]
-        if sq:
-            score[n.name] = float(min(sq))
-    return sorted(score, key=lambda k: (score[k], k))
-
-
-def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> QuantizeResult:
+def quantize(
+    qc: QuantizeConfig,
+    read_labels: LabelReader | None = None,
+    read_mask: MaskReader | None = None,
+) -> QuantizeResult:
     """Run a whole quantization (see the module docstring) and measure it; writes ``qc.out``.
-    ``read_labels`` reads ``qc.eval_data`` (needed with it; ``edge_mtl.data.bdd.read_bdd``)."""
+    ``read_labels`` reads ``qc.eval_data`` (needed with it; ``edge_mtl.data.bdd.read_bdd``),
+    ``read_mask`` its pixel labels for segment tasks."""
     fp32 = Path(qc.onnx)
     _, meta = load_fp32(fp32)
     out = check_writable(qc.out, "INT8 model")
@@ -313,7 +275,9 @@ def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> Quan
         raise InputError(f"--threads {qc.threads}: must be at least 1")
     selection = select_calibration(qc.calib, qc.calib_size, qc.seed)
     reader = CalibrationReader.from_meta(selection.paths, meta)
-    eval_set = EvalSet.labelled(qc.eval_data, meta, read_labels) if qc.eval_data else None
+    eval_set = (
+        EvalSet.labelled(qc.eval_data, meta, read_labels, read_mask) if qc.eval_data else None
+    )
     if eval_set is not None or qc.auto:
         check_eval_provider(fp32, qc)
 
@@ -339,7 +303,9 @@ def quantize(qc: QuantizeConfig, read_labels: LabelReader | None = None) -> Quan
             )  # fmt: skip
         chosen, kept, search = base, explicit, []
         if qc.auto and report is not None:
-            chosen, kept, report, search = _search(q, base, tail, judge, fp32, preds, report)
+            chosen, kept, report, search = search_exclusions(
+                q, base, tail, judge, fp32, preds, report
+            )
         final = _finish(chosen, out, meta, qc, selection.summary, q.reduce_range, kept, tail)
         timed = {"fp32": fp32, "int8": out}
         if kept and qc.auto:
@@ -358,49 +324,6 @@ def check_eval_provider(fp32: Path, qc: QuantizeConfig) -> None:
         eval_engine(fp32, qc.eval_provider, qc.threads)
     except EdgeMTLError as e:
         raise type(e)(f"--eval-provider: {e}") from None
-
-
-def _search(
-    q: Quantizer,
-    base: Path,
-    tail: list[str],
-    judge: EvalSet,
-    fp32: Path,
-    preds: dict[str, Predictions],
-    report: AccuracyReport,
-) -> tuple[Path, list[str], AccuracyReport, list[tuple[int, float]]]:
-    """Keep the most sensitive nodes float, 1, 2, 4, ... at a time, until the drop is within
-    tolerance (or ``max_auto_exclude`` is reached: the best tried is returned and logged)."""
-    qc = q.qc
-    search = [(0, report.max_drop("int8"))]
-    if search[0][1] <= qc.tolerance:
-        return base, [], report, search
-    ranked = node_sensitivity(q, base)
-    best = (search[0][1], base, [], report)
-    k = 1
-    # Past a quarter of the weighted layers the model is no longer mostly int8: stop there.
-    while k <= min(qc.max_auto_exclude, max(1, len(ranked) // 4)):
-        kept = ranked[:k]
-        path = q.build(tail + kept, q.work / f"int8_keep{k}.onnx")
-        preds.pop("int8", None)
-        rep = compare(
-            {"fp32": fp32, "int8": path}, judge, threads=qc.threads, cache=preds,
-            provider=qc.eval_provider,
-        )  # fmt: skip
-        drop = rep.max_drop("int8")
-        search.append((k, drop))
-        if drop < best[0]:
-            best = (drop, path, kept, rep)
-        if drop <= qc.tolerance:
-            break
-        k *= 2
-    if best[0] > qc.tolerance:
-        log.warning("--exclude auto: best drop %.2f points > tolerance %.2f", best[0], qc.tolerance)
-        print(
-            f"warning: --exclude auto did not reach the tolerance ({qc.tolerance:g} points); "
-            f"keeping the best tried ({best[0]:.2f} points with {len(best[2])} nodes float)"
-        )
-    return best[1], best[2], best[3], search
 
 
 def _finish(

@@ -53,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.register(sub)
     compare_cli.register(sub, baseline=torch_baseline)
     export_cli.register(sub)
-    quantize_cli.register(sub, read_labels=read_labels)
+    quantize_cli.register(sub, read_labels=read_labels, read_mask=eval_cli.read_task_mask)
     runtime_cli.register(sub)
     web_cli.register(sub)
-    bench_cli.register(sub, baseline=torch_baseline, read_labels=read_labels)
+    bench_cli.register(
+        sub, baseline=torch_baseline, read_labels=read_labels, read_mask=eval_cli.read_task_mask
+    )
     env_cli.register(sub)
     video_eval_cli.register(sub)
     parser.set_defaults(subcommands=sub.choices)

@@ -23,6 +23,8 @@ from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.options import Provider, choices
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edge_mtl.data.bdd import Record
     from edge_mtl.runtime.metadata import ModelMeta
 
@@ -41,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "A checkpoint runs in torch on --device; an ONNX file through the runtime engine on "
             "--provider with the metrics of quantize's accuracy report. Reported: detection "
             "mAP@0.5, mAP@0.5:0.95, per size and AP@0.5 per class; accuracy and macro-F1 per "
-            "classification task; MAE per regression task."
+            "classification task; MAE per regression task; mIoU, IoU, pixel accuracy and IoU "
+            "per class per segment task."
         ),
     )
     p.add_argument(
@@ -173,7 +176,7 @@ def _eval_onnx(args: argparse.Namespace, path: Path) -> int:
         )
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         records, source = _onnx_records(args, meta)
-    data = EvalSet.of_records(records, source)
+    data = EvalSet.of_records(records, source, read_task_mask)
     preds = predict_all({"model": engine}, data, None if args.json else _progress)["model"]
     metrics = task_metrics(preds, data, meta, breakdown=True)
     head = {
@@ -231,9 +234,25 @@ def _onnx_records(args: argparse.Namespace, meta: ModelMeta) -> tuple[list[Recor
     from edge_mtl.data.dataset import records_for
 
     cfg = load_config(args.config)
-    model = dataclasses.replace(cfg.model, detect=det_classes, classify=classify, regress=regress)
+    segment = {t.name: t.classes for t in meta.tasks if t.kind_name == "segment"}
+    model = dataclasses.replace(
+        cfg.model, detect=det_classes, classify=classify, regress=regress, segment=segment
+    )
     cfg = dataclasses.replace(cfg, model=model)
     return records_for(cfg.data.val, cfg, _data_root(args)), f"{args.config} data.val"
+
+
+def read_task_mask(
+    record: Record, task: str, classes: tuple[str, ...], frame_hw: tuple[int, int]
+) -> np.ndarray | None:
+    """The ``MaskReader`` of :mod:`edge_mtl.bench.accuracy` (ONNX evaluation, ``bench
+    --accuracy``, quantize's report): ``record``'s pixel label of the label kind ``task`` names
+    as the task's class indices, uint8 (H, W) at ``frame_hw`` (255 = no label), None when the
+    record has none."""
+    from edge_mtl.data.masks import to_task
+
+    label = record.masks.get(task)
+    return None if label is None else to_task(label.load(frame_hw), task, classes)
 
 
 def _data_root(args: argparse.Namespace) -> Path:

@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="detections kept per image (default 300): baked in with --nms, else the runtime's "
         "default",
     )  # fmt: skip
+    p.add_argument(
+        "--seg-logits", action="store_true",
+        help="segment tasks output float logits [N, K, H, W] (default: a uint8 class map "
+        "[N, H, W] from an in-graph argmax, K times smaller)",
+    )  # fmt: skip
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
     p.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     p.set_defaults(func=cmd_export)
@@ -76,6 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         conf=args.conf,
         iou=args.iou,
         max_det=args.max_det,
+        seg_logits=args.seg_logits,
     )
     res = export(ec)
     m = res.meta
@@ -85,6 +91,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{m.input_hw[0]}, {m.input_hw[1]}], {res.nodes} nodes, opset {ec.opset}"
         + (", in-graph NMS" if ec.nms else "")
     )
+    seg = [t.name for t in m.tasks if t.kind_name == "segment"]
+    if seg:
+        what = "float logits [N, K, H, W]" if ec.seg_logits else "uint8 class maps [N, H, W]"
+        print(f"segment tasks {', '.join(seg)}: {what} at the input resolution")
     det = m.detect
     if det is not None:
         how = "baked into the NMS" if ec.nms else "runtime defaults"

@@ -44,6 +44,7 @@ from edge_mtl.runtime.preprocess import PAD_VALUE
 from edge_mtl.tasks import KINDS, declared
 from edge_mtl.tasks.detect import IOU_THRESHOLD as DEFAULT_IOU_THRESHOLD
 from edge_mtl.tasks.detect import SCORE_THRESHOLD as DEFAULT_SCORE_THRESHOLD
+from edge_mtl.tasks.segment import SegmentHead
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; others go through onnx.version_converter
@@ -55,7 +56,9 @@ class ExportConfig:
     """What to export and how. ``imgsz`` None = the training ``input_hw``; ``batch`` None =
     dynamic batch dimension. ``conf`` (score threshold, [0, 1)), ``iou`` ([0, 1]) and
     ``max_det`` (>= 1): baked into the in-graph NMS with ``nms``, else the defaults the runtime
-    reads from the metadata; None = the trained defaults (0.25, 0.5, 300)."""
+    reads from the metadata; None = the trained defaults (0.25, 0.5, 300). ``seg_logits``: each
+    segment task's ``seg_<task>`` carries float logits (N, K, H, W) instead of the in-graph
+    argmax's uint8 class map (N, H, W)."""
 
     weights: str
     out: str
@@ -69,6 +72,7 @@ class ExportConfig:
     conf: float | None = None
     iou: float | None = None
     max_det: int | None = None
+    seg_logits: bool = False  # seg_<task> as float logits (N, K, H, W), not a uint8 class map
 
     def detect_defaults(self) -> dict[str, Any]:
         """The detection task's ``score_threshold``, ``iou_threshold`` and ``max_det`` for the
@@ -161,10 +165,16 @@ def torch_to_onnx(
     batch: int | None = None,
     opset: int = DEFAULT_OPSET,
     half: bool = False,
+    seg_logits: bool = False,
 ) -> onnx.ModelProto:
     """Export the contract graph: input ``images`` float32 (N, 3, H, W) normalised RGB, outputs
-    ``model.output_names()`` (float32). ``batch`` None makes N dynamic (named ``batch``)."""
-    net = fold_batchnorm(model)
+    ``model.output_names()``: float32, except each ``seg_<task>``, a uint8 class map (N, H, W)
+    from an in-graph ArgMax, or float32 logits (N, K, H, W) with ``seg_logits``. ``batch`` None
+    makes N dynamic (named ``batch``)."""
+    net = fold_batchnorm(model)  # a copy: the caller's model keeps its class-map outputs
+    for m in net.modules():
+        if isinstance(m, SegmentHead):
+            m.emit_logits = seg_logits
     if half:
         net = to_half(net)
     wrapper = ContractOutputs(net, half=half).eval()
@@ -229,15 +239,21 @@ def build_metadata(
     nms: bool,
     extra: dict | None = None,
     detect: dict[str, Any] | None = None,
+    seg_logits: bool = False,
 ) -> ModelMeta:
     """The ``edge_mtl`` metadata for an export of ``cfg.model`` at ``imgsz`` (H, W pixels): each
     declared task described by its kind (``nms``: in-graph NMS replaced the detection outputs).
-    ``detect``: TaskMeta fields to set on the detection task (``ExportConfig.detect_defaults``)."""
+    ``detect``: TaskMeta fields to set on the detection task (``ExportConfig.detect_defaults``);
+    ``seg_logits``: the segment tasks' outputs are logits (``TaskMeta.logits``)."""
     m = cfg.model
     tasks = [KINDS[name].export_meta(t, m, nms) for name, ts in declared(m).items() for t in ts]
     if detect:
         tasks = [
             dataclasses.replace(t, **detect) if t.kind is TaskKind.DETECT else t for t in tasks
+        ]
+    if seg_logits:
+        tasks = [
+            dataclasses.replace(t, logits=True) if t.kind is TaskKind.SEGMENT else t for t in tasks
         ]
     return ModelMeta(
         input_name=INPUT_NAME,
@@ -275,9 +291,11 @@ def export(ec: ExportConfig) -> ExportResult:
     imgsz = check_imgsz(ec.imgsz or cfg.model.input_hw, cfg.model.strides)
     if ec.nms and not cfg.model.detect:
         raise InputError(f"{ec.weights}: --nms needs a model with a detection head")
+    if ec.seg_logits and not cfg.model.segment:
+        raise InputError(f"{ec.weights}: --seg-logits needs a model with segment tasks")
     out = check_out_path(ec.out)  # before the slow part, so a bad path fails in a second
 
-    proto = torch_to_onnx(model, imgsz, ec.batch, ec.opset, ec.half)
+    proto = torch_to_onnx(model, imgsz, ec.batch, ec.opset, ec.half, ec.seg_logits)
     if ec.nms:
         proto = add_nms(
             proto, detect["score_threshold"], detect["iou_threshold"], detect["max_det"]
@@ -291,7 +309,7 @@ def export(ec: ExportConfig) -> ExportResult:
     extra = {"opset": ec.opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__})"}
     if ec.nms:
         extra.update(pre_nms_topk=PRE_NMS_TOPK)
-    meta = build_metadata(cfg, imgsz, ec.batch, precision, ec.nms, extra, detect)
+    meta = build_metadata(cfg, imgsz, ec.batch, precision, ec.nms, extra, detect, ec.seg_logits)
     set_metadata(proto, meta)
 
     check_graph(proto)

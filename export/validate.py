@@ -4,7 +4,9 @@ parity between torch and ONNX Runtime (CPU) on synthetic driving scenes.
 Parity compares every dense output elementwise (``|onnx - torch| <= atol + rtol * |torch|``,
 the numpy ``allclose`` rule) and, for detection, the boxes that survive NMS: each detection must
 find a same-class partner with IoU >= ``match_iou`` on the other side, up to a small allowance
-for detections whose score sits on the threshold.
+for detections whose score sits on the threshold. A segment task's uint8 class map is compared
+as pixel agreement: the share of pixels where ONNX's class equals torch's argmax (a logit pair
+within rounding of a tie may flip; a class-index difference has no magnitude to bound).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from edge_mtl.data.synthetic import render_scene
 from edge_mtl.model import MultiTaskModel
 from edge_mtl.runtime.decoders import DET_BOXES, DET_CLASSES, DET_NUM, DET_SCORES, NMS_OUTPUTS
 from edge_mtl.runtime.errors import RuntimeFailure
-from edge_mtl.runtime.metadata import ModelMeta
+from edge_mtl.runtime.metadata import ModelMeta, TaskKind
 from edge_mtl.runtime.postprocess import Detections, box_iou_one_to_many, postprocess_detections
 from edge_mtl.runtime.preprocess import preprocess
 
@@ -36,7 +38,7 @@ class Tolerance:
     and logits unitless); ``match_iou``: IoU for two detections to count as the same;
     ``box_atol``: pixels within which two boxes are the same even when IoU is undefined
     (zero-area boxes); ``unmatched``: fraction of detections (at least one) allowed without a
-    partner."""
+    partner; ``pixel_agreement``: least share (0-1) of class-map pixels equal to torch's."""
 
     name: str
     rtol: float
@@ -44,6 +46,7 @@ class Tolerance:
     match_iou: float
     box_atol: float
     unmatched: float
+    pixel_agreement: float
 
     def atol_for(self, output: str) -> float:
         """Absolute tolerance in the output's own unit: boxes are pixels (near x=400 one fp16
@@ -55,23 +58,28 @@ class Tolerance:
 # trained model's scores (sqrt of a product of sigmoids, steep near 0) drift by up to ~2e-4
 # from that alone; 1e-3 of a probability is still far below any threshold a user sets.
 FP32_TOLERANCE = Tolerance(
-    "fp32", rtol=1e-3, atol=1e-3, match_iou=0.99, box_atol=0.01, unmatched=0.01
-)
+    "fp32", rtol=1e-3, atol=1e-3, match_iou=0.99, box_atol=0.01, unmatched=0.01,
+    pixel_agreement=0.995,
+)  # fmt: skip
 # FP16: weights and activations rounded to 11-bit mantissas through ~20 layers.
 FP16_TOLERANCE = Tolerance(
-    "fp16", rtol=2e-2, atol=3e-2, match_iou=0.9, box_atol=0.5, unmatched=0.05
-)
+    "fp16", rtol=2e-2, atol=3e-2, match_iou=0.9, box_atol=0.5, unmatched=0.05,
+    pixel_agreement=0.99,
+)  # fmt: skip
 
 
 @dataclass
 class ParityReport:
-    """Measured agreement. ``max_abs``: output name -> max |onnx - torch|; ``det_*``: detection
-    counts after NMS summed over images (None without a detection task)."""
+    """Measured agreement. ``max_abs``: output name -> max |onnx - torch|; ``pixel_agreement``:
+    class-map output -> least share (0-1) of pixels equal to torch's argmax over the batch
+    sizes; ``det_*``: detection counts after NMS summed over images (None without a detection
+    task)."""
 
     tolerance: Tolerance
     images: int
     batches: tuple[int, ...]
     max_abs: dict[str, float] = field(default_factory=dict)
+    pixel_agreement: dict[str, float] = field(default_factory=dict)
     det_torch: int | None = None
     det_onnx: int | None = None
     det_matched: int | None = None
@@ -84,6 +92,8 @@ class ParityReport:
             "batches": list(self.batches),
             "max_abs_diff": {k: float(f"{v:.3g}") for k, v in self.max_abs.items()},
         }
+        if self.pixel_agreement:
+            d["pixel_agreement"] = {k: round(v, 6) for k, v in self.pixel_agreement.items()}
         if self.det_torch is not None:
             d["detections"] = {
                 "torch": self.det_torch,
@@ -101,6 +111,10 @@ class ParityReport:
             f"atol {t.atol:g}:"
         ]
         out += [f"  {name:<20} max |diff| {v:.3g}" for name, v in self.max_abs.items()]
+        out += [
+            f"  {name:<20} pixel agreement {100 * v:.3f}% (>= {100 * t.pixel_agreement:g}%)"
+            for name, v in self.pixel_agreement.items()
+        ]
         if self.det_torch is not None:
             out.append(
                 f"  detections after NMS: torch {self.det_torch}, onnx {self.det_onnx}, "
@@ -182,11 +196,24 @@ def run_onnx(sess: ort.InferenceSession, x: np.ndarray, batch: int | None) -> di
     return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
 
 
-def run_torch(model: MultiTaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The contract outputs of the float32 torch model on ``x``, as float32 numpy arrays."""
+def run_torch(
+    model: MultiTaskModel, x: np.ndarray, meta: ModelMeta | None = None
+) -> dict[str, np.ndarray]:
+    """The contract outputs of the float32 torch model on ``x`` as numpy arrays: float32, and
+    uint8 class maps (N, H, W) for segment tasks, or their float32 logits (N, K, H, W) where
+    ``meta`` says the export carries logits (``TaskMeta.logits``)."""
+    logits = {t.outputs[0] for t in meta.tasks if t.logits} if meta is not None else set()
     with torch.no_grad():
         out = model.eval().float()(torch.from_numpy(x))
-    return {n: out[n].float().numpy() for n in model.output_names()}
+    return {
+        n: out[n + "_logits" if n in logits else n].numpy(force=True) for n in model.output_names()
+    }
+
+
+def class_map_outputs(meta: ModelMeta) -> set[str]:
+    """The outputs of ``meta`` that are uint8 class maps (segment tasks exported without
+    ``--seg-logits``)."""
+    return {t.outputs[0] for t in meta.tasks if t.kind is TaskKind.SEGMENT and not t.logits}
 
 
 def nms_detections(outputs: dict[str, np.ndarray], i: int) -> Detections:
@@ -236,7 +263,8 @@ def check_parity(
     if batches is None:
         batches = (meta.batch,) if meta.batch else tuple(dict.fromkeys((1, n_images)))
     x = synthetic_inputs(meta, n_images)
-    ref = run_torch(model, x)
+    ref = run_torch(model, x, meta)
+    maps = class_map_outputs(meta)
     sess = ort_session(proto)
     report = ParityReport(tol, n_images, tuple(batches))
     det = meta.detect
@@ -252,6 +280,9 @@ def check_parity(
                 raise RuntimeFailure(
                     f"parity: output {name!r} has shape {got.shape}, torch gives {want.shape}"
                 )
+            if name in maps:
+                _check_class_map(report, name, got, want, b)
+                continue
             diff = np.abs(got.astype(np.float64) - want)
             report.max_abs[name] = max(report.max_abs.get(name, 0.0), float(diff.max()))
             atol = tol.atol_for(name)
@@ -265,6 +296,21 @@ def check_parity(
     if det is not None:
         _check_detections(report, ref, onnx_out, meta, tol, nms)
     return report
+
+
+def _check_class_map(
+    report: ParityReport, name: str, got: np.ndarray, want: np.ndarray, batch: int
+) -> None:
+    """Pixel agreement of a class map (uint8 (N, H, W)) with torch's; RuntimeFailure below the
+    tolerance's ``pixel_agreement``."""
+    share = float((got == want).mean())
+    report.pixel_agreement[name] = min(report.pixel_agreement.get(name, 1.0), share)
+    need = report.tolerance.pixel_agreement
+    if share < need:
+        raise RuntimeFailure(
+            f"parity broken at batch {batch}: {name} agrees with torch's argmax on "
+            f"{100 * share:.2f}% of pixels (need >= {100 * need:g}%)"
+        )
 
 
 def _check_detections(

@@ -15,7 +15,6 @@ defined as YOLOP and HybridNets report theirs, so the figures are of the same ki
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_mtl.bench.metrics import SegConfusion
 from edge_mtl.config import ModelConfig, SegmentLoss
 from edge_mtl.data.masks import IGNORE, to_task
 from edge_mtl.runtime.decoders import DECODERS
@@ -100,50 +100,30 @@ def segmentation_loss(
 
 class SegmentMetric:
     """Confusion matrix of one pixel task over an evaluation pass, at the model input's
-    resolution (letterbox padding and unlabelled pixels left out)."""
+    resolution (letterbox padding and unlabelled pixels left out); the accumulation and the
+    figures are :class:`edge_mtl.bench.metrics.SegConfusion`'s, which the ONNX evaluation
+    shares."""
 
     def __init__(self, task: Task, key: str) -> None:
         self.task, self.key = task, key
-        self.k = len(task.classes)
-        self.conf = np.zeros((self.k, self.k), np.int64)  # rows: truth, columns: prediction
-        self.images = 0
+        self.conf = SegConfusion(len(task.classes))
+
+    @property
+    def images(self) -> int:
+        return self.conf.images
 
     def add(self, out: dict[str, np.ndarray], targets: list[dict], records: list) -> None:
         pred = out[self.key] if self.key in out else out[self.key + "_logits"]
         if pred.ndim == 4:
             pred = pred.argmax(1)
         for p, t in zip(pred, targets):
-            truth = t[self.key]
-            if truth is None:
-                continue
-            truth = np.asarray(truth)
-            ok = truth != IGNORE
-            idx = truth[ok].astype(np.int64) * self.k + p[ok].astype(np.int64)
-            self.conf += np.bincount(idx, minlength=self.k * self.k).reshape(self.k, self.k)
-            self.images += 1
+            if t[self.key] is not None:
+                self.conf.add(p, np.asarray(t[self.key]))
 
     def result(self) -> dict[str, float]:
-        """Per ``<task>/``: ``miou`` mean IoU of background and foreground (every class but the
-        first merged: YOLOP's drivable-area mIoU), ``iou`` foreground IoU (YOLOP's lane IoU),
-        ``pixel_acc`` share of pixels classed right, ``iou_<class>`` per class and ``miou_all``
-        their mean; NaN without labelled pixels."""
-        t, c = self.task.name, self.conf
-        names = [f"{t}/miou", f"{t}/iou", f"{t}/pixel_acc", f"{t}/miou_all"]
-        names += [f"{t}/iou_{n}" for n in self.task.classes]
-        if c.sum() == 0:
-            return dict.fromkeys(names, math.nan)
-        per_class = np.diag(c) / np.maximum(c.sum(0) + c.sum(1) - np.diag(c), 1)
-        fg_tp = c[1:, 1:].sum()
-        fg_iou = fg_tp / max(c[1:, :].sum() + c[:, 1:].sum() - fg_tp, 1)
-        bg_iou = c[0, 0] / max(c[0, :].sum() + c[:, 0].sum() - c[0, 0], 1)
-        res = {
-            f"{t}/miou": float((fg_iou + bg_iou) / 2),
-            f"{t}/iou": float(fg_iou),
-            f"{t}/pixel_acc": float(np.trace(c) / c.sum()),
-            f"{t}/miou_all": float(per_class.mean()),
-        }
-        res.update({f"{t}/iou_{n}": float(v) for n, v in zip(self.task.classes, per_class)})
-        return res
+        """See :meth:`SegConfusion.result`: ``<task>/miou``, ``iou``, ``pixel_acc``,
+        ``miou_all``, ``iou_<class>``; NaN without labelled pixels."""
+        return self.conf.result(self.task.name, self.task.classes)
 
 
 class SegmentKind(Kind):

@@ -64,3 +64,37 @@ def as_coco(bdd: Path, out: Path) -> Path:
     categories = [{"id": k, "name": c} for k, c in enumerate(cats)]
     out.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
     return out
+
+
+SEG_SIZE = (48, 80)  # frame H, W of the pixel-labelled set: letterboxed with rows of padding
+
+
+def seg_labelled_by_model(model: Path, root: Path, n: int = 6) -> list:
+    """``n`` rendered scenes in ``root/images`` with BDD100K-convention mask PNGs in
+    ``root/drivable`` and ``root/lanes`` made from the model's own class maps at frame size, so
+    its figures are far from 0: drivable as the model says except the top 8 rows, relabelled
+    ``alternative``; lanes as the model says, on the even frames only (the odd ones have no lane
+    label). Returns the records (``edge_mtl.data.bdd.Record``, no boxes) pointing at them."""
+    from edge_mtl.data.bdd import Record
+    from edge_mtl.data.masks import MaskLabel, drivable_to_bdd, lanes_to_bdd
+    from edge_mtl.data.synthetic import render_scene
+
+    engine = eval_engine(model, "cpu", 1)
+    for sub in ("images", "drivable", "lanes"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    frames = [render_scene(40 + i, SEG_SIZE).image for i in range(n)]
+    records = []
+    for i, (frame, r) in enumerate(zip(frames, engine.infer_batch(frames))):
+        image = root / "images" / f"{i:04d}.png"  # lossless: ONNX and torch read equal pixels
+        cv2.imwrite(str(image), frame)
+        drivable = r.segmentations["drivable"].at_frame_size().copy()
+        drivable[:8] = 2
+        masks = {"drivable": MaskLabel("drivable", png=root / "drivable" / image.name)}
+        cv2.imwrite(str(masks["drivable"].png), drivable_to_bdd(drivable))
+        if i % 2 == 0:
+            masks["lanes"] = MaskLabel("lanes", png=root / "lanes" / image.name)
+            lanes = r.segmentations["lanes"].at_frame_size()
+            cv2.imwrite(str(masks["lanes"].png), lanes_to_bdd(lanes))
+        empty = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        records.append(Record(image, *empty, has_boxes=False, masks=masks))
+    return records

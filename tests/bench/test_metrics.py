@@ -1,5 +1,6 @@
 """The torch-free metrics training and quantization share: COCO mAP on hand-made boxes, and
-accuracy / macro-F1 by hand; importing them loads no torch."""
+accuracy / macro-F1 by hand, segmentation IoU from a hand-counted confusion; importing them
+loads no torch."""
 
 import math
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mtl.bench.metrics import accuracy_f1, coco_map
+from edge_mtl.bench.metrics import SegConfusion, accuracy_f1, coco_map
 from tests.runtime.conftest import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,3 +91,30 @@ def test_metrics_need_no_torch() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_segmentation_iou_by_hand():
+    """Drivable-style task (background, direct, alternative); 255 is not counted. Pairs
+    (truth, pred): (0,0) x2, (0,1), (1,1) x2, (2,2), (2,1)."""
+    truth = np.array([[0, 0, 1, 1], [2, 2, 255, 0]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [2, 1, 0, 0]], np.uint8)
+    c = SegConfusion(3)
+    c.add(pred, truth)
+    assert c.conf.tolist() == [[2, 1, 0], [0, 2, 0], [0, 1, 1]] and c.images == 1
+    r = c.result("drivable", ("background", "direct", "alternative"))
+    assert r["drivable/iou"] == pytest.approx(4 / 5)  # fg merged: tp 4, truth 4, pred 5
+    assert r["drivable/miou"] == pytest.approx((4 / 5 + 2 / 3) / 2)  # with bg IoU 2/3
+    assert r["drivable/pixel_acc"] == pytest.approx(5 / 7)
+    assert r["drivable/iou_background"] == pytest.approx(2 / 3)
+    assert r["drivable/iou_direct"] == pytest.approx(2 / 4)
+    assert r["drivable/iou_alternative"] == pytest.approx(1 / 2)
+    assert r["drivable/miou_all"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
+
+
+def test_segmentation_without_labelled_pixels_is_nan_and_shapes_must_match():
+    c = SegConfusion(2)
+    c.add(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8))
+    r = c.result("lanes", ("background", "lane"))
+    assert len(r) == 6 and all(math.isnan(v) for v in r.values())
+    with pytest.raises(ValueError, match="class map"):
+        c.add(np.zeros((2, 3), np.uint8), np.zeros((2, 2), np.uint8))
