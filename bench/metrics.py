@@ -154,6 +154,7 @@ class SegConfusion:
     k: int
     conf: np.ndarray = field(init=False)
     images: int = 0
+    per_image: list[float] = field(default_factory=list)  # each image's own ``miou``
 
     def __post_init__(self) -> None:
         self.conf = np.zeros((self.k, self.k), np.int64)
@@ -165,28 +166,43 @@ class SegConfusion:
             raise ValueError(f"class map {pred.shape} vs truth {truth.shape}")
         ok = truth != SEG_IGNORE
         idx = truth[ok].astype(np.int64) * self.k + pred[ok].astype(np.int64)
-        self.conf += np.bincount(idx, minlength=self.k * self.k).reshape(self.k, self.k)
+        one = np.bincount(idx, minlength=self.k * self.k).reshape(self.k, self.k)
+        self.conf += one
         self.images += 1
+        if one.sum():
+            self.per_image.append(float(np.mean(_bg_fg_iou(one))))
 
     def result(self, task: str, classes: tuple[str, ...]) -> dict[str, float]:
         """Per ``<task>/`` (fractions 0-1): ``miou`` mean IoU of background and foreground
         (every class but the first merged: YOLOP's drivable-area mIoU), ``iou`` foreground IoU
         (YOLOP's lane IoU), ``pixel_acc`` share of labelled pixels classed right,
-        ``iou_<class>`` per class and ``miou_all`` their mean; NaN without labelled pixels."""
+        ``iou_<class>`` per class and ``miou_all`` their mean, ``miou_sd`` the spread of the
+        images' own ``miou`` (for standard errors); NaN without labelled pixels."""
         t, c = task, self.conf
-        names = [f"{t}/miou", f"{t}/iou", f"{t}/pixel_acc", f"{t}/miou_all"]
+        names = [f"{t}/miou", f"{t}/iou", f"{t}/pixel_acc", f"{t}/miou_all", f"{t}/miou_sd"]
         names += [f"{t}/iou_{n}" for n in classes]
         if c.sum() == 0:
             return dict.fromkeys(names, math.nan)
         per_class = np.diag(c) / np.maximum(c.sum(0) + c.sum(1) - np.diag(c), 1)
-        fg_tp = c[1:, 1:].sum()
-        fg_iou = fg_tp / max(c[1:, :].sum() + c[:, 1:].sum() - fg_tp, 1)
-        bg_iou = c[0, 0] / max(c[0, :].sum() + c[:, 0].sum() - c[0, 0], 1)
+        bg_iou, fg_iou = _bg_fg_iou(c)
         res = {
             f"{t}/miou": float((fg_iou + bg_iou) / 2),
             f"{t}/iou": float(fg_iou),
             f"{t}/pixel_acc": float(np.trace(c) / c.sum()),
             f"{t}/miou_all": float(per_class.mean()),
+            f"{t}/miou_sd": float(np.std(self.per_image)),
         }
         res.update({f"{t}/iou_{n}": float(v) for n, v in zip(classes, per_class)})
         return res
+
+
+def _bg_fg_iou(c: np.ndarray) -> tuple[float, float]:
+    """(background IoU, IoU of every other class merged) of a (K, K) confusion matrix; a class
+    absent from both truth and prediction counts as 1 (nothing to find, nothing found)."""
+    fg_tp = c[1:, 1:].sum()
+    fg_union = c[1:, :].sum() + c[:, 1:].sum() - fg_tp
+    bg_union = c[0, :].sum() + c[:, 0].sum() - c[0, 0]
+    return (
+        float(c[0, 0] / bg_union) if bg_union else 1.0,
+        float(fg_tp / fg_union) if fg_union else 1.0,
+    )

@@ -115,6 +115,6 @@ def test_segmentation_without_labelled_pixels_is_nan_and_shapes_must_match():
     c = SegConfusion(2)
     c.add(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8))
     r = c.result("lanes", ("background", "lane"))
-    assert len(r) == 6 and all(math.isnan(v) for v in r.values())
+    assert len(r) == 7 and all(math.isnan(v) for v in r.values())
     with pytest.raises(ValueError, match="class map"):
         c.add(np.zeros((2, 3), np.uint8), np.zeros((2, 2), np.uint8))

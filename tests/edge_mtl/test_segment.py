@@ -127,6 +127,9 @@ def test_metric_matches_hand_counts():
     # merged foreground {direct, alternative}: truth 3 px, prediction 4 px, 3 shared -> 3/4
     assert r["drivable/iou"] == pytest.approx(0.75)
     assert r["drivable/miou"] == pytest.approx((0.75 + 0.5) / 2)
+    # a second, perfect image: per-image mIoU 0.625 and 1, spread 0.1875
+    m.add({"seg_drivable": truth[None].clip(max=2)}, [{"seg_drivable": truth}], [])
+    assert m.result()["drivable/miou_sd"] == pytest.approx(0.1875)
     empty = SegmentMetric(task, "seg_drivable")
     empty.add({"seg_drivable": pred}, [{"seg_drivable": None}], [])
     assert math.isnan(empty.result()["drivable/miou"])

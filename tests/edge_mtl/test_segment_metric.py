@@ -26,6 +26,7 @@ def test_segment_metric_equals_the_confusion_of_its_labelled_images():
     assert metric.images == 2 and got == want.result("drivable", CLASSES)
     assert sorted(got) == sorted(
         ["drivable/miou", "drivable/iou", "drivable/pixel_acc", "drivable/miou_all"]
+        + ["drivable/miou_sd"]
         + [f"drivable/iou_{c}" for c in CLASSES]
     )
     pred, ok = logits[[0, 2]].argmax(1), truth[[0, 2]] != 255
