@@ -59,11 +59,6 @@ class WeightingName(enum.StrEnum):
     DWA = "dwa"
 
 
-class SegmentLoss(enum.StrEnum):
-    CE = "ce"
-    CE_DICE = "ce+dice"
-
-
 class ConfigError(InputError):
     """A config file or value is wrong; the message names the file and the key."""
 
@@ -85,8 +80,6 @@ class ModelConfig:
     regress_units: dict[str, str] = field(default_factory=dict)
     # pixel tasks (drivable, lanes: the labels loaders read) -> class names, background first
     segment: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # per-pixel cross-entropy, + soft Dice over foreground classes (helps thin lane markings)
-    segment_loss: SegmentLoss = SegmentLoss.CE_DICE
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     strides: tuple[int, ...] = (8, 16, 32)  # detection levels: P3-P5, or (4, 8, 16, 32) for P2-P5

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_mtl.compare import delta_se, headline, variants
-from edge_mtl.config import ConfigError, SegmentLoss, config_from_dict
+from edge_mtl.config import ConfigError, config_from_dict
 from edge_mtl.data.masks import IGNORE, MaskLabel, letterbox_mask, to_task
 from edge_mtl.model import MultiTaskModel
 from edge_mtl.runtime.preprocess import letterbox
@@ -77,13 +77,11 @@ def test_loss_is_cross_entropy_over_labelled_pixels_and_exactly_zero_without_lab
     logits = torch.randn(2, 3, 4, 5, requires_grad=True)
     target = torch.randint(0, 3, (2, 4, 5))
     target[0, 0] = IGNORE
-    ce = segmentation_loss(logits, target, SegmentLoss.CE)
     ok = target != IGNORE
-    by_hand = F.cross_entropy(logits.permute(0, 2, 3, 1)[ok], target[ok])
-    assert ce.item() == pytest.approx(by_hand.item(), rel=1e-6)
-    both = segmentation_loss(logits, target, SegmentLoss.CE_DICE)
+    ce = F.cross_entropy(logits.permute(0, 2, 3, 1)[ok], target[ok])
+    both = segmentation_loss(logits, target)
     assert both.item() == pytest.approx(ce.item() + dice_loss(logits, target).item(), rel=1e-6)
-    none = segmentation_loss(logits, torch.full((2, 4, 5), IGNORE), SegmentLoss.CE_DICE)
+    none = segmentation_loss(logits, torch.full((2, 4, 5), IGNORE))
     none.backward()
     assert none.item() == 0.0 and logits.grad is not None and not logits.grad.any()
 
@@ -107,9 +105,9 @@ def test_loss_at_low_resolution_compares_logits_at_the_labels_size():
     target = torch.zeros(1, 8, 8, dtype=torch.int64)
     target[:, :, 4:] = 1
     up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
-    loss = segmentation_loss(logits, target, SegmentLoss.CE)
-    assert loss.item() == pytest.approx(F.cross_entropy(up, target).item(), rel=1e-6)
-    assert loss.item() < F.cross_entropy(-up, target).item()
+    loss = segmentation_loss(logits, target)
+    by_hand = F.cross_entropy(up, target) + dice_loss(up, target)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
 def test_metric_matches_hand_counts():
