@@ -10,8 +10,9 @@ Outputs: ``seg_<task>_logits`` (B, K, H, W) for the loss; in eval mode also ``se
 uint8 class map (B, H, W) the ONNX file carries (or the logits, with ``--seg-logits``).
 Loss: per-pixel cross-entropy over labelled pixels (255 = none) plus soft Dice over the
 foreground classes: on the synthetic scenes Dice lifted lane IoU from 0.20 (cross-entropy alone)
-and 0.41 (class-weighted cross-entropy) to 0.51 at the same steps (docs/results.md). Metrics (:class:`SegmentMetric`) are
-defined as YOLOP and HybridNets report theirs, so the figures are of the same kind.
+and 0.41 (class-weighted cross-entropy) to 0.51 at the same steps (docs/results.md).
+Metrics (:class:`SegmentMetric`) are defined as YOLOP and HybridNets report theirs, so the
+figures are of the same kind.
 """
 
 from __future__ import annotations
