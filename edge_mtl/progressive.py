@@ -56,8 +56,10 @@ def resize_batch(
     images: torch.Tensor, targets: list[dict], hw: tuple[int, int]
 ) -> tuple[torch.Tensor, list[dict]]:
     """``images`` (B, 3, H, W) normalised float resized to ``hw`` (bilinear, antialiased when
-    shrinking), and ``targets`` with their ``boxes`` (N, 4) xyxy input pixels scaled alike.
-    The inputs are returned unchanged when they already have that size."""
+    shrinking), and ``targets`` with their ``boxes`` (N, 4) xyxy input pixels scaled alike and
+    their pixel labels (``seg_<task>`` uint8 (H, W)) resized nearest-neighbour, so the loss of
+    an early low-resolution step costs what its image does. The inputs are returned unchanged
+    when they already have that size."""
     h, w = images.shape[-2:]
     if (h, w) == tuple(hw):
         return images, targets
@@ -66,4 +68,15 @@ def resize_batch(
     small = F.interpolate(
         images, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True
     )
-    return small, [{**t, "boxes": t["boxes"] * scale.to(t["boxes"])} for t in targets]
+    return small, [
+        {**t, "boxes": t["boxes"] * scale.to(t["boxes"]), **_masks(t, hw)} for t in targets
+    ]
+
+
+def _masks(target: dict, hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The target's pixel labels at ``hw`` (nearest neighbour: classes stay classes)."""
+    return {
+        k: F.interpolate(v[None, None].float(), size=tuple(hw), mode="nearest")[0, 0].to(v.dtype)
+        for k, v in target.items()
+        if k.startswith("seg_") and isinstance(v, torch.Tensor)
+    }

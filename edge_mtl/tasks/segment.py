@@ -85,11 +85,8 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over labelled pixels + soft Dice over the foreground classes; the logits
-    are resized to the labels' size when training runs at a lower resolution (progressive
-    resizing)."""
-    if logits.shape[-2:] != target.shape[-2:]:
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    """Cross-entropy over labelled pixels + soft Dice over the foreground classes; ``logits``
+    (B, K, H, W) and ``target`` (B, H, W) int64 of the same size."""
     logits = logits.float()
     if not (target != IGNORE).any():
         return logits.sum() * 0.0

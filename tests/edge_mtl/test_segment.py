@@ -12,6 +12,7 @@ from edge_mtl.compare import delta_se, headline, variants
 from edge_mtl.config import ConfigError, config_from_dict
 from edge_mtl.data.masks import IGNORE, MaskLabel, letterbox_mask, to_task
 from edge_mtl.model import MultiTaskModel
+from edge_mtl.progressive import resize_batch
 from edge_mtl.runtime.preprocess import letterbox
 from edge_mtl.tasks import KINDS
 from edge_mtl.tasks.base import Sample, Task
@@ -99,15 +100,16 @@ def test_dice_is_near_zero_for_a_confident_right_answer_and_counts_foreground_on
     assert dice_loss(background, target).item() > 0.9
 
 
-def test_loss_at_low_resolution_compares_logits_at_the_labels_size():
-    logits = torch.zeros(1, 2, 4, 4)
-    logits[:, 1, :, 2:] = 20  # right half: class 1
-    target = torch.zeros(1, 8, 8, dtype=torch.int64)
-    target[:, :, 4:] = 1
-    up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
-    loss = segmentation_loss(logits, target)
-    by_hand = F.cross_entropy(up, target) + dice_loss(up, target)
-    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+def test_low_resolution_steps_shrink_the_pixel_labels_with_the_image():
+    target = torch.zeros(8, 8, dtype=torch.uint8)
+    target[:, 4:] = 1
+    target[0, 0] = IGNORE
+    images, targets = resize_batch(torch.zeros(1, 3, 8, 8), [{"boxes": torch.zeros(0, 4),
+                                   "seg_lanes": target, "seg_drivable": None}], (4, 4))  # fmt: skip
+    small = targets[0]["seg_lanes"]
+    assert images.shape[-2:] == (4, 4) and small.dtype == torch.uint8
+    assert small.tolist() == [[IGNORE, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]
+    assert targets[0]["seg_drivable"] is None
 
 
 def test_metric_matches_hand_counts():
