@@ -53,10 +53,10 @@ fi
 
 step "run on the driving video"
 edge-mtl run --model "$OUT/model.onnx" --source "$OUT/drive.mp4" --save "$OUT/drive.annotated.mp4" \
-  --jsonl "$OUT/drive.jsonl"
+  --jsonl "$OUT/drive.jsonl" --save-masks "$OUT/drive.masks.pred"
 
 step "benchmark"
 edge-mtl bench --model "${MODELS[@]}" --torch "$RUN/best.pt" --batch 1 --seconds 5 \
   --e2e "$OUT/drive.mp4" --e2e-frames 150 --accuracy "$HELDOUT" --json "$OUT/bench.json" --md "$OUT/bench.md" --plot "$OUT/bench.png"
 
-step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl"
+step "done: $OUT/bench.md, $OUT/bench.png, $OUT/drive.annotated.mp4, $OUT/drive.jsonl, $OUT/drive.masks.pred/"
