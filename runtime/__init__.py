@@ -19,6 +19,7 @@ from edge_mtl.runtime.metadata import ModelMeta, Precision, TaskKind, TaskMeta
 from edge_mtl.runtime.options import GraphOptLevel, OVPrecision, Provider
 from edge_mtl.runtime.postprocess import Detections, postprocess_detections
 from edge_mtl.runtime.preprocess import Letterbox, letterbox, normalize, preprocess
+from edge_mtl.runtime.segment import SegMap
 
 if TYPE_CHECKING:
     from edge_mtl.runtime.engine import Classification, Engine, EngineConfig, FrameResult
@@ -113,6 +114,7 @@ __all__ = [
     "Provider",
     "RunSummary",
     "RuntimeFailure",
+    "SegMap",
     "Sink",
     "Smoother",
     "StabilizeConfig",
