@@ -9,14 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from edge_mtl.compare import delta_se, headline, variants
-from edge_mtl.config import ConfigError, config_from_dict
+from edge_mtl.config import ConfigError, TrainConfig, config_from_dict
 from edge_mtl.data.masks import IGNORE, MaskLabel, letterbox_mask, to_task
+from edge_mtl.losses import MultiTaskLoss
 from edge_mtl.model import MultiTaskModel
 from edge_mtl.progressive import resize_batch
 from edge_mtl.runtime.preprocess import letterbox
 from edge_mtl.tasks import KINDS
 from edge_mtl.tasks.base import Sample, Task
 from edge_mtl.tasks.segment import SegmentMetric, dice_loss, segmentation_loss
+from edge_mtl.weighting import WEIGHTINGS, build_weighting
 from tests.edge_mtl.conftest import tiny_cfg_dict
 
 SEG = {"drivable": ["background", "direct", "alternative"], "lanes": ["background", "lane"]}
@@ -170,3 +172,35 @@ def test_compare_trains_segmentation_alone_and_reads_its_se_from_per_image_sprea
     assert delta_se(cfg, "drivable", m, s, 100) == (None, "no per-image error SD recorded")
     s["drivable/miou_sd"] = 0.4
     assert delta_se(cfg, "drivable", m, s, 100) == (pytest.approx(0.05), "per-image mIoU SD")
+
+
+@pytest.mark.parametrize("name", list(WEIGHTINGS))
+def test_every_weighting_strategy_weighs_the_pixel_tasks(name):
+    torch.manual_seed(0)
+    cfg = _cfg(detect=[], classify={"weather": ["clear", "rainy"]}, regress=[])
+    model = MultiTaskModel(cfg.model)
+    tasks = tuple(cfg.model.task_names())
+    weighting = build_weighting(TrainConfig(weighting=name), tasks, model.shared_parameter())
+    loss_fn = MultiTaskLoss(cfg.model, weighting, torch.device("cpu"))
+    opt = torch.optim.SGD([*model.parameters(), *weighting.trainable()], lr=1e-3)
+    lanes = torch.zeros(64, 96, dtype=torch.uint8)
+    lanes[:, 40:44] = 1
+    targets = [
+        {
+            "cls_weather": 1,
+            "seg_drivable": torch.zeros(64, 96, dtype=torch.uint8),
+            "seg_lanes": lanes,
+        },
+        {"cls_weather": 0, "seg_drivable": None, "seg_lanes": None},
+    ]
+    for _ in range(2):  # a second step: dwa and gradnorm adapt from the first
+        total, parts = loss_fn(model(torch.randn(2, 3, 64, 96)), targets)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        weighting.after_step()
+        weighting.end_epoch()
+    assert set(parts) == {"weather", "drivable", "lanes"} and parts["lanes"] > 0
+    weights = weighting.weights()
+    assert set(weights) == set(tasks) and all(math.isfinite(v) and v > 0 for v in weights.values())
+    assert model.heads["segment"].out["lanes"][0][0].weight.grad.abs().sum() > 0
