@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_mtl.runtime.errors import RuntimeFailure
+from edge_mtl.runtime.files import atomic_write
 
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # a JPEG file's first and last markers
 
@@ -54,3 +57,16 @@ def read_image(path: Path) -> tuple[np.ndarray | None, bool]:
         return cv2.imread(str(path), cv2.IMREAD_COLOR), False
     with stderr_silenced():
         return cv2.imread(str(path), cv2.IMREAD_COLOR), True
+
+
+def write_image_file(path: Path, image: np.ndarray, what: str, params: Sequence[int] = ()) -> None:
+    """Encode ``image`` by ``path``'s suffix (``params``: OpenCV's encoder flags) and write it
+    atomically; RuntimeFailure naming the file and ``what`` it is when either step fails."""
+    ok, data = cv2.imencode(path.suffix, image, list(params))
+    if not ok:
+        raise RuntimeFailure(f"{path}: OpenCV cannot encode {what} as {path.suffix}")
+    try:
+        with atomic_write(path) as f:
+            f.write(data.tobytes())
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot write {what} ({e.strerror or e})") from None

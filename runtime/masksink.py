@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 
 from edge_mtl.runtime.engine import FrameResult
-from edge_mtl.runtime.errors import InputError, RuntimeFailure
-from edge_mtl.runtime.files import IMAGE_SUFFIXES, atomic_write, check_writable_dir
+from edge_mtl.runtime.errors import InputError
+from edge_mtl.runtime.files import IMAGE_SUFFIXES, check_writable_dir
+from edge_mtl.runtime.imagefile import write_image_file
 from edge_mtl.runtime.metadata import TaskKind, TaskMeta
 from edge_mtl.runtime.sinks import StageTimes
 from edge_mtl.runtime.sources import Frame
@@ -60,17 +61,10 @@ class MaskSink:
             folder = self.folder / name
             if self.frames == 0:
                 check_writable_dir(folder, "--save-masks folder")
-            path = folder / f"{stem}.png"
-            ok, data = cv2.imencode(
-                ".png", m.at_frame_size(), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL]
-            )
-            if not ok:
-                raise RuntimeFailure(f"{path}: OpenCV cannot encode the class map as PNG")
-            try:
-                with atomic_write(path) as f:
-                    f.write(data.tobytes())
-            except OSError as e:
-                raise RuntimeFailure(f"{path}: cannot write the mask ({e.strerror or e})") from None
+            write_image_file(
+                folder / f"{stem}.png", m.at_frame_size(), "the class map",
+                (cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL),
+            )  # fmt: skip
         self.frames += 1
 
     def close(self) -> None:

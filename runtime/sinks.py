@@ -24,11 +24,10 @@ from edge_mtl.runtime.engine import FrameResult
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
 from edge_mtl.runtime.files import (
     IMAGE_SUFFIXES,
-    atomic_write,
     check_writable,
     check_writable_dir,
 )
-from edge_mtl.runtime.imagefile import stderr_silenced
+from edge_mtl.runtime.imagefile import stderr_silenced, write_image_file
 from edge_mtl.runtime.metadata import TaskMeta
 from edge_mtl.runtime.overlay import draw_overlay
 from edge_mtl.runtime.records import frame_record, header_record
@@ -229,15 +228,8 @@ class ImageSink:
 
     def write(self, frame: Frame, result: FrameResult, times: StageTimes) -> None:
         """Encode the frame with its overlay and write it (:func:`atomic_write`)."""
-        path = self._target(frame)
-        ok, data = cv2.imencode(path.suffix, draw_overlay(frame.image, result, tasks=self.tasks))
-        if not ok:
-            raise RuntimeFailure(f"{path}: OpenCV cannot encode a {path.suffix} image")
-        try:
-            with atomic_write(path) as f:
-                f.write(data.tobytes())
-        except OSError as e:
-            raise RuntimeFailure(f"{path}: cannot write the image ({e.strerror or e})") from None
+        image = draw_overlay(frame.image, result, tasks=self.tasks)
+        write_image_file(self._target(frame), image, "the annotated image")
         self.frames += 1
 
     def close(self) -> None:
