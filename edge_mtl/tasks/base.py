@@ -117,6 +117,10 @@ class Kind(abc.ABC):
         """What the head's forward takes (default: pooled C5, (B, C5))."""
         return feats.pooled()
 
+    def key(self, task: str) -> str:
+        """The task's (first) output name, also its target's key in a dataset item's targets."""
+        return self.decoder.outputs(task)[0]
+
     def output_names(self, task: Task, nms: bool = False) -> tuple[str, ...]:
         """The task's ONNX outputs, in graph order (the decoder's names)."""
         return self.decoder.outputs(task.name, nms)

@@ -70,10 +70,6 @@ class ClassifyKind(Kind):
     name = TaskKind.CLASSIFY.value
     decoder = DECODERS[TaskKind.CLASSIFY.value]
 
-    def key(self, task: str) -> str:
-        """The task's output name, also its label's key in a dataset item's targets."""
-        return self.decoder.outputs(task)[0]
-
     def declared(self, cfg: ModelConfig) -> tuple[Task, ...]:
         return tuple(Task(t, self.name, tuple(c)) for t, c in cfg.classify.items())
 

@@ -93,10 +93,6 @@ class RegressKind(Kind):
     decoder = DECODERS[TaskKind.REGRESS.value]
     needs_neck = True
 
-    def key(self, task: str) -> str:
-        """The task's output name, also its target's key in a dataset item's targets."""
-        return self.decoder.outputs(task)[0]
-
     def declared(self, cfg: ModelConfig) -> tuple[Task, ...]:
         return tuple(Task(t, self.name) for t in cfg.regress)
 

@@ -128,10 +128,6 @@ class SegmentKind(Kind):
     decoder = DECODERS[TaskKind.SEGMENT.value]
     needs_neck = True
 
-    def key(self, task: str) -> str:
-        """The task's output name, also its target's key in a dataset item's targets."""
-        return self.decoder.outputs(task)[0]
-
     def declared(self, cfg: ModelConfig) -> tuple[Task, ...]:
         return tuple(Task(t, self.name, tuple(c)) for t, c in cfg.segment.items())
 
