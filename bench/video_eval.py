@@ -4,12 +4,12 @@ The clip runs through the same engine, pipeline and :class:`~edge_mtl.runtime.st
 Stabilizer` as ``edge-mtl run --track --smooth``; the tracks are scored against the clip's
 MOTChallenge ground truth with py-motmetrics (MOTA, MOTP, IDF1, ID switches, mostly
 tracked/lost; per class and over all classes, a box matching only a ground-truth box of its own
-class at IoU >= 0.5), the detections by COCO mAP per frame (pycocotools, via
-:func:`edge_mtl.bench.metrics.coco_map`), and the classification labels by how often they change
+class at IoU >= 0.5) and with HOTA, DetA and AssA (:mod:`edge_mtl.bench.hota`), the detections
+by COCO mAP per frame (pycocotools, via :func:`edge_mtl.bench.metrics.coco_map`), and the
+classification labels by how often they change
 (flicker, per 100 frames: raw, smoothed, and the ground truth's own changes).
 
 motmetrics and its pandas/scipy come with the ``track-eval`` extra; nothing here needs torch.
-HOTA is not reported: motmetrics 1.4 (the released version) does not compute it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_mtl.bench.hota import hota
 from edge_mtl.bench.mot import MotBoxes, mot_rows, read_mot
 from edge_mtl.runtime.errors import InputError
 from edge_mtl.runtime.files import read_json
@@ -90,12 +91,18 @@ def _accumulate(gt: MotBoxes, hyp: MotBoxes, frames: int, cls: int | None) -> An
     import motmetrics as mm
 
     acc = mm.MOTAccumulator(auto_id=False)
-    if cls is not None:
-        gt, hyp = gt.rows(gt.classes == cls), hyp.rows(hyp.classes == cls)
+    gt, hyp = _of_class(gt, hyp, cls)
     for f in range(1, frames + 1):
         g, h = gt.at(f), hyp.at(f)
         acc.update(g.ids.tolist(), h.ids.tolist(), _distances(g, h), frameid=f)
     return acc
+
+
+def _of_class(gt: MotBoxes, hyp: MotBoxes, cls: int | None) -> tuple[MotBoxes, MotBoxes]:
+    """The rows of MOT class ``cls`` (index + 1) of both; all rows for ``cls=None``."""
+    if cls is None:
+        return gt, hyp
+    return gt.rows(gt.classes == cls), hyp.rows(hyp.classes == cls)
 
 
 def _distances(g: MotBoxes, h: MotBoxes) -> np.ndarray:
@@ -117,8 +124,9 @@ _METRICS = ["mota", "motp", "idf1", "num_switches", "num_unique_objects", "mostl
 
 def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]) -> dict:
     """MOT metrics over all classes (``"all"``) and per class name present in the ground
-    truth: mota, motp (mean IoU of matches), idf1, id_switches, id_switches_per_100 (per 100
-    ground-truth tracks), gt_tracks, mostly_tracked, mostly_lost, false_positives, misses."""
+    truth: hota, deta, assa (:mod:`edge_mtl.bench.hota`), mota, motp (mean IoU of matches), idf1,
+    id_switches, id_switches_per_100 (per 100 ground-truth tracks), gt_tracks, mostly_tracked,
+    mostly_lost, false_positives, misses."""
     import motmetrics as mm
 
     gt = gt.rows((gt.frame >= 1) & (gt.frame <= frames))
@@ -128,10 +136,12 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
         accs.append(_accumulate(gt, hyp, frames, c))
     table = mm.metrics.create().compute_many(accs, metrics=_METRICS, names=names)
     out = {}
-    for name in names:
+    for name, cls in zip(names, [None, *sorted(set(gt.classes.tolist()))]):
         r = table.loc[name]
         n_gt = int(r["num_unique_objects"])
+        scores = hota(*_of_class(gt, hyp, cls), frames)
         out[name] = {
+            **{k: _num(v) for k, v in scores.items() if k != "loca"},
             "mota": _num(r["mota"]),
             "motp_iou": _num(1 - r["motp"]) if np.isfinite(r["motp"]) else None,
             "idf1": _num(r["idf1"]),
@@ -222,12 +232,14 @@ def table(report: dict) -> str:
     lines = [f"{report['frames']} frames; detection mAP@0.5 {report['detection']['map50']}, "
              f"mAP@0.5:0.95 {report['detection']['map']}"]  # fmt: skip
     if report["tracking"]:
-        lines.append(f"{'class':<14} {'MOTA':>7} {'IDF1':>7} {'IDsw':>5} {'IDsw/100':>9} "
-                     f"{'GT tracks':>9} {'MT':>4} {'ML':>4}")  # fmt: skip
+        heads = " ".join(f"{x:>7}" for x in ("HOTA", "DetA", "AssA", "MOTA", "IDF1"))
+        lines.append(f"{'class':<14} {heads} {'IDsw':>5} {'IDsw/100':>9} {'GT tracks':>9} "
+                     f"{'MT':>4} {'ML':>4}")  # fmt: skip
         for name, s in report["tracking"].items():
             per100 = "-" if s["id_switches_per_100"] is None else f"{s['id_switches_per_100']:.1f}"
             lines.append(
-                f"{name:<14} {_f(s['mota']):>7} {_f(s['idf1']):>7} {s['id_switches']:>5} "
+                f"{name:<14} {_f(s['hota']):>7} {_f(s['deta']):>7} {_f(s['assa']):>7} "
+                f"{_f(s['mota']):>7} {_f(s['idf1']):>7} {s['id_switches']:>5} "
                 f"{per100:>9} {s['gt_tracks']:>9} {s['mostly_tracked']:>4} {s['mostly_lost']:>4}"
             )
     for name, f in report["flicker"].items():

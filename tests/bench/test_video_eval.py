@@ -5,6 +5,7 @@ runs end to end on a generated clip with its ground truth."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -115,3 +116,39 @@ def test_eval_video_without_ground_truth_is_a_one_line_error(tmp_path, models, c
     argv = ["eval-video", "--model", str(models["dense"]), "--video", str(tmp_path / "x.mp4")]
     assert main(argv) == 2
     assert "no such file (edge-mtl synth --video writes it)" in capsys.readouterr().err
+
+
+def test_hota_of_a_perfect_tracker_is_one_and_of_swapped_ids_is_the_root_of_a_third() -> None:
+    pytest.importorskip("scipy")
+    from edge_mtl.bench.hota import hota
+
+    gt = _truth()
+    assert hota(gt, gt, 20) == {"hota": 1.0, "deta": 1.0, "assa": 1.0, "loca": 1.0}
+    swapped_ids = gt.ids.copy()
+    late = gt.frame > 10
+    swapped_ids[late & (gt.ids == 1)], swapped_ids[late & (gt.ids == 2)] = 2, 1
+    hyp = MotBoxes(gt.frame, swapped_ids, gt.boxes, gt.conf, gt.classes, gt.visibility)
+    cars = gt.classes == 1
+    s = hota(gt.rows(cars), hyp.rows(cars), 20)
+    # each car's 20 boxes are split 10/10 over two track IDs: every matched pair's identities
+    # share 10 frames of 20 + 20 - 10, so AssA = 1/3 while DetA stays 1
+    assert s["deta"] == pytest.approx(1.0) and s["assa"] == pytest.approx(1 / 3)
+    assert s["hota"] == pytest.approx(math.sqrt(1 / 3))
+
+
+def test_hota_counts_a_box_only_at_the_thresholds_its_iou_reaches() -> None:
+    pytest.importorskip("scipy")
+    from edge_mtl.bench.hota import ALPHAS, hota
+
+    gt = MotBoxes.concat([mot_rows(f, [1], [[10, 10, 40, 30]], 1.0, 1) for f in range(1, 6)])
+    dx = 30 * (1 - 0.62) / 1.62  # a 30-px-wide box shifted by dx overlaps it at IoU 0.62
+    moved = MotBoxes(gt.frame, gt.ids, gt.boxes + np.array([dx, 0, 0, 0]), gt.conf, gt.classes,
+                     gt.visibility)  # fmt: skip
+    reached = int((ALPHAS <= 0.62).sum())  # 0.05 ... 0.60: 12 of the 19 thresholds
+    s = hota(gt, moved, 5)
+    assert reached == 12 and s["deta"] == pytest.approx(reached / len(ALPHAS))
+    assert s["hota"] == pytest.approx(reached / len(ALPHAS))  # AssA is 1 where matched, else 0
+    # another class never matches; an empty clip on both sides is perfect
+    other = MotBoxes(gt.frame, gt.ids, gt.boxes, gt.conf, gt.classes + 1, gt.visibility)
+    assert hota(gt, other, 5)["hota"] == 0.0
+    assert hota(gt.rows(gt.frame < 0), other.rows(other.frame < 0), 5)["hota"] == 1.0
