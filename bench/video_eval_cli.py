@@ -15,13 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``eval-video`` to the ``edge-mtl`` parser."""
     p = sub.add_parser(
         "eval-video",
-        help="score tracking (MOTA, IDF1, ID switches), detection mAP and label flicker on a "
+        help="score tracking (HOTA, MOTA, IDF1, ID switches), detection mAP and label flicker on a "
         "clip with ground truth",
         description=(
             "Run an exported model with the tracker of `run --track` over VIDEO and score it "
             "against the clip's MOTChallenge ground truth (written by `edge-mtl synth --video`: "
-            "clip.gt.txt and clip.frames.json beside clip.mp4): MOTA, IDF1, ID switches (per "
-            "class and over all classes, with py-motmetrics), per-frame detection mAP "
+            "clip.gt.txt and clip.frames.json beside clip.mp4): HOTA with DetA and AssA, MOTA, "
+            "IDF1, ID switches (per class and over all classes, with py-motmetrics and the "
+            "HOTA paper's matching), per-frame detection mAP "
             "(pycocotools), and how often each classification label changes per 100 frames, "
             "raw and --smooth'ed, against the ground truth's changes. Needs the track-eval "
             "extra (pip install 'edge-mtl[track-eval]')."
