@@ -92,8 +92,8 @@ class Row:
     e2e: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     # bench --accuracy: metric -> value, named as bench.accuracy.task_metrics names them ("det
-    # mAP@0.5", "det mAP@0.5:0.95", "<task> acc" in points 0-100, "<task> MAE" in the task's
-    # unit; None: no labels for the task)
+    # mAP@0.5", "det mAP@0.5:0.95", "<task> acc", "<task> mIoU", "<task> IoU" in points 0-100,
+    # "<task> MAE" in the task's unit; None: no labels for the task)
     accuracy: dict[str, float | None] | None = None
     # bench --profile: the top operators by time, each {"op", "ms" per call, "share" 0-1}
     profile: list[dict[str, Any]] | None = None
