@@ -15,6 +15,7 @@ background), and lane labels may also be ``poly2d`` polylines rasterised at a ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -120,14 +121,21 @@ class MaskLabel:
         return out
 
 
-def to_task(mask: np.ndarray, kind: str, classes: tuple[str, ...]) -> np.ndarray:
-    """Canonical mask of label kind ``kind`` -> class indices of a task with ``classes`` (a
-    canonical class the task leaves out becomes its background, 0); IGNORE stays."""
+@cache
+def _task_lut(kind: str, classes: tuple[str, ...]) -> np.ndarray:
+    """The 256-entry canonical -> task class table of :func:`to_task`, built once per task."""
     lut = np.zeros(256, np.uint8)
     lut[IGNORE] = IGNORE
     for i, name in enumerate(MASK_CLASSES[kind]):
         lut[i] = classes.index(name) if name in classes else 0
-    return lut[mask]
+    lut.flags.writeable = False
+    return lut
+
+
+def to_task(mask: np.ndarray, kind: str, classes: tuple[str, ...]) -> np.ndarray:
+    """Canonical mask of label kind ``kind`` -> class indices of a task with ``classes`` (a
+    canonical class the task leaves out becomes its background, 0); IGNORE stays."""
+    return _task_lut(kind, tuple(classes))[mask]
 
 
 def letterbox_mask(mask: np.ndarray, lb: Letterbox, input_hw: tuple[int, int]) -> np.ndarray:
