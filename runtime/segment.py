@@ -14,6 +14,7 @@ Everything per frame is numpy-vectorised: one pass over the pixels, then work on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import cv2
@@ -53,14 +54,18 @@ class SegMap:
         labels do not name (a model without metadata)."""
         return tuple(self.labels[:k]) + tuple(str(i) for i in range(len(self.labels), k))
 
-    def pixels(self) -> dict[str, int]:
-        """Map pixels per class, by name (every label, also those with none)."""
+    @cached_property
+    def _counts(self) -> list[int]:
+        """Map pixels per class index, counted once per frame however many sinks ask (the
+        overlay's panel and the console line both do)."""
         c, k = self.classes, len(self.labels)
         if 2 <= k <= 8:  # a compare per class beats bincount's scatter over every pixel
-            counts = [int(np.count_nonzero(c == i)) for i in range(k)]
-        else:
-            counts = np.bincount(c.ravel(), minlength=k).tolist()
-        return dict(zip(self.names(len(counts)), counts))
+            return [int(np.count_nonzero(c == i)) for i in range(k)]
+        return np.bincount(c.ravel(), minlength=k).tolist()
+
+    def pixels(self) -> dict[str, int]:
+        """Map pixels per class, by name (every label, also those with none)."""
+        return dict(zip(self.names(len(self._counts)), self._counts))
 
     def fractions(self) -> dict[str, float]:
         """Share of the frame each class covers, by name."""
@@ -69,7 +74,7 @@ class SegMap:
 
     def foreground(self) -> tuple[float, int]:
         """(share of the frame, map pixels) of every class but the background (index 0)."""
-        fg = int(np.count_nonzero(self.classes))
+        fg = int(self.classes.size) - (self._counts[0] if self._counts else 0)
         return fg / max(int(self.classes.size), 1), fg
 
 
