@@ -21,13 +21,13 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import onnxruntime as ort
 
+from edge_mtl.runtime.cuda_libs import nvidia_gpu_present, preload_cuda_libraries
 from edge_mtl.runtime.errors import (
     DEBUG_ENV,
     EdgeMTLError,
@@ -46,7 +46,7 @@ from edge_mtl.runtime.hardware import (
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.options import (  # the enums live there so CLIs need no onnxruntime
     AUTO,
-    GPU_PROVIDERS,  # noqa: F401  (re-exported: engine imports it from here)
+    GPU_PROVIDERS,  # engine imports it from here too
     GraphOptLevel,
     OVPrecision,
     Provider,
@@ -363,14 +363,6 @@ def _openvino_session_options(
     return so
 
 
-def nvidia_gpu_present() -> bool | None:
-    """Whether the NVIDIA driver shows a GPU (``/dev/nvidia0``; Jetson ``/dev/nvhost-ctrl-gpu``),
-    None where that cannot be told (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return any(os.path.exists(d) for d in ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu"))
-
-
 def _not_initialised(captured: str, p: Provider) -> Skip:
     """Why ``p`` came up as a CPU session: onnxruntime's "EP Error" line if it printed one, else
     the likely cause; in brief, "no NVIDIA GPU" where the driver shows none (whatever else
@@ -412,6 +404,8 @@ def create_session(
     debug = bool(os.environ.get(DEBUG_ENV))  # edge-mtl --debug
     ort.set_default_logger_severity(2 if debug else 4)
     available = ort.get_available_providers()
+    if any(p in GPU_PROVIDERS and p.ort_name in available for p in candidates):
+        preload_cuda_libraries()  # pip-installed CUDA/cuDNN, without LD_LIBRARY_PATH
     skipped: list[Skip] = []
 
     def skip(s: Skip, error: type[EdgeMTLError] = RuntimeFailure) -> None:
