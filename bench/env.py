@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mtl.runtime import hardware
+from edge_mtl.runtime.options import CUDA_INT8
 
 ENV_SCHEMA_VERSION = 1
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-libs")
@@ -259,6 +260,7 @@ def precision_paths(
     for name, precisions in (("tensorrt", "fp16/int8"), ("cuda", "fp16")):
         state = _initialises(ok.get(name))
         paths.append(_path(precisions, name, bool(ok.get(name)), f"{gpu}; {name} {state}"))
+    paths.append(_path("int8", "cuda", False, CUDA_INT8))
     return paths
 
 

@@ -38,6 +38,7 @@ from edge_mtl.runtime.preprocess import (
     preprocess,
 )
 from edge_mtl.runtime.providers import (
+    FILE_PRECISION,
     GPU_PROVIDERS,
     GraphOptLevel,
     OVPrecision,
@@ -355,9 +356,8 @@ class Engine:
             mine = self.nodes.get(self.provider.ort_name, 0)
             split = f", {mine} of {sum(self.nodes.values())} nodes" if self.nodes else ""
             where = f" ({self.config.ov_device.upper()}{split})"
-        runs = ""
-        if self.provider is Provider.OPENVINO or self.precision != self.meta.precision.value:
-            runs = f", runs in {self.precision} ({self.precision_reason})"
+        notable = self.precision_reason != FILE_PRECISION  # OpenVINO, TensorRT fp16, int8 on CUDA
+        runs = f", runs in {self.precision} ({self.precision_reason})" if notable else ""
         return (
             f"{self.path.name}: provider {self.provider.value}{where}{skipped}; input 3x{h}x{w} "
             f"{self.meta.precision.value}{runs}; tasks: {tasks}"

@@ -58,3 +58,12 @@ def choices(names: type[Enum], auto: bool = False) -> tuple[str, ...]:
     """The values of enum ``names`` as argparse choices, in declaration order; ``auto`` puts
     :data:`AUTO` first (``choices(Provider, auto=True)``: auto, tensorrt, cuda, openvino, cpu)."""
     return ((AUTO,) if auto else ()) + tuple(str(m.value) for m in names)
+
+
+# Why a model runs in the precision it does (``providers.executed_precision``).
+FILE_PRECISION = "the model file's precision"
+# Measured on an H200 (docs/results.md): the QDQ file ran slower there than the fp32 one.
+CUDA_INT8 = (
+    "the CUDA provider has no int8 convolutions for QDQ files: their quantize/dequantize pairs "
+    "run apart, slower than fp32 or fp16; TensorRT runs them in int8"
+)

@@ -46,6 +46,8 @@ from edge_mtl.runtime.hardware import (
 from edge_mtl.runtime.metadata import METADATA_KEY, ModelMeta, Precision
 from edge_mtl.runtime.options import (  # the enums live there so CLIs need no onnxruntime
     AUTO,
+    CUDA_INT8,
+    FILE_PRECISION,
     GPU_PROVIDERS,  # engine imports it from here too
     GraphOptLevel,
     OVPrecision,
@@ -307,7 +309,9 @@ def executed_precision(
         return openvino_precision(ov[0], ov[1], stored)
     if provider is Provider.TENSORRT and stored is Precision.FP32 and trt_fp16:
         return "fp16", "TensorRT fp16 flag on an fp32 file"
-    return stored.value, "the model file's precision"
+    if provider is Provider.CUDA and stored is Precision.INT8:
+        return "int8", CUDA_INT8
+    return stored.value, FILE_PRECISION
 
 
 def node_split(session: ort.InferenceSession) -> dict[str, int]:
@@ -372,6 +376,8 @@ def _not_initialised(captured: str, p: Provider) -> Skip:
         return Skip(p, reason, "could not compile the model", expected=False)
     if nvidia_gpu_present() is False:
         return Skip(p, reason, "no NVIDIA GPU")
+    if p is Provider.TENSORRT and "install TensorRT" in reason:  # its libraries are not found
+        return Skip(p, reason, "TensorRT not installed")
     return Skip(p, reason, "did not initialise", expected=False)
 
 

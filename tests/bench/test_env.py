@@ -115,6 +115,7 @@ def test_providers_probe_and_auto_pick(probed) -> None:
     assert ("reduce_range on" in int8) == (not hardware.has_vnni())
     bf16 = paths[("bf16", "openvino")]
     assert bf16["why"].startswith("native" if hardware.has_native_bf16() else "not native")
+    assert paths[("int8", "cuda")]["fast"] is False  # QDQ on the CUDA provider: no int8 kernels
 
 
 def test_openvino_section_when_the_plugin_is_absent(capsys, monkeypatch) -> None:

@@ -35,3 +35,29 @@ def test_an_exception_in_preload_is_a_reason(monkeypatch):
     monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
     monkeypatch.setattr(cuda_libs, "nvidia_gpu_present", lambda: None)
     assert "Invalid parameter" in cuda_libs.preload_cuda_libraries.__wrapped__()
+
+
+def test_tensorrt_without_its_libraries_says_so_in_brief(monkeypatch):
+    from edge_mtl.runtime import providers
+    from edge_mtl.runtime.options import Provider
+
+    monkeypatch.setattr(providers, "nvidia_gpu_present", lambda: True)
+    captured = (
+        "EP Error Please install TensorRT libraries as mentioned in the GPU requirements page, "
+        "make sure they're in the PATH or LD_LIBRARY_PATH.\n"
+    )
+    skip = providers._not_initialised(captured, Provider.TENSORRT)
+    assert skip.brief == "TensorRT not installed" and skip.expected
+    assert skip.reason.startswith("tensorrt: did not initialise (Please install TensorRT")
+    other = providers._not_initialised("EP Error CUDA failure 999: unknown error\n", Provider.CUDA)
+    assert other.brief == "did not initialise" and not other.expected
+
+
+def test_int8_on_the_cuda_provider_says_why_it_is_slow():
+    from edge_mtl.runtime.metadata import Precision
+    from edge_mtl.runtime.options import CUDA_INT8, FILE_PRECISION, Provider
+    from edge_mtl.runtime.providers import executed_precision
+
+    assert executed_precision(Provider.CUDA, Precision.INT8) == ("int8", CUDA_INT8)
+    assert executed_precision(Provider.CUDA, Precision.FP16) == ("fp16", FILE_PRECISION)
+    assert executed_precision(Provider.CPU, Precision.INT8) == ("int8", FILE_PRECISION)
