@@ -130,13 +130,14 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
     import motmetrics as mm
 
     gt = gt.rows((gt.frame >= 1) & (gt.frame <= frames))
-    names, accs = ["all"], [_accumulate(gt, hyp, frames, None)]
-    for c in sorted(set(gt.classes.tolist())):
-        names.append(classes[c - 1] if 0 < c <= len(classes) else str(c))
-        accs.append(_accumulate(gt, hyp, frames, c))
+    present: list[int | None] = [None, *sorted(set(gt.classes.tolist()))]  # None: all classes
+    names = [
+        "all" if c is None else classes[c - 1] if 0 < c <= len(classes) else str(c) for c in present
+    ]
+    accs = [_accumulate(gt, hyp, frames, c) for c in present]
     table = mm.metrics.create().compute_many(accs, metrics=_METRICS, names=names)
     out = {}
-    for name, cls in zip(names, [None, *sorted(set(gt.classes.tolist()))]):
+    for name, cls in zip(names, present):
         r = table.loc[name]
         n_gt = int(r["num_unique_objects"])
         scores = hota(*_of_class(gt, hyp, cls), frames)
