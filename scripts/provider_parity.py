@@ -5,8 +5,10 @@ their raw outputs are apart on the same images, and whether the decoded answers 
         demo/model.onnx demo/model.fp16.onnx demo/model.int8.onnx
 
 Float outputs report the largest and mean absolute difference beside the largest value; integer
-outputs (segmentation class maps) the share of equal elements. A provider that cannot run a model
-is reported for that model, and the others still run.
+outputs (segmentation class maps) the share of equal elements; the decoded answers are held
+against each other as bench does for OpenVINO's runtime (class probabilities, top-1, detections
+matched by class and IoU). A provider that cannot run a model is reported for that model, and
+the others still run.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import argparse
 import glob
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edge_mtl.bench.openvino_runtime import compare as compare_results
 from edge_mtl.runtime import Engine
 from edge_mtl.runtime.errors import EdgeMTLError
 
@@ -58,18 +62,12 @@ def compare(model: Path, provider: str, frames: list[np.ndarray]) -> dict[str, A
         )
         for name, pairs in outs.items()
     }
-    ra, rb = ref.infer_batch(frames), other.infer_batch(frames)
-    labels = [
-        fa.classifications[t].label == fb.classifications[t].label
-        for fa, fb in zip(ra, rb)
-        for t in fa.classifications
-    ]
+    answers = compare_results(ref.infer_batch(frames), other.infer_batch(frames))
     return {
         "provider": other.provider.value,
         "precision": other.precision,
         "outputs": gaps,
-        "detections": [sum(len(r.detections.boxes) for r in rs) for rs in (ra, rb)],
-        "labels_equal_pct": 100.0 * float(np.mean(labels)) if labels else None,
+        "answers": asdict(answers),
     }
 
 
@@ -91,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in row:
             print(f"{model}: {row['error']}")
             continue
-        print(f"{model}: {row['provider']} {row['precision']}, {len(frames)} images, "
-              f"detections cpu/{row['provider']} {row['detections']}, "
-              f"labels equal {row['labels_equal_pct']}%")  # fmt: skip
+        a = row["answers"]
+        print(f"{model}: {row['provider']} {row['precision']}, {a['frames']} images: class "
+              f"probabilities max |diff| {a['prob_diff']:.4f}, top-1 equal {100 * a['top1']:.0f}%, "
+              f"detections {a['matched']} matched of {a['ref']} (cpu) / {a['other']}")  # fmt: skip
         for name, gap in row["outputs"].items():
             shown = ", ".join(f"{k} {v:.6g}" for k, v in gap.items() if k != "dtype")
             print(f"  {name} ({gap['dtype']}): {shown}")
