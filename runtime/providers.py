@@ -494,7 +494,6 @@ def _ep_reason(captured: str, p: Provider) -> str:
             return first_line(Exception(line.removeprefix("EP Error ").strip()))
     if p is Provider.OPENVINO:
         return f"the plugin could not compile the model {SEE_ORT}"
-    return (
-        f"onnxruntime lists {p.ort_name} but could not load it; its CUDA/cuDNN/TensorRT "
-        f"libraries or a GPU are missing {SEE_ORT}"
-    )
+    missing = preload_cuda_libraries()  # cached: which CUDA/cuDNN libraries failed to load
+    guess = f"its CUDA/cuDNN/TensorRT libraries or a GPU are missing {SEE_ORT}"
+    return f"onnxruntime lists {p.ort_name} but could not load it; {missing or guess}"

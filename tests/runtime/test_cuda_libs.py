@@ -61,3 +61,15 @@ def test_int8_on_the_cuda_provider_says_why_it_is_slow():
     assert executed_precision(Provider.CUDA, Precision.INT8) == ("int8", CUDA_INT8)
     assert executed_precision(Provider.CUDA, Precision.FP16) == ("fp16", FILE_PRECISION)
     assert executed_precision(Provider.CPU, Precision.INT8) == ("int8", FILE_PRECISION)
+
+
+def test_a_cuda_provider_that_did_not_load_names_the_libraries_that_failed(monkeypatch):
+    from edge_mtl.runtime import providers
+    from edge_mtl.runtime.options import Provider
+
+    monkeypatch.setattr(providers, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(providers, "preload_cuda_libraries", lambda: "Failed to load libcudnn.so.9")
+    skip = providers._not_initialised("", Provider.CUDA)
+    assert skip.reason.endswith("could not load it; Failed to load libcudnn.so.9)")
+    monkeypatch.setattr(providers, "preload_cuda_libraries", lambda: "")
+    assert "libraries or a GPU are missing" in providers._not_initialised("", Provider.CUDA).reason
