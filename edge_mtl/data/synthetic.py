@@ -27,7 +27,14 @@ import numpy as np
 from edge_mtl.data.labels import DET_CLASSES
 from edge_mtl.data.synthetic_masks import SceneMasks
 from edge_mtl.data.synthetic_objects import DRAW, Painter, fill
-from edge_mtl.data.synthetic_spec import LANE_W, SceneSpec, _Obj, sample_spec
+from edge_mtl.data.synthetic_spec import (
+    LANE_W,
+    SceneSpec,
+    _Obj,
+    come_back,
+    lane_traffic,
+    sample_spec,
+)
 
 CAM_H = 1.5  # camera height above the road, metres
 Z_NEAR = 3.0  # distance at which the ground meets the bottom image row, metres
@@ -427,11 +434,17 @@ def render_scene(seed: int, hw: tuple[int, int] = (360, 640)) -> Scene:
 def render_clip(seed: int, n_frames: int, hw: tuple[int, int] = (360, 640), speed: float = 0.6):
     """Yield ``n_frames`` consecutive scenes of one drive (camera ``speed`` metres per frame).
 
-    Objects that pass the camera reappear far ahead, so a long clip never runs empty; one that
-    does is a new object, with a new identity in the scenes' ``object_ids`` (1, 2, ...: an
-    object keeps its identity for as long as it stays ahead of the camera).
+    The vehicles of one lane move at that lane's speed, at least ``MIN_GAP`` apart, so none
+    drives through another; those in the camera's lane keep their distance, at least ``FOLLOW``
+    ahead (the camera follows them instead of driving through them), and the others are
+    overtaken (``synthetic_spec.lane_traffic``). An object that passes the camera comes back at
+    the far end of its kind's distance range (``DISTANCE``, as stills are drawn), so a long clip
+    never runs empty and holds the sizes the stills hold; it is a new object, with a new
+    identity in the scenes' ``object_ids`` (1, 2, ...: an object keeps its identity while it
+    stays ahead of the camera).
     """
     spec = sample_spec(seed, hw)
+    lane_traffic(spec)
     rng = np.random.default_rng(seed + 1)
     identity = np.arange(1, len(spec.objects) + 1, dtype=np.int64)
     next_id = len(spec.objects) + 1
@@ -439,7 +452,7 @@ def render_clip(seed: int, n_frames: int, hw: tuple[int, int] = (360, 640), spee
         travel = i * speed
         for n, o in enumerate(spec.objects):
             if o.z - travel * (1 - o.speed) < Z_NEAR * 1.3:
-                o.z += float(rng.uniform(50, 70))
+                come_back(spec, o, travel, rng)
                 identity[n], next_id = next_id, next_id + 1
         scene = render_spec(spec, travel, rng)
         yield dataclasses.replace(scene, object_ids=identity[scene.object_ids])

@@ -3,7 +3,9 @@
 ``sample_spec`` makes every random choice of one scene - time of day, weather, scene type, road
 bend, lanes, camera offset, the vehicles, pedestrians, traffic lights and signs standing in the
 world (lateral position and distance in metres), and the buildings and trees along the road - into
-a ``SceneSpec``; ``edge_mtl.data.synthetic`` renders it.
+a ``SceneSpec``; ``edge_mtl.data.synthetic`` renders it. ``lane_traffic`` and ``come_back`` move
+the objects of a clip (``render_clip``): lanes of traffic that never drive through each other,
+and objects that passed the camera coming back far ahead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,19 @@ import numpy as np
 from edge_mtl.data.labels import SCENE, TIMEOFDAY, WEATHER
 
 LANE_W = 3.5
+# Distances (metres) each kind of object is placed at: stills draw log-uniformly in the range, and
+# a clip brings an object that passed the camera back at the far end of its own range.
+DISTANCE = {
+    "car": (5.5, 70.0),
+    "truck": (5.5, 70.0),
+    "bus": (5.5, 70.0),
+    "person": (4.5, 45.0),
+    "traffic light": (9.0, 50.0),
+    "traffic sign": (6.0, 45.0),
+}
+VEHICLES = ("car", "truck", "bus")
+MIN_GAP = 10.0  # metres between two vehicles of one lane in a clip
+FOLLOW = 25.0  # metres the camera stays behind the vehicles in its own lane (1.4 s at 0.6 m/frame)
 _VEHICLE_COLORS = [
     (40, 40, 40),
     (200, 200, 200),
@@ -138,7 +153,7 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
     lane_centres = [(i - (spec.lanes - 1) / 2) * LANE_W for i in range(spec.lanes)]
     n_veh = int(rng.integers(1, {"highway": 7, "city street": 6, "residential": 4}[spec.scene]))
     for _ in range(n_veh):
-        kind = str(rng.choice(["car", "truck", "bus"], p=[0.6, 0.2, 0.2]))
+        kind = str(rng.choice(VEHICLES, p=[0.6, 0.2, 0.2]))
         color = _VEHICLE_COLORS[rng.integers(len(_VEHICLE_COLORS))]
         if kind == "bus":
             color = [(0, 200, 240), (30, 30, 200), (160, 90, 30), (240, 240, 240)][rng.integers(4)]
@@ -147,7 +162,7 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
             _Obj(
                 kind,
                 x,
-                _log_uniform(rng, 5.5, 70),
+                _log_uniform(rng, *DISTANCE[kind]),
                 color=color,
                 variant=int(rng.integers(4)),
                 speed=float(rng.uniform(-0.2, 0.3)),
@@ -163,7 +178,13 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
         )
         shirt = tuple(int(c) for c in rng.integers(20, 240, 3))
         spec.objects.append(
-            _Obj("person", x, _log_uniform(rng, 4.5, 45), color=shirt, variant=int(rng.integers(3)))
+            _Obj(
+                "person",
+                x,
+                _log_uniform(rng, *DISTANCE["person"]),
+                color=shirt,
+                variant=int(rng.integers(3)),
+            )
         )
     n_light = int(rng.integers(0, {"highway": 2, "city street": 4, "residential": 2}[spec.scene]))
     for _ in range(n_light):
@@ -177,7 +198,7 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
             _Obj(
                 "traffic light",
                 x,
-                _log_uniform(rng, 9, 50),
+                _log_uniform(rng, *DISTANCE["traffic light"]),
                 elevation=float(rng.uniform(4.0, 5.5) if overhead else 2.6),
                 variant=int(rng.integers(3)),
             )
@@ -188,8 +209,46 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
             _Obj(
                 "traffic sign",
                 x,
-                _log_uniform(rng, 6, 45),
+                _log_uniform(rng, *DISTANCE["traffic sign"]),
                 elevation=float(rng.uniform(1.8, 2.6)),
                 variant=int(rng.integers(3)),
             )
         )
+
+
+# ------------------------------------------------------------------- motion in clips
+
+
+def _lane(spec: SceneSpec, x: float) -> int:
+    return int(np.clip(round(x / LANE_W + (spec.lanes - 1) / 2), 0, spec.lanes - 1))
+
+
+def lane_traffic(spec: SceneSpec) -> None:
+    """Give the vehicles of each lane the speed of its nearest one and space them ``MIN_GAP``
+    apart, nearest first; in the camera's lane, the camera's speed, from ``FOLLOW`` on."""
+    ego = _lane(spec, spec.cam_x)
+    speeds: dict[int, float] = {ego: 1.0}
+    last: dict[int, float] = {ego: FOLLOW - MIN_GAP}
+    for o in sorted((o for o in spec.objects if o.kind in VEHICLES), key=lambda o: o.z):
+        lane = _lane(spec, o.x)
+        o.speed = speeds.setdefault(lane, o.speed)
+        if lane in last:
+            o.z = max(o.z, last[lane] + MIN_GAP)
+        last[lane] = o.z
+
+
+def come_back(spec: SceneSpec, o: _Obj, travel: float, rng: np.random.Generator) -> None:
+    """Put ``o`` back in the last quarter of its distance range, behind its lane's traffic."""
+    far = DISTANCE[o.kind][1]
+    ahead = float(rng.uniform(0.75 * far, far))
+    if o.kind in VEHICLES:
+        lane = _lane(spec, o.x)
+        mates = sorted(
+            p.z - travel * (1 - p.speed)
+            for p in spec.objects
+            if p is not o and p.kind in VEHICLES and _lane(spec, p.x) == lane
+        )
+        for m in mates:  # nearest first: each push only moves it further out
+            if abs(ahead - m) < MIN_GAP:
+                ahead = m + MIN_GAP
+    o.z = ahead + travel * (1 - o.speed)

@@ -1,9 +1,21 @@
+import itertools
+
 import numpy as np
 
 from edge_mtl.data.bdd import read_bdd
 from edge_mtl.data.generate import write_synthetic
 from edge_mtl.data.labels import ATTRIBUTES, DET_CLASSES
 from edge_mtl.data.synthetic import render_clip, render_scene
+from edge_mtl.data.synthetic_spec import (
+    DISTANCE,
+    FOLLOW,
+    MIN_GAP,
+    VEHICLES,
+    _lane,
+    come_back,
+    lane_traffic,
+    sample_spec,
+)
 
 
 def test_same_seed_same_scene_and_different_seed_differs():
@@ -108,3 +120,47 @@ def test_cache_folder_names_the_generator_version():
 
     name = synthetic_cache_name(7, 100, (360, 640))
     assert name == f"synthetic-v{GENERATOR_VERSION}-s7-n100-360x640"
+
+
+def test_clip_traffic_keeps_lanes_apart_and_follows_at_a_distance() -> None:
+    """In a clip the vehicles of one lane share its speed and keep MIN_GAP apart (none drives
+    through another); the camera's lane moves at the camera's speed from FOLLOW metres on."""
+    checked = 0
+    for seed in range(40):
+        spec = sample_spec(seed)
+        lane_traffic(spec)
+        lanes: dict[int, list] = {}
+        for o in spec.objects:
+            if o.kind in VEHICLES:
+                lanes.setdefault(_lane(spec, o.x), []).append(o)
+        ego = _lane(spec, spec.cam_x)
+        for lane, cars in lanes.items():
+            assert len({o.speed for o in cars}) == 1
+            zs = sorted(o.z for o in cars)
+            assert all(b - a >= MIN_GAP - 1e-9 for a, b in itertools.pairwise(zs))
+            if lane == ego:
+                assert cars[0].speed == 1.0 and zs[0] >= FOLLOW
+            checked += len(cars) > 1
+    assert checked >= 5
+
+
+def test_objects_passing_the_camera_come_back_within_their_distance_range() -> None:
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        spec = sample_spec(seed)
+        lane_traffic(spec)
+        travel = 40.0
+        for o in spec.objects:
+            come_back(spec, o, travel, rng)
+            ahead = o.z - travel * (1 - o.speed)
+            far = DISTANCE[o.kind][1]
+            assert ahead >= 0.75 * far - 1e-9
+            if o.kind not in VEHICLES:
+                assert ahead <= far + 1e-9
+                continue
+            others = [
+                p.z - travel * (1 - p.speed)
+                for p in spec.objects
+                if p is not o and p.kind in VEHICLES and _lane(spec, p.x) == _lane(spec, o.x)
+            ]
+            assert all(abs(ahead - m) >= MIN_GAP - 1e-9 for m in others)
