@@ -14,7 +14,11 @@ A track is born tentative from an unmatched detection of ``score >= new_score`` 
 (given its ID) at its ``min_hits``-th hit; a tentative track that misses a frame is dropped. A
 confirmed track that goes unmatched is *lost*: it keeps being predicted and can be matched again
 (the same ID after a short occlusion) until ``max_lost_s`` seconds have passed since it was last
-seen. Time is the caller's frame time in seconds, so the budget holds at any frame rate.
+seen. A lost track's predicted box drifts from where the object comes back (its velocity was
+learnt from a box shrinking behind an occluder), so it is matched by a *buffered* IoU (Yang et
+al., C-BIoU, 2023): its box and the detections it is compared with are grown on every side by
+``lost_buffer`` times their size per second unseen. Time is the caller's frame time in seconds,
+so the budgets hold at any frame rate.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class TrackerConfig:
     tentative_iou: float = 0.3
     min_hits: int = 2
     max_lost_s: float = 1.0
+    lost_buffer: float = 2.0
     trail_s: float = 1.0
     trail_points: int = 64
 
@@ -76,6 +81,21 @@ class TrackInfo:
             return np.zeros((0, 2), np.float32)
         pts = self.trails[k]
         return pts[~np.isnan(pts[:, 0])]
+
+
+def buffered_iou(a: np.ndarray, b: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes ``a`` (N, 4) and ``b`` (K, 4) -> (N, K), each pair compared with both
+    boxes grown on every side by ``pad[n]`` (N,) times their own width and height."""
+    grow = pad[:, None]
+    wa = a[:, 2:] - a[:, :2]
+    a = np.concatenate([a[:, :2] - grow * wa, a[:, 2:] + grow * wa], 1)  # (N, 4)
+    wb = b[:, 2:] - b[:, :2]
+    lo = b[None, :, :2] - grow[..., None] * wb[None]  # (N, K, 2)
+    hi = b[None, :, 2:] + grow[..., None] * wb[None]
+    side = np.minimum(a[:, None, 2:], hi) - np.maximum(a[:, None, :2], lo)
+    inter = np.prod(np.maximum(side, 0.0), axis=2)
+    union = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None] + np.prod(hi - lo, axis=2) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class Tracker:
@@ -111,8 +131,9 @@ class Tracker:
         scores = np.asarray(scores, np.float64).reshape(-1)
         classes = np.asarray(classes, np.int64).reshape(-1)
         if len(self.mean):
+            self.mean[~self.seen, 6:] = 0.0  # a lost box keeps its size (as BoT-SORT)
             self.mean, self.cov = kalman.predict(self.mean, self.cov)
-        track_of = self._associate(boxes, scores, classes)
+        track_of = self._associate(boxes, scores, classes, t)
         matched = track_of >= 0
         ti = track_of[matched]
         meas = kalman.xyxy_to_cxcywh(boxes)
@@ -132,7 +153,9 @@ class Tracker:
         track_of[births] = self._birth(meas[births], classes[births], t)
         return self._info(track_of, t)
 
-    def _associate(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    def _associate(
+        self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
+    ) -> np.ndarray:
         """The three matching stages; returns each detection's track row (K,), -1 if none."""
         cfg = self.config
         k, n = len(boxes), len(self.mean)
@@ -141,6 +164,10 @@ class Tracker:
             return track_of
         pred = kalman.cxcywh_to_xyxy(self.mean[:, :4])
         cost = 1.0 - box_iou_matrix(pred, boxes)
+        lost = np.flatnonzero(~self.seen)  # confirmed tracks unseen last frame
+        if len(lost) and cfg.lost_buffer > 0:
+            pad = cfg.lost_buffer * np.maximum(t - self.last_t[lost], 0.0)
+            cost[lost] = 1.0 - buffered_iou(pred[lost], boxes, pad)
         cost[self.cls[:, None] != classes[None, :]] = np.inf  # per-class association
         free_t, free_d = np.ones(n, bool), np.ones(k, bool)
         high, confirmed = scores >= cfg.high_score, self.tid >= 0
