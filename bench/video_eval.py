@@ -119,7 +119,8 @@ def _xyxy(xywh: np.ndarray) -> np.ndarray:
 
 
 _METRICS = ["mota", "motp", "idf1", "num_switches", "num_unique_objects", "mostly_tracked",
-            "mostly_lost", "num_false_positives", "num_misses", "num_objects"]  # fmt: skip
+            "mostly_lost", "num_false_positives", "num_misses", "num_objects", "idtp", "idfp",
+            "idfn"]  # fmt: skip
 
 
 def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]) -> dict:
@@ -154,6 +155,7 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
             "mostly_lost": int(r["mostly_lost"]),
             "false_positives": int(r["num_false_positives"]),
             "misses": int(r["num_misses"]),
+            **{k: int(r[k]) for k in ("idtp", "idfp", "idfn")},  # IDF1's counts, for pooling
         }
     return out
 
@@ -228,10 +230,61 @@ def evaluate(run: ClipRun, gt: MotBoxes, info: dict, classes: list[str]) -> dict
     return report
 
 
+def pool(reports: list[dict]) -> dict:
+    """Several clips' reports as one: per class, MOTA and IDF1 from the counts summed over the
+    clips that hold it (each clip weighs by its boxes), HOTA the mean over those clips, ID
+    switches and ground-truth tracks summed; detection mAP and label changes the mean over
+    clips."""
+    out: dict[str, Any] = {"clips": len(reports), "frames": sum(r["frames"] for r in reports)}
+    tracking: dict[str, dict] = {}
+    for r in reports:
+        for name, s in (r["tracking"] or {}).items():
+            tracking.setdefault(name, []).append(s)  # type: ignore[arg-type]
+    out["tracking"] = {name: _pool_class(rows) for name, rows in tracking.items()} or None
+    out["detection"] = {
+        k: _num(np.mean([r["detection"][k] or 0.0 for r in reports])) for k in ("map50", "map")
+    }
+    flick: dict[str, dict[str, list[float]]] = {}
+    for r in reports:
+        for task, f in r["flicker"].items():
+            for k in ("raw", "smoothed", "truth"):
+                if k in f:
+                    flick.setdefault(task, {}).setdefault(k, []).append(f[k])
+    out["flicker"] = {t: {k: round(float(np.mean(v)), 3) for k, v in f.items()}
+                      for t, f in flick.items()}  # fmt: skip
+    return out
+
+
+def _pool_class(rows: list[dict]) -> dict:
+    total = {k: sum(r[k] for r in rows) for k in ("gt_boxes", "false_positives", "misses",
+             "id_switches", "gt_tracks", "idtp", "idfp", "idfn", "mostly_tracked",
+             "mostly_lost")}  # fmt: skip
+    errors = total["false_positives"] + total["misses"] + total["id_switches"]
+    id_all = 2 * total["idtp"] + total["idfp"] + total["idfn"]
+    mean = {k: _num(np.mean([r[k] for r in rows if r[k] is not None] or [np.nan]))
+            for k in ("hota", "deta", "assa")}  # fmt: skip
+    return {
+        "clips": len(rows),
+        **mean,
+        "mota": _num(1 - errors / total["gt_boxes"]) if total["gt_boxes"] else None,
+        "idf1": _num(2 * total["idtp"] / id_all) if id_all else None,
+        "id_switches_per_100": _num(100 * total["id_switches"] / total["gt_tracks"])
+        if total["gt_tracks"]
+        else None,
+        **total,
+    }
+
+
 def table(report: dict) -> str:
     """The report as the lines ``eval-video`` prints."""
-    lines = [f"{report['frames']} frames; detection mAP@0.5 {report['detection']['map50']}, "
+    head = f"{report['frames']} frames; "
+    if "clips" in report:
+        head = f"pooled over {report['clips']} clips, {report['frames']} frames; mean "
+    lines = [f"{head}detection mAP@0.5 {report['detection']['map50']}, "
              f"mAP@0.5:0.95 {report['detection']['map']}"]  # fmt: skip
+    if "clips" in report:
+        lines.append("MOTA and IDF1 from the counts summed over the clips; HOTA, DetA, AssA and "
+                     "label changes the mean over clips")  # fmt: skip
     if report["tracking"]:
         heads = " ".join(f"{x:>7}" for x in ("HOTA", "DetA", "AssA", "MOTA", "IDF1"))
         lines.append(f"{'class':<14} {heads} {'IDsw':>5} {'IDsw/100':>9} {'GT tracks':>9} "
@@ -249,6 +302,21 @@ def table(report: dict) -> str:
         ]
         lines.append(f"{name} label changes per 100 frames: " + ", ".join(parts))
     return os.linesep.join(lines)
+
+
+def clip_line(report: dict) -> str:
+    """One clip of a multi-clip run in one line: frames, mAP@0.5 and the all-class scores."""
+    a = (report["tracking"] or {}).get("all")
+    scores = (
+        ""
+        if a is None
+        else (
+            f", MOTA {_f(a['mota'])}, IDF1 {_f(a['idf1'])}, HOTA {_f(a['hota'])}, "
+            f"ID switches {a['id_switches']} / {a['gt_tracks']} GT tracks"
+        )
+    )
+    head = f"{report['video']}: {report['frames']} frames"
+    return f"{head}, mAP@0.5 {report['detection']['map50']}{scores}"
 
 
 def _f(v: float | None) -> str:

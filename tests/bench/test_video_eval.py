@@ -62,6 +62,37 @@ def test_a_perfect_tracker_scores_one_and_swapped_ids_score_less() -> None:
     assert tracking_scores(gt, wrong_class, 20, classes)["all"]["idf1"] == 0.0
 
 
+def test_pooled_clips_sum_the_counts_behind_mota_and_idf1() -> None:
+    pytest.importorskip("motmetrics")
+    from edge_mtl.bench.video_eval import pool, tracking_scores
+
+    gt, classes = _truth(), ["car", "truck", "bus", "person"]
+    swapped_ids = gt.ids.copy()
+    late = gt.frame > 10
+    swapped_ids[late & (gt.ids == 1)], swapped_ids[late & (gt.ids == 2)] = 2, 1
+    swapped = MotBoxes(gt.frame, swapped_ids, gt.boxes, gt.conf, gt.classes, gt.visibility)
+
+    def report(hyp: MotBoxes, raw: float) -> dict:
+        return {
+            "frames": 20,
+            "tracking": tracking_scores(gt, hyp, 20, classes),
+            "detection": {"map50": 0.5, "map": 0.25},
+            "flicker": {"weather": {"raw": raw}},
+        }
+
+    pooled = pool([report(gt, 1.0), report(swapped, 3.0)])
+    car = pooled["tracking"]["car"]
+    assert car["clips"] == 2 and car["gt_boxes"] == 80 and car["gt_tracks"] == 4
+    assert car["mota"] == pytest.approx(1 - 2 / 80)  # the 2 switches of 80 boxes
+    assert car["idf1"] == pytest.approx(2 * 60 / (2 * 60 + 20 + 20))  # 40 + 20 ID-true boxes
+    assert car["id_switches_per_100"] == pytest.approx(50.0)
+    assert car["hota"] == pytest.approx(
+        np.mean([1.0, report(swapped, 0)["tracking"]["car"]["hota"]])
+    )
+    assert pooled["frames"] == 40 and pooled["flicker"]["weather"]["raw"] == 2.0
+    assert pooled["detection"] == {"map50": 0.5, "map": 0.25}
+
+
 def test_flicker_counts_changes_per_100_frames() -> None:
     assert changes_per_100(["a"] * 50 + ["b"] * 50) == 1.0
     assert changes_per_100(["a", "b"] * 10) == 95.0
@@ -108,6 +139,27 @@ def test_eval_video_runs_end_to_end_on_a_tiny_model(tmp_path, models, capsys) ->
     assert report["flicker"]["weather"]["truth"] == 0.0  # a clip keeps its weather
     printed = capsys.readouterr().out
     assert "MOTA" in printed and "weather label changes per 100 frames" in printed
+
+
+def test_eval_video_pools_several_clips(tmp_path, models, capsys) -> None:
+    pytest.importorskip("motmetrics")
+    from edge_mtl.cli import main
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for seed, clip in enumerate(clips):
+        argv = ["synth", "--video", str(clip), "--frames", "8", "--size", "64", "64"]
+        assert main([*argv, "--seed", str(seed)]) == 0
+    out = tmp_path / "r.json"
+    argv = ["eval-video", "--model", str(models["dense"]), "--video", *map(str, clips)]
+    assert main([*argv, "--provider", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [c["video"] for c in report["clips"]] == [str(c) for c in clips]
+    assert report["pooled"]["clips"] == 2 and report["pooled"]["frames"] == 16
+    printed = capsys.readouterr().out
+    assert printed.count(" frames, mAP@0.5 ") == 2 and "pooled over 2 clips, 16 frames" in printed
+    one = ["eval-video", "--model", str(models["dense"]), "--gt", str(tmp_path / "a.gt.txt")]
+    assert main([*one, "--video", *map(str, clips)]) == 2
+    assert "give them with one --video" in capsys.readouterr().err
 
 
 def test_eval_video_without_ground_truth_is_a_one_line_error(tmp_path, models, capsys) -> None:
