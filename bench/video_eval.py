@@ -236,14 +236,12 @@ def pool(reports: list[dict]) -> dict:
     switches and ground-truth tracks summed; detection mAP and label changes the mean over
     clips."""
     out: dict[str, Any] = {"clips": len(reports), "frames": sum(r["frames"] for r in reports)}
-    tracking: dict[str, dict] = {}
+    tracking: dict[str, list[dict]] = {}
     for r in reports:
         for name, s in (r["tracking"] or {}).items():
-            tracking.setdefault(name, []).append(s)  # type: ignore[arg-type]
+            tracking.setdefault(name, []).append(s)
     out["tracking"] = {name: _pool_class(rows) for name, rows in tracking.items()} or None
-    out["detection"] = {
-        k: _num(np.mean([r["detection"][k] or 0.0 for r in reports])) for k in ("map50", "map")
-    }
+    out["detection"] = {k: _mean([r["detection"][k] for r in reports]) for k in ("map50", "map")}
     flick: dict[str, dict[str, list[float]]] = {}
     for r in reports:
         for task, f in r["flicker"].items():
@@ -261,8 +259,7 @@ def _pool_class(rows: list[dict]) -> dict:
              "mostly_lost")}  # fmt: skip
     errors = total["false_positives"] + total["misses"] + total["id_switches"]
     id_all = 2 * total["idtp"] + total["idfp"] + total["idfn"]
-    mean = {k: _num(np.mean([r[k] for r in rows if r[k] is not None] or [np.nan]))
-            for k in ("hota", "deta", "assa")}  # fmt: skip
+    mean = {k: _mean([r[k] for r in rows]) for k in ("hota", "deta", "assa")}
     return {
         "clips": len(rows),
         **mean,
@@ -317,6 +314,12 @@ def clip_line(report: dict) -> str:
     )
     head = f"{report['video']}: {report['frames']} frames"
     return f"{head}, mAP@0.5 {report['detection']['map50']}{scores}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None (None if none is)."""
+    known = [v for v in values if v is not None]
+    return _num(float(np.mean(known))) if known else None
 
 
 def _f(v: float | None) -> str:

@@ -14,11 +14,12 @@ A track is born tentative from an unmatched detection of ``score >= new_score`` 
 (given its ID) at its ``min_hits``-th hit; a tentative track that misses a frame is dropped. A
 confirmed track that goes unmatched is *lost*: it keeps being predicted and can be matched again
 (the same ID after a short occlusion) until ``max_lost_s`` seconds have passed since it was last
-seen. A lost track's predicted box drifts from where the object comes back (its velocity was
-learnt from a box shrinking behind an occluder), so it is matched by a *buffered* IoU (Yang et
-al., C-BIoU, 2023): its box and the detections it is compared with are grown on every side by
-``lost_buffer`` times their size per second unseen. Time is the caller's frame time in seconds,
-so the budgets hold at any frame rate.
+seen. A lost track's predicted box drifts from where the object comes back (an approaching
+object speeds up in the image, and a box shrinking behind an occluder teaches a false velocity),
+so it keeps its size and is matched by a *buffered* IoU (Yang et al., C-BIoU, 2023): its box and
+the detections it is compared with are grown on every side by ``lost_buffer`` times their size
+per second unseen. Time is the caller's frame time in seconds, so the budgets hold at any frame
+rate.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class TrackerConfig:
     0.2): at 10 FPS a car passing close moves a third of its width per frame, and on a
     generated 600-frame clip with its true boxes as detections the lower floor cut ID switches
     from 20 to 14 at the same MOTA. ``lost_buffer`` grows a lost track's box (and the boxes it
-    is compared with) by that many times its size per second unseen: 2 halved the ID switches
-    of the demo model on generated clips; 4 and more join the wrong boxes.
+    is compared with) by that many times its size per second unseen: on ten generated clips 2
+    cut the demo model's ID switches from 75 to 42, and 1, 3 and 4 gave 46, 48 and 50.
     """
 
     high_score: float = 0.5
