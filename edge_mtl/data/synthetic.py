@@ -32,6 +32,7 @@ from edge_mtl.data.synthetic_spec import (
     SceneSpec,
     _Obj,
     come_back,
+    lane_index,
     lane_traffic,
     sample_spec,
 )
@@ -143,9 +144,8 @@ def _edges(cam: _Camera, x0: float, x1: float, zs: np.ndarray) -> np.ndarray:
 
 
 def _ego_lane(spec: SceneSpec) -> tuple[float, float]:
-    """Lateral span (metres) of the lane the camera is in: lane i spans
-    [(i - lanes/2) * LANE_W, (i + 1 - lanes/2) * LANE_W]."""
-    i = min(max(math.floor(spec.cam_x / LANE_W + spec.lanes / 2), 0), spec.lanes - 1)
+    """Lateral span (metres) of the lane the camera is in."""
+    i = lane_index(spec, spec.cam_x)
     return (i - spec.lanes / 2) * LANE_W, (i + 1 - spec.lanes / 2) * LANE_W
 
 

@@ -219,18 +219,20 @@ def _sample_objects(spec: SceneSpec, rng: np.random.Generator) -> None:
 # ------------------------------------------------------------------- motion in clips
 
 
-def _lane(spec: SceneSpec, x: float) -> int:
-    return int(np.clip(round(x / LANE_W + (spec.lanes - 1) / 2), 0, spec.lanes - 1))
+def lane_index(spec: SceneSpec, x: float) -> int:
+    """The lane (0 = leftmost) at lateral offset ``x`` metres: lane i spans
+    [(i - lanes/2) * LANE_W, (i + 1 - lanes/2) * LANE_W]; beyond the road, the nearest one."""
+    return min(max(math.floor(x / LANE_W + spec.lanes / 2), 0), spec.lanes - 1)
 
 
 def lane_traffic(spec: SceneSpec) -> None:
     """Give the vehicles of each lane the speed of its nearest one and space them ``MIN_GAP``
     apart, nearest first; in the camera's lane, the camera's speed, from ``FOLLOW`` on."""
-    ego = _lane(spec, spec.cam_x)
+    ego = lane_index(spec, spec.cam_x)
     speeds: dict[int, float] = {ego: 1.0}
     last: dict[int, float] = {ego: FOLLOW - MIN_GAP}
     for o in sorted((o for o in spec.objects if o.kind in VEHICLES), key=lambda o: o.z):
-        lane = _lane(spec, o.x)
+        lane = lane_index(spec, o.x)
         o.speed = speeds.setdefault(lane, o.speed)
         if lane in last:
             o.z = max(o.z, last[lane] + MIN_GAP)
@@ -242,11 +244,11 @@ def come_back(spec: SceneSpec, o: _Obj, travel: float, rng: np.random.Generator)
     far = DISTANCE[o.kind][1]
     ahead = float(rng.uniform(0.75 * far, far))
     if o.kind in VEHICLES:
-        lane = _lane(spec, o.x)
+        lane = lane_index(spec, o.x)
         mates = sorted(
             p.z - travel * (1 - p.speed)
             for p in spec.objects
-            if p is not o and p.kind in VEHICLES and _lane(spec, p.x) == lane
+            if p is not o and p.kind in VEHICLES and lane_index(spec, p.x) == lane
         )
         for m in mates:  # nearest first: each push only moves it further out
             if abs(ahead - m) < MIN_GAP:

@@ -11,8 +11,8 @@ from edge_mtl.data.synthetic_spec import (
     FOLLOW,
     MIN_GAP,
     VEHICLES,
-    _lane,
     come_back,
+    lane_index,
     lane_traffic,
     sample_spec,
 )
@@ -132,8 +132,8 @@ def test_clip_traffic_keeps_lanes_apart_and_follows_at_a_distance() -> None:
         lanes: dict[int, list] = {}
         for o in spec.objects:
             if o.kind in VEHICLES:
-                lanes.setdefault(_lane(spec, o.x), []).append(o)
-        ego = _lane(spec, spec.cam_x)
+                lanes.setdefault(lane_index(spec, o.x), []).append(o)
+        ego = lane_index(spec, spec.cam_x)
         for lane, cars in lanes.items():
             assert len({o.speed for o in cars}) == 1
             zs = sorted(o.z for o in cars)
@@ -161,6 +161,8 @@ def test_objects_passing_the_camera_come_back_within_their_distance_range() -> N
             others = [
                 p.z - travel * (1 - p.speed)
                 for p in spec.objects
-                if p is not o and p.kind in VEHICLES and _lane(spec, p.x) == _lane(spec, o.x)
+                if p is not o
+                and p.kind in VEHICLES
+                and lane_index(spec, p.x) == lane_index(spec, o.x)
             ]
             assert all(abs(ahead - m) >= MIN_GAP - 1e-9 for m in others)
