@@ -148,7 +148,7 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
             "motp_iou": _num(1 - r["motp"]) if np.isfinite(r["motp"]) else None,
             "idf1": _num(r["idf1"]),
             "id_switches": int(r["num_switches"]),
-            "id_switches_per_100": _num(100 * r["num_switches"] / n_gt) if n_gt else None,
+            "id_switches_per_100": _per_100(r["num_switches"], n_gt),
             "gt_tracks": n_gt,
             "gt_boxes": int(r["num_objects"]),
             "mostly_tracked": int(r["mostly_tracked"]),
@@ -158,6 +158,11 @@ def tracking_scores(gt: MotBoxes, hyp: MotBoxes, frames: int, classes: list[str]
             **{k: int(r[k]) for k in ("idtp", "idfp", "idfn")},  # IDF1's counts, for pooling
         }
     return out
+
+
+def _per_100(switches: int, tracks: int) -> float | None:
+    """ID switches per 100 ground-truth tracks (None without tracks)."""
+    return _num(100 * switches / tracks) if tracks else None
 
 
 def _num(v: float) -> float | None:
@@ -265,9 +270,7 @@ def _pool_class(rows: list[dict]) -> dict:
         **mean,
         "mota": _num(1 - errors / total["gt_boxes"]) if total["gt_boxes"] else None,
         "idf1": _num(2 * total["idtp"] / id_all) if id_all else None,
-        "id_switches_per_100": _num(100 * total["id_switches"] / total["gt_tracks"])
-        if total["gt_tracks"]
-        else None,
+        "id_switches_per_100": _per_100(total["id_switches"], total["gt_tracks"]),
         **total,
     }
 
