@@ -47,8 +47,8 @@ def _add_tuning(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--track-lost", type=float, default=1.0, metavar="S",
-        help="--track: a track unseen for S seconds ends; within S it keeps its ID when seen "
-        "again (default 1.0)",
+        help="--track: a track unseen for S seconds ends (2 S if it was seen hidden behind a "
+        "nearer box); until then it keeps its ID when seen again (default 1.0)",
     )  # fmt: skip
 
 

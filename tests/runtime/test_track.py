@@ -240,3 +240,40 @@ def test_buffered_iou_without_padding_is_the_iou() -> None:
     assert buffered_iou(*far, np.array([0.0]))[0, 0] == 0
     assert buffered_iou(*far, np.array([0.5]))[0, 0] == 0  # grown to 20 x 20: just touching
     assert buffered_iou(*far, np.array([1.0]))[0, 0] == pytest.approx(300 / 1500)  # 30 x 30
+
+
+def test_a_lost_track_passing_over_a_seen_one_does_not_take_its_box() -> None:
+    """Car A stands still, its box size wavering; car B drives left along the same row and is
+    lost 0.3 s before its prediction crosses A. Grown by the buffer, B's box would outbid A's
+    own track for A's box; seen tracks choose first, so A keeps its ID throughout."""
+    tr = Tracker()
+    a_ids = []
+    for f in range(30):
+        w = 20.0 if f % 2 else 24.0
+        boxes, classes = [_box(100, 50, w, w)], [0]
+        if f < 10:
+            boxes.append(_box(200 - 5 * f, 50))
+            classes.append(0)
+        a_ids.append(_step(tr, boxes, [0.9] * len(boxes), classes, f / 30)[0])
+    assert set(a_ids) == {1}
+
+
+def _behind(truck_bottom: float | None, config: TrackerConfig | None = None) -> set[int]:
+    """A car (20 px, bottom edge at y 110) drives right at 2 px a frame (30 FPS) and is out of
+    sight for 1.5 s (frames 10-54). ``truck_bottom``: a truck's box spans x 80-200 with its
+    bottom edge there (None: no truck). Returns the IDs the car was given."""
+    tr, ids = Tracker(config), set()
+    for f in range(70):
+        car = [] if 10 <= f < 55 else [_box(60 + 2 * f, 100)]
+        truck = [] if truck_bottom is None else [[80.0, truck_bottom - 90, 200.0, truck_bottom]]
+        classes = [0] * len(car) + [1] * len(truck)
+        out = _step(tr, car + truck, [0.9] * len(classes), classes, f / 30)
+        ids.update(out[: len(car)])
+    return ids - {-1}
+
+
+def test_a_car_hidden_behind_a_nearer_truck_keeps_its_id_for_longer() -> None:
+    assert _behind(140.0) == {1}  # the truck is nearer (lower bottom edge): twice the 1 s
+    assert _behind(140.0, TrackerConfig(hidden_factor=1.0)) == {1, 3}  # truck is #2
+    assert _behind(None) == {1, 2}  # gone in the open: 1 s budget
+    assert _behind(100.0) == {1, 3}  # a farther truck hides nothing
