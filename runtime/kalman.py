@@ -3,8 +3,11 @@
 State per track (8,): box centre ``cx, cy``, width ``w``, height ``h`` in frame pixels and their
 velocities in pixels per processed frame; a measurement (4,) is ``cx, cy, w, h``. The noise
 follows ByteTrack/BoT-SORT (xywh variant): standard deviations proportional to the box size, so
-near and far objects get the same relative uncertainty. Every function takes and returns
-stacked arrays: means (N, 8) float64, covariances (N, 8, 8), measurements (N, 4).
+near and far objects get the same relative uncertainty; the velocity noise is 4x theirs, since
+on a road near objects speed up and grow in the image (a pedestrian or a sign passing the
+camera), and a velocity that lags lets the track of a near box take the box it passes. Every
+function takes and returns stacked arrays: means (N, 8) float64, covariances (N, 8, 8),
+measurements (N, 4).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 STD_POSITION = 1.0 / 20  # position noise, share of the box's width/height
-STD_VELOCITY = 1.0 / 160  # velocity noise, share of the box's width/height per frame
+STD_VELOCITY = 1.0 / 40  # velocity noise, share of the box's width/height per frame
 
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)  # x' = x + v (one step = one processed frame)
