@@ -97,6 +97,12 @@ class TrackInfo:
         return pts[~np.isnan(pts[:, 0])]
 
 
+def _overlap(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
+    """Intersection areas of boxes given by their corners (..., 2), broadcast together."""
+    side = np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b)
+    return np.prod(np.maximum(side, 0.0), axis=-1)
+
+
 def buffered_iou(a: np.ndarray, b: np.ndarray, pad: np.ndarray) -> np.ndarray:
     """IoU of xyxy boxes ``a`` (N, 4) and ``b`` (K, 4) -> (N, K), each pair compared with both
     boxes grown on every side by ``pad[n]`` (N,) times their own width and height."""
@@ -106,8 +112,7 @@ def buffered_iou(a: np.ndarray, b: np.ndarray, pad: np.ndarray) -> np.ndarray:
     wb = b[:, 2:] - b[:, :2]
     lo = b[None, :, :2] - grow[..., None] * wb[None]  # (N, K, 2)
     hi = b[None, :, 2:] + grow[..., None] * wb[None]
-    side = np.minimum(a[:, None, 2:], hi) - np.maximum(a[:, None, :2], lo)
-    inter = np.prod(np.maximum(side, 0.0), axis=2)
+    inter = _overlap(a[:, None, :2], a[:, None, 2:], lo, hi)
     union = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None] + np.prod(hi - lo, axis=2) - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
@@ -215,10 +220,9 @@ class Tracker:
         if len(lost) == 0 or len(boxes) == 0:
             return
         pred = kalman.cxcywh_to_xyxy(self.mean[lost, :4])
-        side = np.minimum(pred[:, None, 2:], boxes[None, :, 2:])
-        side -= np.maximum(pred[:, None, :2], boxes[None, :, :2])
-        inter = np.prod(np.maximum(side, 0.0), axis=2)  # (L, K)
-        inter[boxes[None, :, 3] < pred[:, None, 3]] = 0.0  # only a box in front hides one
+        p, b = pred[:, None], boxes[None]
+        inter = _overlap(p[..., :2], p[..., 2:], b[..., :2], b[..., 2:])  # (L, K)
+        inter[b[..., 3] < p[..., 3]] = 0.0  # only a box in front hides one
         area = np.prod(np.maximum(pred[:, 2:] - pred[:, :2], 1e-9), axis=1)
         self.hidden[lost[inter.max(axis=1) >= _HIDDEN_COVER * area]] = True
 
