@@ -153,7 +153,8 @@ class Tracker:
         if len(self.mean):
             self.mean[~self.seen, 6:] = 0.0  # a lost box keeps its size (as BoT-SORT)
             self.mean, self.cov = kalman.predict(self.mean, self.cov)
-        track_of = self._associate(boxes, scores, classes, t)
+        pred = kalman.cxcywh_to_xyxy(self.mean[:, :4])  # this frame's predicted boxes
+        track_of = self._associate(pred, boxes, scores, classes, t)
         matched = track_of >= 0
         ti = track_of[matched]
         meas = kalman.xyxy_to_cxcywh(boxes)
@@ -162,7 +163,7 @@ class Tracker:
         self.last[ti], self.last_t[ti] = self.frame, t
         self.seen[:] = False
         self.seen[ti] = True
-        self._mark_hidden(boxes)
+        self._mark_hidden(pred, boxes)
         self.trail_xy[ti, :-1], self.trail_t[ti, :-1] = self.trail_xy[ti, 1:], self.trail_t[ti, 1:]
         self.trail_xy[ti, -1], self.trail_t[ti, -1] = meas[matched, :2], t
         ripe = ti[(self.tid[ti] < 0) & (self.hits[ti] >= cfg.min_hits)]
@@ -175,15 +176,15 @@ class Tracker:
         return self._info(track_of, t)
 
     def _associate(
-        self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
+        self, pred: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
     ) -> np.ndarray:
-        """The four matching stages; returns each detection's track row (K,), -1 if none."""
+        """The four matching stages of the tracks' predicted boxes ``pred`` (N, 4) xyxy and the
+        detections; returns each detection's track row (K,), -1 if none."""
         cfg = self.config
         k, n = len(boxes), len(self.mean)
         track_of = np.full(k, -1, np.int64)
         if k == 0 or n == 0:
             return track_of
-        pred = kalman.cxcywh_to_xyxy(self.mean[:, :4])
         cost = 1.0 - box_iou_matrix(pred, boxes)
         lost = np.flatnonzero(~self.seen)  # confirmed tracks unseen last frame
         if len(lost) and cfg.lost_buffer > 0:
@@ -212,14 +213,15 @@ class Tracker:
         self.tid[rows] = np.arange(self.next_id, self.next_id + len(rows))
         self.next_id += len(rows)
 
-    def _mark_hidden(self, boxes: np.ndarray) -> None:
-        """Flag the lost tracks whose predicted box this frame's ``boxes`` (K, 4) xyxy cover
-        by at least ``_HIDDEN_COVER`` with a single nearer box; a seen track is not hidden."""
+    def _mark_hidden(self, pred: np.ndarray, boxes: np.ndarray) -> None:
+        """Flag the lost tracks whose predicted box (``pred`` (N, 4) xyxy) this frame's
+        ``boxes`` (K, 4) cover by at least ``_HIDDEN_COVER`` with a single nearer box; a seen
+        track is not hidden."""
         self.hidden[self.seen] = False
         lost = np.flatnonzero(~self.seen)
         if len(lost) == 0 or len(boxes) == 0:
             return
-        pred = kalman.cxcywh_to_xyxy(self.mean[lost, :4])
+        pred = pred[lost]
         p, b = pred[:, None], boxes[None]
         inter = _overlap(p[..., :2], p[..., 2:], b[..., :2], b[..., 2:])  # (L, K)
         inter[b[..., 3] < p[..., 3]] = 0.0  # only a box in front hides one
