@@ -306,17 +306,12 @@ def table(report: dict) -> str:
 
 def clip_line(report: dict) -> str:
     """One clip of a multi-clip run in one line: frames, mAP@0.5 and the all-class scores."""
+    line = f"{report['video']}: {report['frames']} frames, mAP@0.5 {report['detection']['map50']}"
     a = (report["tracking"] or {}).get("all")
-    scores = (
-        ""
-        if a is None
-        else (
-            f", MOTA {_f(a['mota'])}, IDF1 {_f(a['idf1'])}, HOTA {_f(a['hota'])}, "
-            f"ID switches {a['id_switches']} / {a['gt_tracks']} GT tracks"
-        )
-    )
-    head = f"{report['video']}: {report['frames']} frames"
-    return f"{head}, mAP@0.5 {report['detection']['map50']}{scores}"
+    if a is not None:
+        line += (f", MOTA {_f(a['mota'])}, IDF1 {_f(a['idf1'])}, HOTA {_f(a['hota'])}, "
+                 f"ID switches {a['id_switches']} / {a['gt_tracks']} GT tracks")  # fmt: skip
+    return line
 
 
 def _mean(values: list[float | None]) -> float | None:
