@@ -211,10 +211,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_mtl.runtime.engine import Engine, EngineConfig, OVPrecision
     from edge_mtl.runtime.session import RunSession
     from edge_mtl.runtime.sinks import display_available
+    from edge_mtl.runtime.sources import check_source
 
     _check_args(args)
     web = live_view(args)  # --serve: address, token and limits checked before the model loads
     streams = stream_specs(args.source, args.sources)
+    for _, spec in streams:
+        check_source(spec)
     names = [name for name, _ in streams]
     jsonl = stream_outputs(args.jsonl, "--jsonl", ".jsonl", names)
     save = stream_outputs(args.save, "--save", ".mp4", names)

@@ -455,6 +455,17 @@ def _images_in(paths: list[str]) -> list[Path]:
     )
 
 
+def check_source(spec: str) -> None:
+    """Raise :func:`open_source`'s :class:`InputError` for a missing file, folder or glob without
+    opening anything (``run`` checks before a TensorRT engine's minutes-long build)."""
+    if spec.isdigit() or spec.lower().startswith(URL_SCHEMES) or Path(spec).exists():
+        return
+    if not _is_glob(spec):
+        raise InputError(f"source {spec}: no such file, folder, camera index or URL")
+    if not _images_in(globlib.glob(spec)):
+        raise InputError(f"source {spec}: no image files found")
+
+
 def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
     """Open ``spec``: a camera index (``"0"``), an RTSP/HTTP(S) URL, an image file, a folder of
     images, a glob of images (``"frames/*.png"``) or a video file. Raises :class:`InputError`

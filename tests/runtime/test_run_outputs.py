@@ -142,6 +142,14 @@ def test_failed_runs_leave_no_files(cwd, models, kit, capsys):
     assert _files(cwd) == {"bad.jpg", "clip.mp4"}
 
 
+def test_missing_source_is_reported_before_the_model_loads(cwd, capsys):
+    (cwd / "model.onnx").write_bytes(b"not a model")
+    assert _run(cwd / "model.onnx", "missing.mp4") == 2
+    err = capsys.readouterr().err
+    assert "source missing.mp4: no such file, folder, camera index or URL" in err
+    assert "ONNX" not in err
+
+
 def test_save_one_image_file_refused_for_several_images(cwd, models, kit, capsys):
     (cwd / "imgs").mkdir()
     for i in range(2):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_mtl.runtime.errors import InputError, RuntimeFailure
-from edge_mtl.runtime.sources import LiveSource, iter_frames, open_source
+from edge_mtl.runtime.sources import LiveSource, check_source, iter_frames, open_source
 
 
 def test_image_folder_glob_and_single_image(tmp_path, kit) -> None:
@@ -46,6 +46,27 @@ def test_unopenable_sources(tmp_path, monkeypatch, spec) -> None:
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(InputError, match="source "):
         open_source(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("missing.mp4", "source missing.mp4: no such file, folder, camera index or URL"),
+        ("no/such/dir/*.png", "source no/such/dir/\\*.png: no image files found"),
+    ],
+)
+def test_check_source_names_what_open_source_would(tmp_path, monkeypatch, spec, error) -> None:
+    monkeypatch.chdir(tmp_path)
+    for check in (check_source, open_source):
+        with pytest.raises(InputError, match=f"^{error}$"):
+            check(spec)
+
+
+def test_check_source_passes_what_it_cannot_judge_without_opening(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"")  # decoding is open_source's and read's job
+    for spec in ("0", "rtsp://127.0.0.1:8554/cam", "HTTP://127.0.0.1/x", "a.png", ".", "*.png"):
+        check_source(spec)
 
 
 def test_live_source_keeps_only_newest_frame(kit) -> None:
