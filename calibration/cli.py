@@ -128,7 +128,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     )
     for stratum, n in cal.get("strata", {}).items():
         print(f"  {stratum:<28} {n:>5}")
-    print(f"float tail (decode, kept float): {len(res.float_tail)} nodes")
+    print(f"float tail (decode, attention softmax; kept float): {len(res.float_tail)} nodes")
     if qc.auto:
         steps = ", ".join(f"{k} kept -> {d:.2f} pts" for k, d in res.search)
         where = f"tolerance {qc.tolerance:g} pts, provider {qc.eval_provider.value}"

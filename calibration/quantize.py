@@ -6,7 +6,9 @@ Steps: refuse a model that is already quantized; pick a condition-balanced calib
 passes (the sensitivity search, :mod:`edge_mtl.calibration.search`) only re-quantize. The
 decode tail - every node after the last Conv/Gemm on the way to an output (reshape, sigmoid, box
 arithmetic, concat; a segment task's upsampling and argmax) - stays float: it costs nothing to
-run and 8 bits cannot hold pixel coordinates up to the input width.
+run and 8 bits cannot hold pixel coordinates up to the input width. So does a softmax whose
+output weights a sum (attention pooling): its few hundred weights of about 1/400 each fall
+below an 8-bit step of 1/255.
 
 The same QDQ file serves TensorRT (explicit quantization) when quantized with
 ``Target.TENSORRT`` (symmetric int8 activations, which TensorRT requires). Accuracy (and the
@@ -194,6 +196,20 @@ def check_no_nms(proto: onnx.ModelProto, meta: ModelMeta, path: Path) -> None:
         )
 
 
+def attention_softmax(proto: onnx.ModelProto) -> list[str]:
+    """Names of Softmax nodes read by a weighted op (MatMul/Einsum/Gemm): attention weights,
+    kept float (see the module docstring) for a few microseconds."""
+    readers: dict[str, set[str]] = {}
+    for n in proto.graph.node:
+        for t in n.input:
+            readers.setdefault(t, set()).add(n.op_type)
+    return [
+        n.name
+        for n in proto.graph.node
+        if n.op_type == "Softmax" and readers.get(n.output[0], set()) & WEIGHTED_OPS
+    ]
+
+
 def float_tail(proto: onnx.ModelProto) -> list[str]:
     """Names of nodes after the last weighted op (Conv/Gemm/MatMul) on every path to a graph
     output: they only reshape, activate and decode, so they stay float at no speed cost."""
@@ -284,7 +300,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="edge_mtl_quant.") as tmp:
         work = Path(tmp)
         q = Quantizer(qc, fp32, reader, work)
-        tail = float_tail(q.pre_proto)
+        tail = float_tail(q.pre_proto) + attention_softmax(q.pre_proto)
         explicit = [] if qc.auto else list(qc.exclude)
         unknown = [n for n in explicit if n not in q.node_names]
         if unknown:

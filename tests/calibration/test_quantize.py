@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_mtl.bench.env import probe_provider
-from edge_mtl.calibration.quantize import QuantizeConfig, float_tail, quantize
+from edge_mtl.calibration.quantize import QuantizeConfig, attention_softmax, float_tail, quantize
 from edge_mtl.calibration.reader import CalibrationReader
 from edge_mtl.cli import main
 from edge_mtl.data.bdd import read_bdd
@@ -83,6 +83,15 @@ def test_decode_tail_stays_float(quantized, fp32_onnx):
                    for i in node.input)  # fmt: skip
     tail = float_tail(onnx.load(str(fp32_onnx)))
     assert any("sigmoid" in n for n in tail) and quantized.float_tail
+
+
+def test_attention_softmax_stays_float(quantized, fp32_onnx):
+    """The regression head's attention weights (about 1/(h*w) each) never pass through 8 bits."""
+    assert len(attention_softmax(onnx.load(str(fp32_onnx)))) == 1  # the regress head's pooling
+    proto = onnx.load(str(quantized.path))
+    (soft,) = [n for n in proto.graph.node if n.op_type == "Softmax"]
+    readers = [n.op_type for n in proto.graph.node if soft.output[0] in n.input]
+    assert readers and "QuantizeLinear" not in readers
 
 
 def test_int8_outputs_agree_with_fp32(quantized, fp32_onnx, scenes):
