@@ -62,6 +62,7 @@ def agreement(ref: Predictions, other: Predictions, meta: ModelMeta) -> dict[str
 
 
 _POINTS = (" acc", " mIoU", " IoU")  # metric rows in points where higher is better
+_METRICS = (*_POINTS, " MAE")  # every task metric row besides detection's
 
 
 @dataclass
@@ -81,10 +82,10 @@ class AccuracyReport:
     label_std: dict[str, float] = field(default_factory=dict)
 
     def max_drop(self, label: str) -> float:
-        """Largest loss of ``label`` against the reference over detection mAP@0.5, the
-        classification accuracies and the segment tasks' mIoU and IoU, in points; without
-        labels 100 minus the lowest agreement."""
-        gated = [r for r in self.table if r == "det mAP@0.5" or r.endswith(_POINTS)]
+        """Largest loss of ``label`` against the reference over every metric :meth:`flagged`
+        judges (detection mAP, accuracies, IoUs, MAE as a share of the label's spread), in
+        points; without labels 100 minus the lowest agreement."""
+        gated = [r for r in self.table if r.startswith("det mAP@") or r.endswith(_METRICS)]
         if gated:
             drops = [self.loss(r, label) for r in gated]
             return max([d for d in drops if d is not None] or [0.0])

@@ -320,7 +320,7 @@ def quantize(
         chosen, kept, search = base, explicit, []
         if qc.auto and report is not None:
             chosen, kept, report, search = search_exclusions(
-                q, base, tail, judge, fp32, preds, report
+                q, meta, base, tail, judge, fp32, preds, report
             )
         final = _finish(chosen, out, meta, qc, selection.summary, q.reduce_range, kept, tail)
         timed = {"fp32": fp32, "int8": out}

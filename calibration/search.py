@@ -1,11 +1,14 @@
 """``quantize --exclude auto``: which nodes to keep float so INT8 stays within tolerance.
 
-A model with segment tasks first tries its segmentation heads float: the few light convolutions
-that feed only ``seg_<task>`` outputs. A pixel's class flips wherever two logits nearly tie, and
-the boundaries that lane IoU is made of are exactly such places, so 8-bit logits cost IoU that
-no ranking of single layers by noise finds; the heads run at one stride and cost little time.
-Then the nodes ORT's QDQ debugging tools rank most hurt are kept float, 1, 2, 4, ... at a time
-(beside the heads when keeping those helped), until the drop is within tolerance.
+First the heads of the classify, regress and segment tasks that INT8 loses past tolerance are
+tried float: every node that feeds only that task's outputs. A pixel's class flips wherever two
+logits nearly tie, and the boundaries lane IoU is made of are exactly such places; the
+regression head pools with a softmax over a few hundred positions, whose weights (about 1/400
+each) an 8-bit output with steps of 1/255 rounds to nothing. No ranking of weighted layers by
+noise finds either, and the heads cost little time (one stride, or one pooled vector). The
+detection head is most of the model's work and is left to the ranking. Then the nodes ORT's QDQ
+debugging tools rank most hurt are kept float, 1, 2, 4, ... at a time (beside the heads when
+keeping those helped), until the drop is within tolerance.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from edge_mtl.bench.accuracy import EvalSet, Predictions
 from edge_mtl.calibration.accuracy import AccuracyReport, compare
 from edge_mtl.calibration.quiet import library_quiet
 from edge_mtl.calibration.reader import CalibrationReader
-from edge_mtl.runtime.segment import SegmentDecoder
+from edge_mtl.runtime.metadata import ModelMeta, TaskKind
 
 if TYPE_CHECKING:
     from edge_mtl.calibration.quantize import Quantizer
@@ -32,29 +35,31 @@ ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish"})
 SENSITIVITY_IMAGES = 8
 
 
-def segment_head_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Weighted nodes (graph order) whose every path ends in a segment output (``seg_*``):
-    the segmentation heads, not the trunk or neck they share with other tasks."""
-    outputs = {o.name for o in proto.graph.output}
+def head_nodes(proto: onnx.ModelProto, outputs: set[str]) -> list[str]:
+    """Nodes (graph order) whose every path ends in one of ``outputs``: those outputs' task
+    heads, not the trunk or neck they share with other tasks."""
+    graph_outputs = {o.name for o in proto.graph.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in proto.graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
     reach: dict[str, set[str]] = {}  # node -> the graph outputs it feeds
     for n in reversed(proto.graph.node):  # topological order reversed: consumers first
-        r = {t for t in n.output if t in outputs}
+        r = {t for t in n.output if t in graph_outputs}
         for t in n.output:
             for c in consumers.get(t, []):
                 r |= reach[c.name]
         reach[n.name] = r
-    seg = SegmentDecoder.prefix
-    return [
-        n.name
-        for n in proto.graph.node
-        if n.op_type in WEIGHTED_OPS
-        and reach[n.name]
-        and all(o.startswith(seg) for o in reach[n.name])
-    ]
+    return [n.name for n in proto.graph.node if reach[n.name] and reach[n.name] <= outputs]
+
+
+def light_outputs_past(meta: ModelMeta, report: AccuracyReport, tolerance: float) -> set[str]:
+    """The outputs of the classify, regress and segment tasks whose metric rows ``int8`` loses
+    more than ``tolerance`` points on (rows are named ``<task> <metric>``)."""
+    past = {r.rsplit(" ", 1)[0] for r in report.table if (report.loss(r, "int8") or 0) > tolerance}
+    return {
+        o for t in meta.tasks if t.kind is not TaskKind.DETECT and t.name in past for o in t.outputs
+    }
 
 
 def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) -> list[str]:
@@ -108,6 +113,7 @@ def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) 
 
 def search_exclusions(
     q: Quantizer,
+    meta: ModelMeta,
     base: Path,
     tail: list[str],
     judge: EvalSet,
@@ -140,7 +146,8 @@ def search_exclusions(
             best = (drop, path, kept, rep)
         return drop
 
-    heads = segment_head_nodes(q.pre_proto)
+    past = light_outputs_past(meta, report, qc.tolerance)
+    heads = [n for n in head_nodes(q.pre_proto, past) if n not in tail]
     if heads and attempt(heads) <= qc.tolerance:
         return best[1], best[2], best[3], search
     first = heads if heads and best[2] == heads else []  # the heads float helped: keep them

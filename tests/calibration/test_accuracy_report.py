@@ -73,3 +73,13 @@ def test_several_models_name_who_is_past_tolerance():
     rows = {ln.split(" | ")[0].removeprefix("| "): ln for ln in r.markdown().splitlines()[2:]}
     assert rows["weather acc"].endswith("| ⚠ past tolerance 1 (int8) |")
     assert "fp16" not in r.flagged()
+
+
+def test_max_drop_weighs_every_row_flagged_weighs():
+    """``--exclude auto`` searches until max_drop is within tolerance: a metric the report flags
+    must count there too, MAE and mAP@0.5:0.95 included."""
+    r = _report()
+    assert r.max_drop("int8") == pos(3.3)
+    r.table["weather acc"]["int8"] = 97.0
+    assert r.flagged() == {"int8": ["det mAP@0.5:0.95", "curvature MAE"]}
+    assert r.max_drop("int8") == pos(2.0)

@@ -8,8 +8,8 @@ from collections import Counter
 import onnx
 import pytest
 
-from edge_mtl.calibration.quantize import QuantizeConfig, quantize
-from edge_mtl.calibration.search import segment_head_nodes
+from edge_mtl.calibration.quantize import QuantizeConfig, load_fp32, quantize
+from edge_mtl.calibration.search import head_nodes, light_outputs_past
 from edge_mtl.eval_cli import read_task_mask
 from edge_mtl.export.onnx_export import ExportConfig, export
 from edge_mtl.runtime.metadata import Precision, TaskKind
@@ -53,21 +53,48 @@ def test_report_has_fp32_and_int8_segment_rows(seg_quantized):
     print({r: {k: round(v, 2) for k, v in table[r].items()} for r in table if "n/a" not in r})
 
 
-def test_segment_heads_are_the_convs_feeding_only_class_maps(seg_quantized):
+def test_task_heads_are_the_nodes_feeding_only_their_outputs(seg_quantized):
     proto = onnx.load(str(seg_quantized[0]))
-    heads = segment_head_nodes(proto)
-    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
-    assert len(heads) == 6 and set(heads) <= set(convs)  # conv-BN-ReLU x2 + 1x1, two tasks
-    assert heads == [c for c in convs if c in heads] and heads[0] != convs[0]
+    op = {n.name: n.op_type for n in proto.graph.node}
+    convs = [n for n in op if op[n] == "Conv"]
+    heads = head_nodes(proto, {"seg_drivable", "seg_lanes"})
+    seg_convs = [n for n in heads if op[n] == "Conv"]
+    assert len(seg_convs) == 6  # conv-BN-ReLU x2 + 1x1, two tasks
+    assert seg_convs == [c for c in convs if c in heads] and seg_convs[0] != convs[0]
+    assert "ArgMax" in {op[n] for n in heads}  # the class map is the head's too
+    lanes = head_nodes(proto, {"seg_lanes"})
+    assert len([n for n in lanes if op[n] == "Conv"]) == 3 and set(lanes) < set(heads)
+    reg = head_nodes(proto, {"reg_curvature"})
+    assert convs[0] not in reg and not set(reg) & set(heads)
+    # attention pooling: reduce conv, attention conv, softmax, weighted sum, two linear layers
+    assert Counter(op[n] for n in reg if op[n] in {"Conv", "Softmax", "Einsum", "Gemm"}) == {
+        "Conv": 2, "Softmax": 1, "Einsum": 1, "Gemm": 2
+    }  # fmt: skip
 
 
-def test_exclude_auto_tries_the_segment_heads_float_first(seg_quantized, tmp_path):
+def test_light_outputs_past_tolerance_are_those_of_the_tasks_int8_loses(seg_quantized):
+    fp32, _, _, res = seg_quantized
+    meta = load_fp32(fp32)[1]
+    report = dataclasses.replace(res.accuracy, table={
+        "det mAP@0.5": {"fp32": 50.0, "int8": 40.0},  # past, but the detection head is heavy
+        "lanes IoU": {"fp32": 60.0, "int8": 55.0},  # past
+        "drivable mIoU": {"fp32": 90.0, "int8": 89.5},  # within
+    }, label_std={})  # fmt: skip
+    assert light_outputs_past(meta, report, 1.0) == {"seg_lanes"}
+    assert light_outputs_past(meta, report, 10.0) == set()
+
+
+def test_exclude_auto_tries_the_heads_of_the_tasks_past_tolerance_float_first(
+    seg_quantized, tmp_path
+):
     fp32, qc, read_labels, plain = seg_quantized
     auto = dataclasses.replace(qc, exclude=("auto",), out=str(tmp_path / "auto.onnx"))
     res = quantize(auto, read_labels, read_task_mask)
     assert res.search[0] == (0, pytest.approx(plain.drop))
-    assert res.search[1][0] == 6  # the six head convolutions, before any ranked node
-    heads = set(segment_head_nodes(onnx.load(str(fp32))))
+    past = light_outputs_past(load_fp32(fp32)[1], plain.accuracy, qc.tolerance)
+    assert past and past <= {"seg_drivable", "seg_lanes"}  # the only labelled tasks here
+    heads = set(head_nodes(onnx.load(str(fp32)), past)) - set(res.float_tail)
+    assert res.search[1][0] == len(heads)  # those heads' nodes, before any ranked node
     if res.search[1][1] < res.search[0][1]:  # they helped: every later step keeps them
         assert heads <= set(res.kept_float)
     print("auto search (nodes kept, drop in points):", res.search)
