@@ -42,7 +42,7 @@ from edge_mtl.runtime.errors import EdgeMTLError
 from edge_mtl.runtime.files import check_model_file, invalid_model_error
 from edge_mtl.runtime.hardware import has_vnni
 from edge_mtl.runtime.metadata import METADATA_KEY, Precision
-from edge_mtl.runtime.providers import Provider
+from edge_mtl.runtime.providers import Provider, fallback_summary
 
 
 def _quiet(msg: str) -> None:
@@ -130,6 +130,7 @@ def bench_model(
         base.update(
             provider=engine.provider.value,
             fallback_reasons=list(engine.fallback_reasons),
+            fallback=fallback_summary(engine.skipped),
             device=device_label(machine, engine.provider.value),
             input_hw=list(engine.meta.input_hw),
         )

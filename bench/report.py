@@ -207,7 +207,8 @@ def _footnotes(rows: list[RowDict]) -> list[str]:
     who: dict[str, list[str]] = {}
     for r in rows:
         skipped = [f"skipped: {r['reason']}"] if r["status"] != "ok" else []
-        fell = [f"fell back: {x}" for x in r["fallback_reasons"]]
+        brief = r.get("fallback")  # absent in files of older releases
+        fell = [f"fell back: {x}" for x in ([brief] if brief else r["fallback_reasons"])]
         for n in [*skipped, *fell, *r["notes"]]:
             label = f"{r['model']} [{_provider(r)}]"
             if label not in who.setdefault(n, []):

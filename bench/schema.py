@@ -91,6 +91,9 @@ class Row:
     gpu_memory_mb: float | None
     e2e: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
+    # fallback_reasons in brief, as the engine's one line says them ("tensorrt, cuda: no NVIDIA
+    # GPU; openvino: not installed"); the notes print this, the full reasons stay in the JSON
+    fallback: str = ""
     # bench --accuracy: metric -> value, named as bench.accuracy.task_metrics names them ("det
     # mAP@0.5", "det mAP@0.5:0.95", "<task> acc", "<task> mIoU", "<task> IoU" in points 0-100,
     # "<task> MAE" in the task's unit; None: no labels for the task)

@@ -38,7 +38,7 @@ ROW_KEYS = {
     "session", "device", "runtime", "model", "model_path", "model_size_mb", "precision",
     "provider_requested", "provider", "fallback_reasons", "batch", "input_hw", "status", "reason",
     "runs", "warmup", "threads", "latency_ms", "throughput_ips", "peak_rss_mb", "gpu_memory_mb",
-    "e2e", "notes", "accuracy", "profile",
+    "e2e", "notes", "accuracy", "profile", "fallback",
 }  # fmt: skip
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "max"}
 E2E_KEYS = {
@@ -143,6 +143,7 @@ def test_unavailable_providers_are_skipped_with_reasons(models, monkeypatch) -> 
     assert len(auto.fallback_reasons) == 3
     assert all("not in this onnxruntime build" in x for x in auto.fallback_reasons[:2])
     assert auto.fallback_reasons[2].startswith("openvino: plugin")
+    assert auto.fallback == "tensorrt, cuda: not in this onnxruntime build; openvino: not installed"
     for row, name in ((cuda, "cuda"), (trt, "tensorrt")):
         assert row.status == "skipped" and row.provider is None and row.latency_ms is None
         assert row.reason.startswith(f"provider {name}: not in this onnxruntime build")
@@ -318,3 +319,6 @@ def test_notes_shared_by_several_rows_print_once_naming_them() -> None:
         f"a.onnx [cpu (auto)], b.onnx [cpu (auto)], c.onnx [cpu (auto)]: fell back: {why}",
         "b.onnx [cpu (auto)]: int8 weights",
     ]
+    # The brief the engine's line uses, where the row has one (the JSON keeps the reasons).
+    brief = {**row("a.onnx", []), "fallback": "tensorrt, cuda: no NVIDIA GPU"}
+    assert _footnotes([brief]) == ["a.onnx [cpu (auto)]: fell back: tensorrt, cuda: no NVIDIA GPU"]
