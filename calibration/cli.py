@@ -4,6 +4,9 @@ quantizer load inside the handler. Nothing here imports torch."""
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import time
 from typing import TYPE_CHECKING
 
 from edge_mtl.runtime.options import Provider, choices
@@ -80,6 +83,32 @@ def register(
     p.set_defaults(func=cmd_quantize, read_labels=read_labels, read_mask=read_mask)
 
 
+class StageLines(logging.Handler):
+    """The quantizer's stage lines on stderr (looked up at each line, so a redirected stderr
+    gets them), with the seconds since the command started: calibration, evaluation and the
+    search take minutes, and stdout gets the report only at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.start = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        elapsed = time.monotonic() - self.start
+        print(f"edge-mtl quantize: [{elapsed:.0f} s] {record.getMessage()}", file=sys.stderr)
+
+
+def show_stages() -> None:
+    """Route ``edge_mtl.calibration``'s INFO lines to :class:`StageLines`, once per process."""
+    logger = logging.getLogger("edge_mtl.calibration")
+    for h in logger.handlers:
+        if isinstance(h, StageLines):
+            h.start = time.monotonic()
+            return
+    logger.addHandler(StageLines())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -114,6 +143,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         eval_provider=Provider(args.eval_provider),
         threads=args.threads,
     )
+    show_stages()
     res = quantize(qc, args.read_labels, args.read_mask)
     cal = res.meta.calibration or {}
     sel = cal.get("selection", {})

@@ -308,11 +308,13 @@ def quantize(
                 f"--exclude: no node named {', '.join(map(repr, unknown))} in {fp32} "
                 f"(e.g. {', '.join(sorted(q.node_names)[:3])})"
             )
+        log.info("calibrating on %d images (%s)", len(selection.paths), qc.method.value)
         base = q.build(tail + explicit, work / "int8.onnx")
         preds: dict[str, Predictions] = {}
         judge = eval_set or image_list(selection.paths[:AUTO_AGREEMENT_IMAGES])
         report = None
         if eval_set is not None or qc.auto:
+            log.info("FP32 and INT8 on %d images (%s)", len(judge.images), qc.eval_provider.value)
             report = compare(
                 {"fp32": fp32, "int8": base}, judge, threads=qc.threads, cache=preds,
                 provider=qc.eval_provider,
@@ -326,6 +328,7 @@ def quantize(
         timed = {"fp32": fp32, "int8": out}
         if kept and qc.auto:
             timed["int8 (no exclusions)"] = base
+        log.info("latency of %s in turns on CPU", ", ".join(timed))
         latency = measure_latency(timed, meta, reader, qc.threads, qc.latency_seconds)
     drop = report.max_drop("int8") if report is not None else None
     accuracy = report if eval_set is not None else None

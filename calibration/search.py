@@ -141,6 +141,7 @@ def search_exclusions(
             provider=qc.eval_provider,
         )  # fmt: skip
         drop = rep.max_drop("int8")
+        log.info("--exclude auto: %d nodes float -> %.2f points", len(kept), drop)
         search.append((len(kept), drop))
         if drop < best[0]:
             best = (drop, path, kept, rep)
