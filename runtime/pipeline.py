@@ -34,7 +34,9 @@ log = logging.getLogger("edge_mtl.runtime")
 @dataclass
 class RunSummary:
     """What a run did. Latencies in milliseconds from capture (as the capture thread saw it) to
-    the result ready: each frame's age at its result."""
+    the result ready: each frame's age at its result. ``live``: a camera or stream; a file's
+    frames are read ahead of the model, so their age counts from the read and includes the
+    queue (FPS is a file run's figure)."""
 
     frames: int = 0
     seconds: float = 0.0
@@ -47,6 +49,7 @@ class RunSummary:
     stalls: int = 0
     corrupt: int = 0
     interrupted: bool = False
+    live: bool = True
 
     @property
     def fps(self) -> float:
@@ -58,7 +61,8 @@ class RunSummary:
         stages = " / ".join(f"{k} {v:.1f}" for k, v in self.stage_mean_ms.items())
         end = " (interrupted)" if self.interrupted else ""
         return (
-            f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, capture to result "
+            f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, "
+            f"{'capture' if self.live else 'read'} to result "
             f"p50 {self.latency_p50_ms:.1f} ms p90 {self.latency_p90_ms:.1f} ms p99 "
             f"{self.latency_p99_ms:.1f} ms (mean ms: {stages}), "
             f"drops {self.drops}, reconnects {self.reconnects}"
@@ -177,7 +181,7 @@ class Pipeline:
         with ``interrupted=True``."""
         threads = self._stages()
         restore_sigint = plumbing.stop_on_sigint(self._on_sigint)
-        summary = RunSummary()
+        summary = RunSummary(live=self.pull)
         totals: list[float] = []
         sums = np.zeros(3)
         t_start = time.perf_counter()

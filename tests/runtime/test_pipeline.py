@@ -133,6 +133,14 @@ def test_ctrl_c_stops_cleanly_and_flushes(tmp_path, models, kit) -> None:
     assert kit.count_video_frames(out) == 3
 
 
+def test_a_file_run_says_its_age_counts_from_the_read(models, kit, tmp_path) -> None:
+    """A file's frames wait in the read-ahead queues: its summary does not call that capture."""
+    clip = kit.write_video(tmp_path / "clip.mp4", kit.make_frames(3))
+    summary = Pipeline(Engine(models["dense"], "cpu"), open_source(str(clip))).run()
+    assert summary.frames == 3 and not summary.live
+    assert "FPS, read to result p50 " in summary.line()
+
+
 @pytest.fixture()
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
