@@ -75,7 +75,7 @@ class MultiStreamConfig:
 class StreamSummary:
     """One stream's share of a run. ``seconds`` runs from the start of the run to the stream's
     last result; latencies (milliseconds) from capture to result ready, each frame's age at its
-    result."""
+    result (``live`` False: a file's, counted from the read, the read-ahead queue included)."""
 
     index: int
     name: str
@@ -88,6 +88,7 @@ class StreamSummary:
     latency_p50_ms: float = 0.0
     latency_p90_ms: float = 0.0
     latency_p99_ms: float = 0.0
+    live: bool = True
 
     @property
     def fps(self) -> float:
@@ -95,14 +96,14 @@ class StreamSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        """One line for the run summary: frames, FPS, capture to result p50/p90/p99 ms, drops,
-        state."""
+        """One line for the run summary: frames, FPS, capture (or read) to result p50/p90/p99
+        ms, drops, state."""
         state = self.state.value + (f": {self.error}" if self.error else "")
         return (
-            f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, capture "
-            f"to result p50 {self.latency_p50_ms:.1f} ms p90 {self.latency_p90_ms:.1f} ms p99 "
-            f"{self.latency_p99_ms:.1f} ms, drops {self.drops}, reconnects {self.reconnects}, "
-            f"{state}"
+            f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, "
+            f"{'capture' if self.live else 'read'} to result p50 {self.latency_p50_ms:.1f} ms "
+            f"p90 {self.latency_p90_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms, "
+            f"drops {self.drops}, reconnects {self.reconnects}, {state}"
         )
 
 
@@ -468,7 +469,7 @@ class MultiStream:
         out.batched_frames = sum(self._batch_sizes)
         out.inference_mean_ms = 1e3 * self._inference_s / out.batches if out.batches else 0.0
         for s in self._streams:
-            row = StreamSummary(s.index, s.name, s.state, s.done, error=s.error)
+            row = StreamSummary(s.index, s.name, s.state, s.done, error=s.error, live=s.pull)
             row.seconds = (s.t_last - t_start) if s.t_last is not None else 0.0
             row.drops = int(s.source.drops) + s.replaced
             row.reconnects = int(s.source.reconnects)

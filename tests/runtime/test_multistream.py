@@ -295,6 +295,7 @@ def test_a_stalled_stream_is_removed_after_the_stall_timeout(tmp_path, models, k
     assert (stalled.state, stalled.frames) == (StreamState.STALLED, 0)
     assert stalled.line().endswith("stalled: no frame for 0.5 s")
     assert "1 failed or stalled" in summary.line()
+    assert ", read to result p50 " in clip_stream.line()  # a file's age includes its queue
 
 
 def test_a_dead_stream_is_reported_and_the_others_continue(tmp_path, models, kit) -> None:
