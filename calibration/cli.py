@@ -84,15 +84,18 @@ def register(
 
 
 class StageLines(logging.Handler):
-    """The quantizer's stage lines on stderr (looked up at each line, so a redirected stderr
-    gets them), with the seconds since the command started: calibration, evaluation and the
-    search take minutes, and stdout gets the report only at the end."""
+    """The quantizer's stage lines on stderr when it is a terminal (looked up at each line),
+    with the seconds since the command started: calibration, evaluation and the search take
+    minutes, and stdout gets the report only at the end. A log keeps to the report, and bad
+    input found mid-way to its one error line."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.start = time.monotonic()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not sys.stderr.isatty():
+            return
         elapsed = time.monotonic() - self.start
         print(f"edge-mtl quantize: [{elapsed:.0f} s] {record.getMessage()}", file=sys.stderr)
 

@@ -6,6 +6,7 @@ error."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -48,7 +49,8 @@ def test_nms_export_is_refused_in_one_line(models, calib, tmp_path, capfd, no_de
     ]
 
 
-def test_library_chatter_is_silenced(models, calib, tmp_path, capfd, no_debug) -> None:
+def test_library_chatter_is_silenced(models, calib, tmp_path, capfd, no_debug, monkeypatch) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # stage lines go to a terminal
     code = _quantize(models["dense"], calib, tmp_path / "q.onnx", "--method", "entropy")
     out, err = capfd.readouterr()  # file-descriptor level: C++ logs and tqdm bars too
     assert code == 0, err
@@ -59,6 +61,11 @@ def test_library_chatter_is_silenced(models, calib, tmp_path, capfd, no_debug) -
         "calibrating on 4 images (entropy)",
         "latency of fp32, int8 in turns on CPU",
     ], err
+
+
+def test_stage_lines_stay_off_a_log(models, calib, tmp_path, capfd, no_debug) -> None:
+    assert _quantize(models["dense"], calib, tmp_path / "q.onnx") == 0
+    assert not capfd.readouterr().err.strip()
 
 
 def test_debug_shows_the_library_chatter(models, calib, tmp_path, capfd, monkeypatch) -> None:
