@@ -46,7 +46,6 @@ def register(
         "--method", choices=["minmax", "entropy", "percentile"], default="minmax",
         help="activation range calibration (default minmax)",
     )  # fmt: skip
-    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
     p.add_argument(
         "--reduce-range", choices=["auto", "on", "off"], default="auto",
         help="7-bit weights; auto = on for CPUs without VNNI (default auto)",
@@ -135,7 +134,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib=args.calib,
         out=args.out,
         method=Method(args.method),
-        per_channel=args.per_channel,
         reduce_range=ReduceRange(args.reduce_range),
         target=Target(args.target),
         exclude=tuple(args.exclude),
@@ -152,8 +150,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     sel = cal.get("selection", {})
     print(
         f"wrote {res.path}: int8 QDQ ({cal['activations']} activations, {cal['weights']} "
-        f"weights), method {cal['method']}, per-channel {cal['per_channel']}, "
-        f"reduce-range {cal['reduce_range']}"
+        f"weights), method {cal['method']}, reduce-range {cal['reduce_range']}"
     )
     print(
         f"calibration: {sel.get('size')} of {sel.get('available')} images from {sel.get('path')} "

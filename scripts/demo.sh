@@ -45,7 +45,7 @@ edge-mtl export --weights "$RUN/best.pt" --out "$OUT/model.fp16.onnx" --dynamic-
 MODELS=("$OUT/model.onnx" "$OUT/model.fp16.onnx")
 if edge-mtl quantize --help >/dev/null 2>&1; then
   step "quantize int8"
-  edge-mtl quantize --onnx "$OUT/model.onnx" --calib "$CALIB" --per-channel \
+  edge-mtl quantize --onnx "$OUT/model.onnx" --calib "$CALIB" \
     --out "$OUT/model.int8.onnx" --eval "$HELDOUT" \
     --report "$OUT/quantize.json"
   MODELS+=("$OUT/model.int8.onnx")

@@ -45,7 +45,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def quantized(fp32_onnx: Path, scenes: Path):
     out = fp32_onnx.with_name("model.int8.onnx")
     qc = QuantizeConfig(
-        onnx=str(fp32_onnx), calib=str(scenes), out=str(out), per_channel=True, calib_size=6,
+        onnx=str(fp32_onnx), calib=str(scenes), out=str(out), calib_size=6,
         eval_data=str(scenes), threads=1, latency_seconds=0.3,
     )  # fmt: skip
     return quantize(qc, read_bdd)
@@ -83,6 +83,17 @@ def test_decode_tail_stays_float(quantized, fp32_onnx):
                    for i in node.input)  # fmt: skip
     tail = float_tail(onnx.load(str(fp32_onnx)))
     assert any("sigmoid" in n for n in tail) and quantized.float_tail
+
+
+def test_conv_weights_have_a_scale_per_output_channel(quantized):
+    proto = onnx.load(str(quantized.path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    dq = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    conv_weights = [n for n in dq if len(inits[n.input[0]].dims) == 4]  # (C_out, C_in, kh, kw)
+    assert conv_weights
+    for n in conv_weights:
+        assert inits[n.input[0]].data_type == onnx.TensorProto.INT8, n.name
+        assert list(inits[n.input[1]].dims) == [inits[n.input[0]].dims[0]], n.name
 
 
 def test_attention_softmax_stays_float(quantized, fp32_onnx):

@@ -30,7 +30,7 @@ def seg_quantized(tmp_path_factory: pytest.TempPathFactory):
 
     qc = QuantizeConfig(
         onnx=str(fp32), calib=str(tmp / "set" / "images"), out=str(tmp / "int8.onnx"),
-        per_channel=True, calib_size=8, eval_data=str(tmp / "set"), threads=1,
+        calib_size=8, eval_data=str(tmp / "set"), threads=1,
         latency_seconds=0.2,
     )  # fmt: skip
     return fp32, qc, read_labels, quantize(qc, read_labels, read_task_mask)
