@@ -64,6 +64,16 @@ QUANTIZED_OPS = frozenset(
      "MatMulInteger"}
 )  # fmt: skip
 AUTO_AGREEMENT_IMAGES = 32
+# Images per calibration pass: ORT keeps every intermediate tensor of a pass in memory (about
+# 80 MB an image at 256x448 for the histogram methods), so 300 images in one pass ran a 24 GB
+# machine out of memory; ranges and histograms merge across passes.
+CALIBRATION_PASS = 16
+
+
+def calibration_stride(n: int) -> int:
+    """Images per pass for ``n`` images: the largest divisor of ``n`` up to
+    :data:`CALIBRATION_PASS` (ORT's strided calibration needs the passes to divide ``n``)."""
+    return max(d for d in range(1, min(n, CALIBRATION_PASS) + 1) if n % d == 0)
 
 
 class Method(str, Enum):
@@ -253,7 +263,8 @@ class Quantizer:
         """Quantize with ``exclude`` kept float; calibrates on the first call, then reuses."""
         qc = self.qc
         cpu = qc.target is Target.CPU
-        self.reader.rewind()
+        n = len(self.reader.paths)
+        self.reader.set_range(0, n)  # all of them: strided calibration leaves the last pass set
         try:
             with library_quiet():
                 quantize_static(
@@ -267,13 +278,19 @@ class Quantizer:
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=list(exclude),
                     calibrate_method=qc.method.ort,
-                    extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
+                    extra_options={
+                        "ActivationSymmetric": not cpu,
+                        "WeightSymmetric": True,
+                        "CalibStridedMinMax": calibration_stride(n),  # any method, in passes
+                    },
                     calibration_cache_path=str(self.cache),
                 )
         except EdgeMTLError:  # our calibration reader's own message (an undecodable image)
             raise
         except Exception as e:  # onnxruntime's own error types
             raise RuntimeFailure(f"quantize_static failed ({first_line(e)})") from e
+        finally:
+            self.reader.set_range(0, n)
         return out
 
 

@@ -3,6 +3,7 @@ FP32 on calibration-like inputs, the evaluation provider, and the one-line error
 ``edge-mtl quantize``."""
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,8 +13,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+import edge_mtl.calibration.quantize as quantize_module
 from edge_mtl.bench.env import probe_provider
-from edge_mtl.calibration.quantize import QuantizeConfig, attention_softmax, float_tail, quantize
+from edge_mtl.calibration.quantize import (
+    QuantizeConfig,
+    attention_softmax,
+    calibration_stride,
+    float_tail,
+    quantize,
+)
 from edge_mtl.calibration.reader import CalibrationReader
 from edge_mtl.cli import main
 from edge_mtl.data.bdd import read_bdd
@@ -83,6 +91,32 @@ def test_decode_tail_stays_float(quantized, fp32_onnx):
                    for i in node.input)  # fmt: skip
     tail = float_tail(onnx.load(str(fp32_onnx)))
     assert any("sigmoid" in n for n in tail) and quantized.float_tail
+
+
+def test_calibration_runs_in_passes_that_divide_the_images():
+    assert [calibration_stride(n) for n in (300, 32, 16, 7, 17, 1)] == [15, 16, 16, 7, 1, 1]
+
+
+def test_ranges_merged_over_passes_are_those_of_one_pass(fp32_onnx, scenes, tmp_path, monkeypatch):
+    """The histogram methods need passes to fit in memory; min-max ranges merge exactly."""
+    qc = QuantizeConfig(
+        onnx=str(fp32_onnx), calib=str(scenes), out=str(tmp_path / "one.onnx"), calib_size=6,
+        threads=1, latency_seconds=0.05,
+    )  # fmt: skip
+    one = quantize(qc)
+    monkeypatch.setattr(quantize_module, "CALIBRATION_PASS", 2)  # three passes of two images
+    ranges: list[tuple[int, int]] = []
+    set_range = CalibrationReader.set_range
+
+    def spy(self, start_index: int, end_index: int) -> None:
+        ranges.append((start_index, end_index))
+        set_range(self, start_index, end_index)
+
+    monkeypatch.setattr(CalibrationReader, "set_range", spy)
+    three = quantize(dataclasses.replace(qc, out=str(tmp_path / "three.onnx")))
+    assert {(0, 2), (2, 4), (4, 6)} <= set(ranges)
+    graphs = [onnx.load(str(r.path)).graph.SerializeToString() for r in (one, three)]
+    assert graphs[0] == graphs[1]
 
 
 def test_conv_weights_have_a_scale_per_output_channel(quantized):
