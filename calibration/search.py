@@ -2,13 +2,13 @@
 
 First the heads of the classify, regress and segment tasks that INT8 loses past tolerance are
 tried float: every node that feeds only that task's outputs. A pixel's class flips wherever two
-logits nearly tie, and the boundaries lane IoU is made of are exactly such places; the
-regression head pools with a softmax over a few hundred positions, whose weights (about 1/400
-each) an 8-bit output with steps of 1/255 rounds to nothing. No ranking of weighted layers by
-noise finds either, and the heads cost little time (one stride, or one pooled vector). The
-detection head is most of the model's work and is left to the ranking. Then the nodes ORT's QDQ
-debugging tools rank most hurt are kept float, 1, 2, 4, ... at a time (beside the heads when
-keeping those helped), until the drop is within tolerance.
+logits nearly tie, and the boundaries lane IoU is made of are exactly such places; a regression
+carries every rounding of its head into its one number (its attention softmax is float in every
+INT8 model already, :func:`~edge_mtl.calibration.quantize.attention_softmax`). No ranking of
+weighted layers by noise finds these, and the heads cost little time (one stride, or one pooled
+vector). The detection head is most of the model's work and is left to the ranking. Then the
+nodes ORT's QDQ debugging tools rank most hurt are kept float, 1, 2, 4, ... at a time (beside
+the heads when keeping those helped), until the drop is within tolerance.
 """
 
 from __future__ import annotations
