@@ -17,6 +17,7 @@ import edge_mtl.calibration.quantize as quantize_module
 from edge_mtl.bench.env import probe_provider
 from edge_mtl.calibration.quantize import (
     QuantizeConfig,
+    Target,
     attention_softmax,
     calibration_stride,
     float_tail,
@@ -117,6 +118,30 @@ def test_ranges_merged_over_passes_are_those_of_one_pass(fp32_onnx, scenes, tmp_
     assert {(0, 2), (2, 4), (4, 6)} <= set(ranges)
     graphs = [onnx.load(str(r.path)).graph.SerializeToString() for r in (one, three)]
     assert graphs[0] == graphs[1]
+
+
+def test_tensorrt_target_quantizes_activations_to_symmetric_int8(fp32_onnx, scenes, tmp_path):
+    """TensorRT's explicit quantization takes int8 with zero point 0 only; the CPU target's
+    activations are uint8 with any zero point."""
+    qc = QuantizeConfig(
+        onnx=str(fp32_onnx), calib=str(scenes), out=str(tmp_path / "trt.onnx"), calib_size=6,
+        threads=1, latency_seconds=0.05, target=Target.TENSORRT,
+    )  # fmt: skip
+    res = quantize(qc)
+    cal = res.meta.calibration
+    assert (cal["target"], cal["activations"]) == ("tensorrt", "int8 symmetric")
+    proto = onnx.load(str(res.path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    zero_points = [
+        inits[n.input[2]] for n in proto.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits
+    ]  # fmt: skip
+    assert zero_points
+    for z in zero_points:
+        assert z.data_type == onnx.TensorProto.INT8 and not onnx.numpy_helper.to_array(z).any()
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    x = CalibrationReader.from_meta(sorted((scenes / "images").iterdir())[:1], res.meta)
+    assert all(np.isfinite(o).all() for o in sess.run(None, x.get_next()) if o.dtype.kind == "f")
 
 
 def test_conv_weights_have_a_scale_per_output_channel(quantized):
