@@ -45,7 +45,7 @@ from edge_mtl.bench.timing import time_engines
 from edge_mtl.calibration.accuracy import AccuracyReport, compare
 from edge_mtl.calibration.quiet import library_quiet
 from edge_mtl.calibration.reader import CalibrationReader
-from edge_mtl.calibration.search import WEIGHTED_OPS, search_exclusions
+from edge_mtl.calibration.search import WEIGHTED_OPS, consumers_of, search_exclusions
 from edge_mtl.calibration.select import DEFAULT_SIZE, select_calibration
 from edge_mtl.runtime.errors import EdgeMTLError, InputError, MetadataError, RuntimeFailure
 from edge_mtl.runtime.files import (
@@ -210,24 +210,19 @@ def check_no_nms(proto: onnx.ModelProto, meta: ModelMeta, path: Path) -> None:
 def attention_softmax(proto: onnx.ModelProto) -> list[str]:
     """Names of Softmax nodes read by a weighted op (MatMul/Einsum/Gemm): attention weights,
     kept float (see the module docstring) for a few microseconds."""
-    readers: dict[str, set[str]] = {}
-    for n in proto.graph.node:
-        for t in n.input:
-            readers.setdefault(t, set()).add(n.op_type)
+    consumers = consumers_of(proto)
     return [
         n.name
         for n in proto.graph.node
-        if n.op_type == "Softmax" and readers.get(n.output[0], set()) & WEIGHTED_OPS
+        if n.op_type == "Softmax"
+        and any(c.op_type in WEIGHTED_OPS for c in consumers.get(n.output[0], []))
     ]
 
 
 def float_tail(proto: onnx.ModelProto) -> list[str]:
     """Names of nodes after the last weighted op (Conv/Gemm/MatMul) on every path to a graph
     output: they only reshape, activate and decode, so they stay float at no speed cost."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in proto.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = consumers_of(proto)
     outputs = {o.name for o in proto.graph.output}
     tail: set[str] = set()
     for n in reversed(proto.graph.node):  # topological order reversed: consumers first

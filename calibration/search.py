@@ -35,14 +35,20 @@ ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish"})
 SENSITIVITY_IMAGES = 8
 
 
-def head_nodes(proto: onnx.ModelProto, outputs: set[str]) -> list[str]:
-    """Nodes (graph order) whose every path ends in one of ``outputs``: those outputs' task
-    heads, not the trunk or neck they share with other tasks."""
-    graph_outputs = {o.name for o in proto.graph.output}
+def consumers_of(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it, in graph order."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in proto.graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
+    return consumers
+
+
+def head_nodes(proto: onnx.ModelProto, outputs: set[str]) -> list[str]:
+    """Nodes (graph order) whose every path ends in one of ``outputs``: those outputs' task
+    heads, not the trunk or neck they share with other tasks."""
+    graph_outputs = {o.name for o in proto.graph.output}
+    consumers = consumers_of(proto)
     reach: dict[str, set[str]] = {}  # node -> the graph outputs it feeds
     for n in reversed(proto.graph.node):  # topological order reversed: consumers first
         r = {t for t in n.output if t in graph_outputs}
@@ -92,10 +98,7 @@ def node_sensitivity(q: Quantizer, qdq: Path, images: int = SENSITIVITY_IMAGES) 
     aug.unlink()
     with library_quiet():
         weights = compute_weight_error(create_weight_matching(str(q.pre), str(qdq)))
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in q.pre_proto.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = consumers_of(q.pre_proto)
     score: dict[str, float] = {}
     for n in q.pre_proto.graph.node:
         if n.op_type not in WEIGHTED_OPS:
