@@ -470,6 +470,7 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
     """Open ``spec``: a camera index (``"0"``), an RTSP/HTTP(S) URL, an image file, a folder of
     images, a glob of images (``"frames/*.png"``) or a video file. Raises :class:`InputError`
     naming ``spec`` when it is none of these or cannot be opened."""
+    check_source(spec)
     if spec.isdigit():
         cam = int(spec)
         return LiveSource(_video_capture(cam), f"camera {cam}", None, reconnect_timeout_s)
@@ -489,9 +490,7 @@ def open_source(spec: str, reconnect_timeout_s: float = 10.0) -> FrameSource:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([path], spec)
         return VideoFileSource(spec)
-    if _is_glob(spec):
-        return ImageFilesSource(_images_in(globlib.glob(spec)), spec)
-    raise InputError(f"source {spec}: no such file, folder, camera index or URL")
+    return ImageFilesSource(_images_in(globlib.glob(spec)), spec)  # a glob, checked above
 
 
 def iter_frames(source: FrameSource) -> Iterator[Frame]:
