@@ -99,11 +99,11 @@ class StreamSummary:
         """One line for the run summary: frames, FPS, capture (or read) to result p50/p90/p99
         ms, drops, state."""
         state = self.state.value + (f": {self.error}" if self.error else "")
+        ages = (self.latency_p50_ms, self.latency_p90_ms, self.latency_p99_ms)
         return (
             f"stream {self.index} {self.name}: {self.frames} frames, {self.fps:.1f} FPS, "
-            f"{'capture' if self.live else 'read'} to result p50 {self.latency_p50_ms:.1f} ms "
-            f"p90 {self.latency_p90_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms, "
-            f"drops {self.drops}, reconnects {self.reconnects}, {state}"
+            f"{plumbing.age_words(self.live, *ages)}, drops {self.drops}, "
+            f"reconnects {self.reconnects}, {state}"
         )
 
 

@@ -60,11 +60,10 @@ class RunSummary:
         """The one-line summary printed at the end of ``edge-mtl run``."""
         stages = " / ".join(f"{k} {v:.1f}" for k, v in self.stage_mean_ms.items())
         end = " (interrupted)" if self.interrupted else ""
+        ages = (self.latency_p50_ms, self.latency_p90_ms, self.latency_p99_ms)
         return (
             f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} FPS, "
-            f"{'capture' if self.live else 'read'} to result "
-            f"p50 {self.latency_p50_ms:.1f} ms p90 {self.latency_p90_ms:.1f} ms p99 "
-            f"{self.latency_p99_ms:.1f} ms (mean ms: {stages}), "
+            f"{plumbing.age_words(self.live, *ages)} (mean ms: {stages}), "
             f"drops {self.drops}, reconnects {self.reconnects}"
             + (f", stalls {self.stalls}" if self.stalls else "")
             + (f", corrupt frames {self.corrupt}" if self.corrupt else "")

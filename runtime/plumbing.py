@@ -125,3 +125,12 @@ def latency_percentiles(values_ms: Iterable[float]) -> tuple[float, float, float
         return 0.0, 0.0, 0.0
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return float(p50), float(p90), float(p99)
+
+
+def age_words(live: bool, p50: float, p90: float, p99: float) -> str:
+    """The summary lines' age figures (ms): from capture on a camera or stream, from the read on
+    a file (whose frames wait in the read-ahead queues)."""
+    return (
+        f"{'capture' if live else 'read'} to result p50 {p50:.1f} ms p90 {p90:.1f} ms "
+        f"p99 {p99:.1f} ms"
+    )
