@@ -259,7 +259,7 @@ class Quantizer:
         qc = self.qc
         cpu = qc.target is Target.CPU
         n = len(self.reader.paths)
-        self.reader.set_range(0, n)  # all of them: strided calibration leaves the last pass set
+        self.reader.set_range(0, n)  # rewound to all images: calibration leaves its last pass set
         try:
             with library_quiet():
                 quantize_static(
@@ -284,8 +284,6 @@ class Quantizer:
             raise
         except Exception as e:  # onnxruntime's own error types
             raise RuntimeFailure(f"quantize_static failed ({first_line(e)})") from e
-        finally:
-            self.reader.set_range(0, n)
         return out
 
 
